@@ -1,0 +1,108 @@
+"""Command line: `optprune certify | prune | eval`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+def cmd_certify(args) -> int:
+    from .compare import compare, run_methods, to_device
+    from .patterns import Pattern
+    from .problem import load_layer_problems
+
+    pattern = Pattern.parse(args.pattern, args.sparsity)
+    names = args.name.split(",") if args.name else None
+    problems = load_layer_problems(args.layer, names)
+    methods = [m.strip() for m in args.method.split(",")]
+    reports = []
+    for name, problem in problems.items():
+        problem = to_device(problem, args.device)
+        results = run_methods(problem, pattern, methods)
+        cmp = compare(problem, pattern, results, rows=_int_list(args.rows), window_size=args.window,
+                      exact_method=args.exact, time_limit=args.time_limit)
+        print(cmp.to_markdown())
+        reports.append(json.loads(cmp.to_json()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(reports, indent=2))
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from .pipeline.run import prune_main
+    return prune_main(args)
+
+
+def cmd_eval(args) -> int:
+    from .pipeline.run import eval_main
+    return eval_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="optprune", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("certify", help="compare methods' masks against certified optima on one layer file")
+    c.add_argument("--layer", required=True, help="safetensors file with <name>.weight and <name>.gram")
+    c.add_argument("--name", default="", help="comma-separated layer names (default: all in the file)")
+    c.add_argument("--method", default="magnitude,wanda,sparsegpt,sparsefw,sparseswaps,maiht")
+    c.add_argument("--pattern", default="per-row", help="unstructured | per-row | N:M | structured")
+    c.add_argument("--sparsity", type=float, default=0.5)
+    c.add_argument("--rows", default="0", help="rows of the certified sub-block, e.g. 0,1")
+    c.add_argument("--window", type=int, default=24, help="columns of the certified sub-block")
+    c.add_argument("--exact", default="milp", choices=["milp", "oa"])
+    c.add_argument("--time-limit", type=float, default=60.0)
+    c.add_argument("--device", default="auto")
+    c.add_argument("--json", default="", help="also write the report as JSON here")
+    c.set_defaults(func=cmd_certify)
+
+    pr = sub.add_parser("prune", help="prune a Hugging Face causal LM block by block")
+    pr.add_argument("--model", default="", help="local path or hub id (default: embedded SmolLM2-135M)")
+    pr.add_argument("--gguf-file", default="", help="GGUF file inside --model (or a path)")
+    pr.add_argument("--method", default="sparseswaps")
+    pr.add_argument("--sparsity", type=float, default=0.5)
+    pr.add_argument("--pattern", default="per-row")
+    pr.add_argument("--calib", default="c4", help="c4 | wikitext2 | FILE (txt, jsonl, jsonl.gz)")
+    pr.add_argument("--data-dir", default="", help="local data folder (shared/data layout)")
+    pr.add_argument("--nsamples", type=int, default=128)
+    pr.add_argument("--seqlen", type=int, default=2048)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (forward passes)")
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--out", required=True, help="output folder (never the input model's folder)")
+    pr.add_argument("--eval-ppl", action="store_true", help="also evaluate WikiText-2 perplexity")
+    pr.add_argument("--no-resume", action="store_true")
+    pr.set_defaults(func=cmd_prune)
+
+    ev = sub.add_parser("eval", help="perplexity / zero-shot accuracy of a saved model")
+    ev.add_argument("--model", default="", help="saved model folder (default: embedded SmolLM2-135M)")
+    ev.add_argument("--gguf-file", default="")
+    ev.add_argument("--ppl", default="wikitext2")
+    ev.add_argument("--zeroshot", default="", help="comma list: arc_easy,arc_challenge,piqa,boolq,rte,...")
+    ev.add_argument("--limit", type=int, default=0, help="at most this many items per zero-shot task")
+    ev.add_argument("--max-windows", type=int, default=0, help="at most this many ppl windows (0 = all)")
+    ev.add_argument("--seqlen", type=int, default=2048)
+    ev.add_argument("--data-dir", default="")
+    ev.add_argument("--dtype", default="auto")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--json", default="")
+    ev.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"optprune: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

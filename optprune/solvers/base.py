@@ -1,0 +1,48 @@
+"""What every layer solver returns, and the method registry."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..patterns import Pattern, check_mask
+from ..problem import LayerProblem
+
+
+@dataclass
+class PruneResult:
+    mask: torch.Tensor                 # bool, True = kept
+    weight: torch.Tensor               # W_hat, zero outside the mask
+    method: str
+    objective: float = float("nan")    # tr((W - W_hat) G (W - W_hat)^T)
+    history: list[float] = field(default_factory=list)   # objective per iteration
+    lower_bound: float | None = None   # relaxation bound (SparseFW), valid for the mask-only problem
+    seconds: float = 0.0
+
+
+METHODS: dict[str, Callable[..., PruneResult]] = {}
+
+
+def register(name: str):
+    def wrap(fn):
+        METHODS[name] = fn
+        return fn
+    return wrap
+
+
+def prune_layer(problem: LayerProblem, pattern: Pattern, method: str, **options) -> PruneResult:
+    """Run one method on one layer problem; checks the mask and fills objective/time."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+    problem.check_pattern(pattern)
+    t0 = time.perf_counter()
+    result = METHODS[method](problem, pattern, **options)
+    if problem.device.type == "cuda":
+        torch.cuda.synchronize()
+    result.seconds = time.perf_counter() - t0
+    check_mask(result.mask, pattern)
+    result.weight = result.weight * result.mask
+    result.objective = problem.objective(W_hat=result.weight)
+    return result

@@ -1,0 +1,77 @@
+"""SparseFW: Frank-Wolfe on the convex relaxation of the keep mask, then top-k rounding.
+
+Relaxation over M in C = {M in [0,1]^{out x in}, keep budget of the pattern (<= k)}:
+    f(M) = tr((W - W*M) G (W - W*M)^T),   grad f(M) = -2 W * ((W - W*M) G) = -2 W * (H - (W*M) G),  H = W G.
+Each step solves the LMO S = argmin_{S in C} <grad, S> (the k most negative
+gradient entries per layer / row / N:M group), and moves M <- M + 2/(t+2) (S - M).
+A warm start fixes a fraction of Wanda's kept weights to 1 (they use up budget).
+Because f is convex, every iterate certifies the relaxation (hence integer) bound
+    f* >= f(M_t) + <grad f(M_t), S*_t - M_t>,
+with S*_t the LMO over the *unrestricted* C, so the bound is valid for the
+original problem whatever the warm start.  The returned lower_bound is the best of them.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..patterns import Pattern, PatternError, select_mask
+from ..problem import LayerProblem
+from .baselines import wanda_scores
+from .base import PruneResult, register
+
+
+def keep_lmo(grad: torch.Tensor, pattern: Pattern, fixed: torch.Tensor | None = None) -> torch.Tensor:
+    """argmin <grad, S> over the relaxed keep set (budget <= k); fixed entries are forced to 1."""
+    scores = -grad
+    if fixed is not None:
+        scores = torch.where(fixed, torch.full_like(scores, float("inf")), scores)
+    S = select_mask(scores, pattern)
+    chosen = scores > 0
+    return S & (chosen if fixed is None else (chosen | fixed))
+
+
+def relaxed_objective(W: torch.Tensor, G: torch.Tensor, M: torch.Tensor):
+    D = W - W * M
+    DG = D @ G
+    return float((DG * D).sum()), -2 * W * DG
+
+
+@register("sparsefw")
+def sparsefw(problem: LayerProblem, pattern: Pattern, iters: int = 200, warm_fraction: float = 0.5,
+             fixed_mask: torch.Tensor | None = None) -> PruneResult:
+    """warm_fraction: share of Wanda's kept weights (highest scores first) fixed to 1."""
+    if pattern.kind == "structured":
+        raise PatternError("sparsefw handles unstructured, per-row and N:M patterns")
+    if not 0.0 <= warm_fraction < 1.0:
+        raise ValueError("warm_fraction must lie in [0, 1)")
+    W, G = problem.W, problem.G
+    wscore = wanda_scores(problem)
+    start = select_mask(wscore, pattern)
+    fixed = fixed_mask
+    if fixed is None and warm_fraction > 0:
+        # the top warm_fraction of each budget group of Wanda's mask, by score
+        frac = Pattern(pattern.kind, 1 - (1 - pattern.sparsity) * warm_fraction) if pattern.kind != "nm" \
+            else None
+        if frac is not None:
+            fixed = select_mask(wscore, frac)
+        else:
+            n_fix = int(pattern.n * warm_fraction)
+            fixed = select_mask(wscore, Pattern("nm", 1 - n_fix / pattern.m, n_fix, pattern.m)) if n_fix else None
+    M = start.to(W.dtype)
+    best_lb, history = -float("inf"), []
+    for t in range(iters):
+        f, grad = relaxed_objective(W, G, M)
+        history.append(f)
+        S_free = keep_lmo(grad, pattern).to(W.dtype)
+        best_lb = max(best_lb, f + float((grad * (S_free - M)).sum()))
+        S = keep_lmo(grad, pattern, fixed).to(W.dtype) if fixed is not None else S_free
+        M = M + (2.0 / (t + 2.0)) * (S - M)
+    f, grad = relaxed_objective(W, G, M)
+    best_lb = max(best_lb, f + float((grad * (keep_lmo(grad, pattern).to(W.dtype) - M)).sum()))
+    # rounding: largest relaxed values; Wanda's score breaks ties
+    tie = wscore / wscore.max().clamp_min(1e-30) * 1e-6
+    score = M + tie
+    if fixed is not None:
+        score = torch.where(fixed, torch.full_like(score, float("inf")), score)
+    mask = select_mask(score, pattern)
+    return PruneResult(mask, W * mask, "sparsefw", history=history, lower_bound=max(best_lb, 0.0))

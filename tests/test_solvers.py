@@ -1,0 +1,112 @@
+"""Heuristics are never better than certified optima; solver invariants hold."""
+import numpy as np
+import pytest
+import torch
+
+from optprune import METHODS, Pattern, check_mask, prune_layer, random_problem, refit_weights, select_mask
+from optprune.exact import build_subblock, solve_mask, solve_refit_oa
+from optprune.solvers import swap_search
+
+MASK_ONLY = ["magnitude", "wanda", "sparsefw", "sparseswaps"]     # W_hat = W * M
+UPDATES = ["sparsegpt", "maiht"]                                  # W_hat changes kept weights
+PATTERNS = [("per-row", 0.5), ("unstructured", 0.5), ("2:4", None)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("spec,sparsity", PATTERNS)
+def test_no_method_beats_the_certified_optimum(seed, spec, sparsity):
+    prob = random_problem(2, 8, seed=seed)
+    pat = Pattern.parse(spec, sparsity)
+    sb = build_subblock(prob, pat, select_mask(prob.W.abs(), pat))
+    mask_opt = solve_mask(sb.qp)
+    refit_opt = solve_refit_oa(sb)
+    assert mask_opt.certified and refit_opt.certified
+    for m in MASK_ONLY + UPDATES:
+        res = prune_layer(prob, pat, m)
+        check_mask(res.mask, pat)
+        assert res.objective >= refit_opt.optimum * (1 - 1e-6) - 1e-9, m
+        assert prob.objective(res.mask) >= mask_opt.optimum * (1 - 1e-6) - 1e-9, m
+
+
+@pytest.mark.parametrize("spec,sparsity", PATTERNS)
+def test_sparsefw_bound_is_below_the_optimum(spec, sparsity):
+    prob = random_problem(2, 8, seed=4)
+    pat = Pattern.parse(spec, sparsity)
+    sb = build_subblock(prob, pat, select_mask(prob.W.abs(), pat))
+    res = prune_layer(prob, pat, "sparsefw", iters=500, warm_fraction=0.5)
+    assert 0 <= res.lower_bound <= solve_mask(sb.qp).optimum + 1e-9
+
+
+def _best_one_swap(prob, mask, m=0):
+    """Brute-force best 1-swap improvement per row (<0 means improvable)."""
+    best = []
+    for i in range(prob.shape[0]):
+        base = float(prob.row_errors(mask)[i])
+        kept = torch.nonzero(mask[i]).flatten().tolist()
+        pruned = torch.nonzero(~mask[i]).flatten().tolist()
+        deltas = [0.0]
+        for a in kept:
+            for b in pruned:
+                if m and a // m != b // m:
+                    continue
+                new = mask.clone()
+                new[i, a], new[i, b] = False, True
+                deltas.append(float(prob.row_errors(new)[i]) - base)
+        best.append(min(deltas))
+    return best
+
+
+@pytest.mark.parametrize("spec,candidates", [("per-row", 4), ("per-row", None), ("2:4", 4), ("unstructured", 3)])
+def test_sparseswaps_descends_to_a_one_swap_local_optimum(spec, candidates):
+    prob = random_problem(4, 16, seed=5)
+    pat = Pattern.parse(spec, 0.5)
+    start = select_mask(prob.W.abs(), pat)
+    mask, history = swap_search(prob, start, pat, max_iter=1000, candidates=candidates)
+    check_mask(mask, pat)
+    assert all(b <= a + 1e-9 for a, b in zip(history, history[1:]))   # never increases
+    assert history[-1] == pytest.approx(prob.objective(mask), rel=1e-9)
+    assert history[-1] < history[0]
+    m = pat.m if pat.kind == "nm" else 0
+    assert min(_best_one_swap(prob, mask, m)) >= -1e-9 * prob.dense_energy()
+    assert torch.equal((~mask).sum(1), (~start).sum(1))               # row counts kept
+
+
+def test_refit_matches_least_squares_and_never_hurts():
+    prob = random_problem(3, 10, seed=6)
+    mask = select_mask(prob.W.abs(), Pattern("per-row", 0.5))
+    V = refit_weights(prob, mask, iters=200, percdamp=0.0)
+    W, G = prob.W.numpy(), prob.G.numpy()
+    for i in range(3):
+        S = np.nonzero(mask[i].numpy())[0]
+        v = np.linalg.solve(G[np.ix_(S, S)], (G @ W[i])[S])
+        assert np.allclose(V[i, S].numpy(), v, rtol=1e-6, atol=1e-8)
+    assert (V[~mask] == 0).all()
+    damped = refit_weights(prob, mask)          # ridge refit is kept only where it helps
+    assert (prob.row_errors(W_hat=damped) <= prob.row_errors(mask) + 1e-12).all()
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_nm_masks_are_valid_and_float32_accepted(method):
+    prob = random_problem(6, 32, seed=7, dtype=torch.float32)
+    res = prune_layer(prob, Pattern.parse("2:4"), method)
+    check_mask(res.mask, Pattern.parse("2:4"))
+    assert res.weight.dtype == torch.float32
+    assert (res.weight[~res.mask] == 0).all()
+
+
+def test_unknown_method_and_structured_limits():
+    prob = random_problem(2, 8)
+    with pytest.raises(ValueError, match="unknown method"):
+        prune_layer(prob, Pattern("per-row", 0.5), "nope")
+    with pytest.raises(ValueError, match="structured"):
+        prune_layer(prob, Pattern("structured", 0.5), "sparsegpt")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_cpu_and_gpu_agree(method):
+    prob = random_problem(16, 64, seed=8, dtype=torch.float32)
+    pat = Pattern("per-row", 0.5)
+    cpu = prune_layer(prob, pat, method)
+    gpu = prune_layer(prob.to("cuda"), pat, method)
+    assert gpu.objective == pytest.approx(cpu.objective, rel=1e-3)
