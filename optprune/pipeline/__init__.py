@@ -1,0 +1,1 @@
+from .run import eval_main, prune_main

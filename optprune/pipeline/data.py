@@ -1,0 +1,82 @@
+"""Calibration and evaluation text, from a local folder (shared/data layout) or HF `datasets`.
+
+Calibration windows are sampled from the *concatenated* corpus (documents joined
+with blank lines, tokenised once): nsamples uniform random starts (seeded), each
+seqlen tokens.  C4 documents are short (only ~40 of the 1000 local ones exceed
+2048 tokens), so windows may span document boundaries; this is stated, not hidden.
+Evaluation text is the WikiText-2 raw test split joined with blank lines.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import torch
+
+C4_FILE = "c4/c4-sample.00000-of-00001.json.gz"
+WIKI_TEST = "wikitext2/test.raw.txt"
+WIKI_VALID = "wikitext2/valid.tokens.txt"
+
+
+def find_data_dir(data_dir: str = "") -> Path | None:
+    """--data-dir, else $OPTPRUNE_DATA_DIR, else ./shared/data or ../shared/data if present."""
+    for cand in (data_dir, os.environ.get("OPTPRUNE_DATA_DIR", ""), "shared/data", "../shared/data"):
+        if cand and Path(cand).is_dir():
+            return Path(cand)
+    if data_dir:
+        raise FileNotFoundError(f"no data folder at {data_dir}")
+    return None
+
+
+def read_text_file(path: Path) -> list[str]:
+    """Documents from .txt (one text), .jsonl or .jsonl.gz / .json.gz (key 'text')."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such text file: {path}")
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            return [json.loads(line)["text"] for line in fh if line.strip()]
+    if path.suffix == ".jsonl":
+        return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [path.read_text(encoding="utf-8")]
+
+
+def corpus_documents(name: str, data_dir: str = "") -> list[str]:
+    """'c4' | 'wikitext2' (validation, for calibration) | a file path."""
+    if name not in ("c4", "wikitext2"):
+        return read_text_file(Path(name))
+    root = find_data_dir(data_dir)
+    if root is not None:
+        return read_text_file(root / (C4_FILE if name == "c4" else WIKI_VALID))
+    from datasets import load_dataset  # online fallback
+    if name == "c4":
+        ds = load_dataset("allenai/c4", data_files={"train": "en/c4-train.00000-of-01024.json.gz"}, split="train")
+        return list(ds["text"][:5000])
+    return ["\n\n".join(load_dataset("wikitext", "wikitext-2-raw-v1", split="validation")["text"])]
+
+
+def wikitext_test_text(data_dir: str = "") -> str:
+    root = find_data_dir(data_dir)
+    if root is not None:
+        return (root / WIKI_TEST).read_text(encoding="utf-8")
+    from datasets import load_dataset
+    return "\n\n".join(load_dataset("wikitext", "wikitext-2-raw-v1", split="test")["text"])
+
+
+def tokenize_long(tok, text: str) -> torch.Tensor:
+    ids = tok(text, return_tensors="pt", add_special_tokens=False, verbose=False).input_ids[0]
+    return ids
+
+
+def calibration_windows(tok, name: str, nsamples: int, seqlen: int, seed: int = 0, data_dir: str = "") -> torch.Tensor:
+    """(nsamples, seqlen) token windows from the concatenated corpus (seeded)."""
+    if nsamples <= 0 or seqlen <= 1:
+        raise ValueError("nsamples must be positive and seqlen > 1")
+    ids = tokenize_long(tok, "\n\n".join(corpus_documents(name, data_dir)))
+    if len(ids) <= seqlen:
+        raise ValueError(f"calibration corpus has {len(ids)} tokens, fewer than seqlen={seqlen}")
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(ids) - seqlen, (nsamples,), generator=gen)
+    return torch.stack([ids[s:s + seqlen] for s in starts.tolist()])

@@ -1,0 +1,136 @@
+"""Sequential block-wise pruning of a causal LM (the pipeline; algorithms live in solvers/).
+
+Block b sees the outputs of the already *pruned* blocks 0..b-1:
+  1. run block b on the calibration activations with hooks that accumulate
+     G = sum_t x_t x_t^T (float32) for every linear sub-layer;
+  2. solve each sub-layer's LayerProblem(W, G) with the chosen method, write W_hat;
+  3. run the pruned block to produce the next block's inputs.
+Only one block is on the accelerator at a time.  After every block its pruned
+weights and the report so far go to `<out>/.resume/`, so an interrupted run
+restarts at the first unfinished block (earlier inputs are recomputed).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..patterns import Pattern
+from ..problem import LayerProblem
+from ..solvers import prune_layer
+from .model_io import decoder_layers, linear_sublayers
+
+
+class _Stop(Exception):
+    pass
+
+
+@torch.no_grad()
+def block_inputs(net, windows: torch.Tensor, device) -> tuple[torch.Tensor, tuple, dict]:
+    """Hidden states entering block 0 for every window, and the kwargs blocks are called with."""
+    layers = decoder_layers(net)
+    first = layers[0]
+    caught: dict = {}
+    store = []
+
+    class Catcher(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = first
+
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self.inner, name)
+
+        def forward(self, hidden, *args, **kwargs):
+            store.append(hidden.detach())
+            if not caught:
+                caught.update(kwargs)
+                caught["__args__"] = args
+            raise _Stop
+
+    layers[0] = Catcher()
+    try:
+        for w in windows:
+            try:
+                net(w[None].to(device))
+            except _Stop:
+                pass
+    finally:
+        layers[0] = first
+    args = caught.pop("__args__", ())
+    caught.pop("past_key_values", None)
+    caught.pop("past_key_value", None)
+    caught["use_cache"] = False
+    return torch.cat(store), args, caught
+
+
+def _call_block(block, x, args, kwargs):
+    out = block(x, *args, **kwargs)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def run_block(block, inps: torch.Tensor, args, kwargs, batch: int) -> torch.Tensor:
+    outs = torch.empty_like(inps)
+    for s in range(0, len(inps), batch):
+        outs[s:s + batch] = _call_block(block, inps[s:s + batch], args, kwargs)
+    return outs
+
+
+@torch.no_grad()
+def block_grams(block, inps, args, kwargs, batch: int) -> dict[str, torch.Tensor]:
+    linears = linear_sublayers(block)
+    grams = {n: torch.zeros(m.in_features, m.in_features, dtype=torch.float32, device=inps.device)
+             for n, m in linears.items()}
+    hooks = []
+    for name, mod in linears.items():
+        def hook(_m, inp, _out, name=name):
+            x = inp[0].reshape(-1, inp[0].shape[-1]).float()
+            grams[name].addmm_(x.T, x)
+        hooks.append(mod.register_forward_hook(hook))
+    try:
+        run_block(block, inps, args, kwargs, batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    return grams
+
+
+def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, out_dir: Path,
+                     device="cpu", batch: int = 8, options: dict | None = None, resume: bool = True,
+                     progress=None) -> dict:
+    """Prune every linear sub-layer of every block in place; returns the report."""
+    options = options or {}
+    layers = decoder_layers(net)
+    state_dir = Path(out_dir) / ".resume"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    report_path = state_dir / "report.json"
+    report = json.loads(report_path.read_text()) if (resume and report_path.exists()) else {"layers": []}
+    done = 0
+    while resume and (state_dir / f"block{done:03d}.pt").exists() and done < len(layers):
+        layers[done].load_state_dict(torch.load(state_dir / f"block{done:03d}.pt"))
+        done += 1
+    report["layers"] = [r for r in report["layers"] if r["block"] < done]
+    inps, args, kwargs = block_inputs(net, windows, device)
+    for b, block in enumerate(layers):
+        block.to(device)
+        if b >= done:
+            t0 = time.perf_counter()
+            grams = block_grams(block, inps, args, kwargs, batch)
+            for name, lin in linear_sublayers(block).items():
+                problem = LayerProblem(lin.weight.detach().float(), grams.pop(name), f"{b}.{name}")
+                res = prune_layer(problem, pattern, method, **options.get(method, {}))
+                lin.weight.data = res.weight.to(lin.weight.dtype)
+                report["layers"].append(dict(block=b, layer=name, rel_error=problem.relative_error(W_hat=res.weight),
+                                             sparsity=float(1 - res.mask.float().mean()), seconds=res.seconds))
+            torch.save(block.state_dict(), state_dir / f"block{b:03d}.pt")
+            report_path.write_text(json.dumps(report))
+            if progress:
+                progress(b, time.perf_counter() - t0)
+        inps = run_block(block, inps, args, kwargs, batch)
+    return report

@@ -1,0 +1,134 @@
+"""End-to-end pipeline on a tiny random Llama (no hub, no ../shared)."""
+import gzip
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from optprune.cli import main
+from optprune.pipeline.evaluate import perplexity
+
+TEXT = ("The quick brown fox jumps over the lazy dog. " * 40 + "\n\n") * 6
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny")
+    chars = sorted(set(TEXT))
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab["<unk>"] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    model_dir = root / "model"
+    LlamaForCausalLM(cfg).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    data = root / "data"
+    (data / "wikitext2").mkdir(parents=True)
+    (data / "c4").mkdir()
+    (data / "wikitext2" / "test.raw.txt").write_text(TEXT)
+    with gzip.open(data / "c4" / "c4-sample.00000-of-00001.json.gz", "wt") as fh:
+        for _ in range(5):
+            fh.write(json.dumps({"text": TEXT}) + "\n")
+    return model_dir, data
+
+
+def _digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def _prune(model_dir, data, out, method="wanda", pattern="per-row", extra=()):
+    return main(["prune", "--model", str(model_dir), "--method", method, "--pattern", pattern,
+                 "--sparsity", "0.5", "--nsamples", "4", "--seqlen", "32", "--data-dir", str(data),
+                 "--out", str(out), "--device", "cpu", "--dtype", "float32", *extra])
+
+
+@pytest.mark.parametrize("method,pattern", [("wanda", "per-row"), ("sparseswaps", "2:4"), ("sparsegpt", "unstructured")])
+def test_prune_writes_a_sparse_checkpoint_and_leaves_the_input(tiny, tmp_path, method, pattern):
+    from transformers import AutoModelForCausalLM
+
+    model_dir, data = tiny
+    before = _digest(model_dir)
+    assert _prune(model_dir, data, tmp_path / "out", method, pattern, ["--eval-ppl"]) == 0
+    assert _digest(model_dir) == before
+    report = json.loads((tmp_path / "out" / "optprune_report.json").read_text())
+    assert len(report["layers"]) == 14 and math.isfinite(report["wikitext2"]["ppl"])
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    for name, p in pruned.named_parameters():
+        if name.endswith("proj.weight"):
+            assert float((p == 0).float().mean()) == pytest.approx(0.5, abs=0.02), name
+    assert not (tmp_path / "out" / ".resume").exists()
+
+
+def test_refuses_to_overwrite_the_input_model(tiny, capsys):
+    model_dir, data = tiny
+    before = _digest(model_dir)
+    assert _prune(model_dir, data, model_dir) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert _digest(model_dir) == before
+
+
+def test_resume_continues_from_the_first_unfinished_block(tiny, tmp_path):
+    from optprune.patterns import Pattern
+    from optprune.pipeline.data import calibration_windows
+    from optprune.pipeline.model_io import load_model
+    from optprune.pipeline.sequential import prune_sequential
+
+    model_dir, data = tiny
+    net, tok, _ = load_model(str(model_dir), dtype=torch.float32)
+    windows = calibration_windows(tok, "c4", 4, 32, 0, str(data))
+    pat = Pattern("per-row", 0.5)
+    full = prune_sequential(net, windows, "sparseswaps", pat, tmp_path / "a")
+    reference = {k: v.clone() for k, v in net.state_dict().items()}
+    (tmp_path / "a" / ".resume" / "block001.pt").unlink()      # as if killed during block 1
+    net2, _, _ = load_model(str(model_dir), dtype=torch.float32)
+    redone = []
+    again = prune_sequential(net2, windows, "sparseswaps", pat, tmp_path / "a", progress=lambda b, s: redone.append(b))
+    assert redone == [1]
+    assert [r["rel_error"] for r in again["layers"]] == pytest.approx([r["rel_error"] for r in full["layers"]])
+    for k, v in net2.state_dict().items():
+        assert torch.allclose(v, reference[k]), k
+
+
+def test_calibration_is_seeded_and_bad_settings_fail(tiny):
+    from optprune.pipeline.data import calibration_windows
+    from optprune.pipeline.model_io import load_model
+
+    model_dir, data = tiny
+    _, tok, _ = load_model(str(model_dir), dtype=torch.float32)
+    a = calibration_windows(tok, "c4", 3, 16, 0, str(data))
+    assert torch.equal(a, calibration_windows(tok, "c4", 3, 16, 0, str(data)))
+    assert not torch.equal(a, calibration_windows(tok, "c4", 3, 16, 1, str(data)))
+    with pytest.raises(ValueError, match="fewer than seqlen"):
+        calibration_windows(tok, "c4", 3, 10 ** 6, 0, str(data))
+
+
+def test_unknown_architecture_is_rejected(tmp_path, capsys):
+    from transformers import BertConfig
+
+    BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=8).save_pretrained(tmp_path)
+    assert main(["eval", "--model", str(tmp_path)]) == 2
+    assert "unknown architecture" in capsys.readouterr().err
+
+
+def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
+    class Uniform(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return type("Out", (), {"logits": torch.zeros(*x.shape, 37)})()
+
+    out = perplexity(Uniform(), torch.randint(0, 37, (100,)), seqlen=20)
+    assert out["windows"] == 5 and out["ppl"] == pytest.approx(37.0, rel=1e-5)
