@@ -132,3 +132,42 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
 
     out = perplexity(Uniform(), torch.randint(0, 37, (100,)), seqlen=20)
     assert out["windows"] == 5 and out["ppl"] == pytest.approx(37.0, rel=1e-5)
+
+
+def test_zero_shot_scorer_on_a_local_task(tiny, tmp_path):
+    from optprune.pipeline.model_io import load_model
+    from optprune.pipeline.zeroshot import continuation_logprob, evaluate_tasks
+
+    model_dir, _ = tiny
+    net, tok, _ = load_model(str(model_dir), dtype=torch.float32)
+    (tmp_path / "arc_easy").mkdir()
+    item = {"question": {"stem": "The fox is", "choices": [{"text": "quick", "label": "A"},
+                                                          {"text": "slow", "label": "B"}]}, "answerKey": "A"}
+    (tmp_path / "arc_easy" / "ARC-Easy-Test.jsonl").write_text((json.dumps(item) + "\n") * 3)
+    res = evaluate_tasks(net, tok, ["arc_easy"], str(tmp_path))
+    assert res["arc_easy"]["n"] == 3 and res["arc_easy"]["acc"] in (0.0, 1.0)
+    with pytest.raises(ValueError, match="unknown zero-shot task"):
+        evaluate_tasks(net, tok, ["nope"], str(tmp_path))
+    torch.nn.init.zeros_(net.lm_head.weight)       # uniform next-token distribution
+    n_cont = len(tok(" quick", add_special_tokens=False).input_ids)
+    assert continuation_logprob(net, tok, "The fox is", " quick") == pytest.approx(
+        -n_cont * math.log(net.config.vocab_size), rel=1e-5)
+
+
+def test_certify_cli_reports_gaps(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from optprune import random_problem
+
+    prob = random_problem(4, 16, seed=3, dtype=torch.float32)
+    save_file({"lin.weight": prob.W, "lin.gram": prob.G}, str(tmp_path / "layer.safetensors"))
+    rc = main(["certify", "--layer", str(tmp_path / "layer.safetensors"), "--method", "wanda,sparseswaps",
+               "--rows", "0,1", "--window", "8", "--json", str(tmp_path / "r.json")])
+    assert rc == 0
+    report = json.loads((tmp_path / "r.json").read_text())[0]
+    for row in report["methods"]:
+        assert row["block_status"] == "optimal"
+        assert row["block_value"] >= row["block_optimum"] - 1e-9 * abs(row["block_optimum"])
+        assert row["rel_error_mask"] >= report["relaxation_bound"] - 1e-12
+    assert "| sparseswaps |" in capsys.readouterr().out
+    assert main(["certify", "--layer", str(tmp_path / "missing.safetensors")]) == 2
