@@ -110,3 +110,12 @@ def test_cpu_and_gpu_agree(method):
     cpu = prune_layer(prob, pat, method)
     gpu = prune_layer(prob.to("cuda"), pat, method)
     assert gpu.objective == pytest.approx(cpu.objective, rel=1e-3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_sparsefw_and_sparseswaps_never_worse_than_their_warm_start(seed):
+    prob = random_problem(8, 32, seed=seed)
+    pat = Pattern("per-row", 0.6)
+    wanda = prune_layer(prob, pat, "wanda").objective
+    assert prune_layer(prob, pat, "sparsefw").objective <= wanda + 1e-9
+    assert prune_layer(prob, pat, "sparseswaps").objective <= wanda + 1e-9

@@ -9,6 +9,7 @@ Because f is convex, every iterate certifies the relaxation (hence integer) boun
     f* >= f(M_t) + <grad f(M_t), S*_t - M_t>,
 with S*_t the LMO over the *unrestricted* C, so the bound is valid for the
 original problem whatever the warm start.  The returned lower_bound is the best of them.
+The rounded mask is kept only if it beats the warm start (Wanda's mask) itself.
 """
 from __future__ import annotations
 
@@ -74,4 +75,6 @@ def sparsefw(problem: LayerProblem, pattern: Pattern, iters: int = 200, warm_fra
     if fixed is not None:
         score = torch.where(fixed, torch.full_like(score, float("inf")), score)
     mask = select_mask(score, pattern)
+    if problem.objective(mask) > problem.objective(start):   # rounding can lose: never worse than the warm start
+        mask = start
     return PruneResult(mask, W * mask, "sparsefw", history=history, lower_bound=max(best_lb, 0.0))
