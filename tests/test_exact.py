@@ -26,8 +26,10 @@ def test_exact_mask_optimum_equals_brute_force(seed, rows, cols, spec, sparsity,
     pat = Pattern.parse(spec, sparsity)
     sb = build_subblock(prob, pat, select_mask(prob.W.abs(), pat))
     best, _ = brute_force(sb.qp)
-    res = solve_mask(sb.qp, method, z0=sb.units_from_mask(sb.base_mask))
+    z0 = sb.units_from_mask(sb.base_mask)
+    res = solve_mask(sb.qp, method, z0=z0)
     assert res.certified
+    assert res.optimum <= sb.qp.value(z0) + 1e-9          # never worse than the start it was given
     assert res.optimum == pytest.approx(best, rel=1e-7, abs=1e-9)
     assert res.bound <= res.optimum + 1e-9
     # the sub-block value is the layer objective of the assembled mask

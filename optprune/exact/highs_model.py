@@ -53,7 +53,8 @@ class HighsModel:
                                for i in self.integer]
         return lp
 
-    def solve(self) -> dict:
+    def solve(self, start: np.ndarray | None = None) -> dict:
+        """Solve; `start` is a feasible point handed to HiGHS as the incumbent (MIP start)."""
         h = highspy.Highs()
         for k, v in self.options.items():
             h.setOptionValue(k, v)
@@ -75,6 +76,11 @@ class HighsModel:
             h.passModel(model)
         else:
             h.passModel(self._lp())
+        if start is not None:
+            sol = highspy.HighsSolution()
+            sol.col_value = list(np.asarray(start, dtype=float))
+            sol.value_valid = True
+            h.setSolution(sol)
         h.run()
         info = h.getInfo()
         status = h.modelStatusToString(h.getModelStatus())

@@ -61,8 +61,9 @@ def _scale(qp: BinaryQP) -> float:
     return float(max(np.abs(qp.Q).max(initial=0.0), np.abs(qp.c).max(initial=0.0), 1e-300))
 
 
-def solve_mask_milp(qp: BinaryQP, time_limit: float = 60.0, tol: float = 1e-7) -> ExactResult:
-    """Exact McCormick + RLT linearisation, one HiGHS MILP."""
+def solve_mask_milp(qp: BinaryQP, z0: np.ndarray | None = None, time_limit: float = 60.0,
+                    tol: float = 1e-7) -> ExactResult:
+    """Exact McCormick + RLT linearisation, one HiGHS MILP (z0: optional feasible start)."""
     t0 = time.perf_counter()
     s = _scale(qp)
     Q, c = qp.Q / s, qp.c / s
@@ -90,7 +91,11 @@ def solve_mask_milp(qp: BinaryQP, time_limit: float = 60.0, tol: float = 1e-7) -
         for i in g:
             others = [pair[i, j] for j in g if j != i]
             model.add_row(others + [z[i]], [1.0] * len(others) + [1.0 - p], 0, 0)
-    out = model.solve()
+    start = None
+    if z0 is not None and qp.feasible(z0):
+        z0 = np.asarray(z0, float)
+        start = np.concatenate([z0, z0[iu] * z0[ju]])
+    out = model.solve(start)
     if out["x"] is None:
         return ExactResult(out["status"], np.inf, -np.inf, np.zeros(n), time.perf_counter() - t0, "milp")
     zb = np.round(out["x"][:n])
@@ -99,6 +104,33 @@ def solve_mask_milp(qp: BinaryQP, time_limit: float = 60.0, tol: float = 1e-7) -
     status = "optimal" if _close(ub, lb, tol) else out["status"]
     return ExactResult(status, ub, min(lb, ub), zb, time.perf_counter() - t0, "milp",
                        iterations=out["nodes"])
+
+
+def _outer_approximation(model: HighsModel, n: int, evaluate, add_cut, ub: float, best, bound_scale: float,
+                         t0: float, time_limit: float, tol: float, max_iter: int):
+    """The OA loop shared by both OA solvers.  The master MILP's optimum (times
+    bound_scale) is a lower bound; evaluate(z_k) -> (f_k, cut point) gives an upper
+    bound and the point where the next cut is taken.  Returns (lb, ub, best, status, iterations)."""
+    lb, status, it = -np.inf, "iteration_limit", 0
+    for it in range(1, max_iter + 1):
+        model.options["time_limit"] = max(0.1, time_limit - (time.perf_counter() - t0))
+        out = model.solve()
+        if out["x"] is None:
+            status = out["status"]
+            break
+        lb = max(lb, out["bound"] * bound_scale)
+        zk = np.round(out["x"][:n])
+        fk, point = evaluate(zk)
+        if fk < ub:
+            ub, best = fk, (zk, point)
+        if _close(ub, lb, tol):
+            status = "optimal"
+            break
+        if out["status"] != "Optimal" or time.perf_counter() - t0 > time_limit:
+            status = out["status"] if out["status"] != "Optimal" else "time_limit"
+            break
+        add_cut(point)
+    return lb, ub, best, status, it
 
 
 def solve_mask_oa(qp: BinaryQP, z0: np.ndarray | None = None, time_limit: float = 60.0,
@@ -125,36 +157,18 @@ def solve_mask_oa(qp: BinaryQP, z0: np.ndarray | None = None, time_limit: float 
 
     start = [np.asarray(z0, float)] if z0 is not None else []
     start.append(qp.lmo(2 * Q @ np.full(n, 0.5) + c))
-    best_z, ub = None, np.inf
+    best, ub = (None, None), np.inf
     for zk in start:
         add_cut(zk)
         if qp.feasible(zk) and value(zk) < ub:
-            best_z, ub = zk, value(zk)
-    lb, status, it = -np.inf, "iteration_limit", 0
-    for it in range(1, max_iter + 1):
-        model.options["time_limit"] = max(0.1, time_limit - (time.perf_counter() - t0))
-        out = model.solve()
-        if out["x"] is None:
-            status = out["status"]
-            break
-        lb = max(lb, out["bound"])
-        zk = np.round(out["x"][:n])
-        vk = value(zk)
-        if vk < ub:
-            best_z, ub = zk, vk
-        if _close(ub, lb, tol):
-            status = "optimal"
-            break
-        if out["status"] != "Optimal" or time.perf_counter() - t0 > time_limit:
-            status = out["status"] if out["status"] != "Optimal" else "time_limit"
-            break
-        add_cut(zk)
+            best, ub = (zk, zk), value(zk)
+    lb, ub, (best_z, _), status, it = _outer_approximation(
+        model, n, lambda zk: (value(zk), zk), add_cut, ub, best, 1.0, t0, time_limit, tol, max_iter)
     return ExactResult(status, ub * s, min(lb, ub) * s, best_z, time.perf_counter() - t0, "oa", it)
 
 
 def solve_mask(qp: BinaryQP, method: str = "milp", **kw) -> ExactResult:
     if method == "milp":
-        kw.pop("z0", None)
         return solve_mask_milp(qp, **kw)
     if method == "oa":
         return solve_mask_oa(qp, **kw)
@@ -242,24 +256,11 @@ def solve_refit_oa(block: SubBlock, time_limit: float = 60.0, tol: float = 1e-6,
 
     add_cuts(V0)
     add_cuts(W * free)      # cut at v = w: the unconstrained minimiser
-    lb, status, it = -np.inf, "iteration_limit", 0
-    for it in range(1, max_iter + 1):
-        model.options["time_limit"] = max(0.1, time_limit - (time.perf_counter() - t0))
-        out = model.solve()
-        if out["x"] is None:
-            status = out["status"]
-            break
-        lb = max(lb, out["bound"] * s)
-        zk = np.round(out["x"][:n])
+
+    def evaluate(zk):
         Vk = _refit_rows(W, G, keep_from_z(zk))
-        fk = float(_rows_error(W, Vk, G).sum())
-        if fk < ub:
-            ub, best_z, best_V = fk, zk, Vk
-        if _close(ub, lb, tol):
-            status = "optimal"
-            break
-        if out["status"] != "Optimal" or time.perf_counter() - t0 > time_limit:
-            status = out["status"] if out["status"] != "Optimal" else "time_limit"
-            break
-        add_cuts(Vk)
+        return float(_rows_error(W, Vk, G).sum()), Vk
+
+    lb, ub, (best_z, best_V), status, it = _outer_approximation(
+        model, n, evaluate, add_cuts, ub, (best_z, best_V), s, t0, time_limit, tol, max_iter)
     return ExactResult(status, ub, min(lb, ub), best_z, time.perf_counter() - t0, "refit-oa", it, best_V)
