@@ -55,10 +55,9 @@ def prune_main(args) -> int:
     n_blocks = len(decoder_layers(net))
     with tqdm(total=n_blocks, desc=f"prune {args.method}", file=sys.stderr, disable=None) as bar:
         report = prune_sequential(net, windows, args.method, pattern, out, device=device,
-                                  resume=not args.no_resume, progress=lambda b, s: bar.update(1))
+                                  resume=not args.no_resume, progress=lambda b, s: bar.update(1),
+                                  offload=device.type != "cpu")
     if device.type != "cpu":
-        for blk in decoder_layers(net):
-            blk.to(device)
         net.to(device)
     prune_seconds = time.perf_counter() - t0
     layers = report["layers"]

@@ -103,8 +103,9 @@ def block_grams(block, inps, args, kwargs, batch: int) -> dict[str, torch.Tensor
 
 def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, out_dir: Path,
                      device="cpu", batch: int = 8, options: dict | None = None, resume: bool = True,
-                     progress=None) -> dict:
-    """Prune every linear sub-layer of every block in place; returns the report."""
+                     progress=None, offload: bool = False) -> dict:
+    """Prune every linear sub-layer of every block in place; returns the report.
+    offload=True moves each block back to the CPU once its outputs are computed."""
     options = options or {}
     layers = decoder_layers(net)
     state_dir = Path(out_dir) / ".resume"
@@ -133,4 +134,6 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
             if progress:
                 progress(b, time.perf_counter() - t0)
         inps = run_block(block, inps, args, kwargs, batch)
+        if offload:
+            block.to("cpu")          # keep one block at a time on the accelerator
     return report
