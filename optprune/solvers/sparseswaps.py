@@ -54,8 +54,12 @@ def _best_swaps(W, G, gdiag, pruned, C, rows, cand, m, tol):
 
 
 def swap_search(problem: LayerProblem, mask: torch.Tensor, pattern: Pattern, max_iter: int = 100,
-                candidates: int | None = 64, row_chunk: int = 0, rel_tol: float = 1e-9):
-    """Local search from `mask`; returns (mask, history of total error)."""
+                candidates: int | None = 64, chunk_elems: int = 2 ** 24, rel_tol: float = 1e-9):
+    """Local search from `mask`; returns (mask, history of total error).
+
+    A row is *confirmed* once a full scan finds no improving swap; it stays so
+    until it changes.  Cheap candidate steps run on unconfirmed rows; full scans
+    only on rows the cheap steps cannot improve any more."""
     W, G = problem.W, problem.G
     rows, cols = problem.shape
     pruned = ~problem.check_mask_shape(mask)
@@ -66,37 +70,31 @@ def swap_search(problem: LayerProblem, mask: torch.Tensor, pattern: Pattern, max
     C = (W * pruned) @ G
     err = ((W * pruned) * C).sum(1)
     tol = rel_tol * (((W @ G) * W).sum(1)).clamp_min(1e-30)
-    if not row_chunk:
-        per_row = cols * m if m else (cols if candidates is None else min(candidates, cols)) ** 2
-        row_chunk = max(1, int(2e7 // max(per_row, 1)))
     history = [float(err.sum())]
-    active = torch.ones(rows, dtype=torch.bool, device=W.device)
-    full_scan = candidates is None
-    it = 0
-    while it < max_iter:
-        idx = torch.nonzero(active).flatten()
+    cheap = torch.ones(rows, dtype=torch.bool, device=W.device) if candidates is not None \
+        else torch.zeros(rows, dtype=torch.bool, device=W.device)
+    confirmed = torch.zeros(rows, dtype=torch.bool, device=W.device)
+    for _ in range(max_iter):
+        full = not bool(cheap.any())
+        idx = torch.nonzero(~confirmed if full else cheap).flatten()
         if len(idx) == 0:
-            if full_scan:
-                break
-            full_scan, active = True, torch.ones_like(active)   # confirm with all pairs
-            continue
-        improved_any = False
-        for s in range(0, len(idx), row_chunk):
-            r = idx[s:s + row_chunk]
-            best, a, b = _best_swaps(W, G, gdiag, pruned, C, r, None if full_scan else candidates, m, tol)
+            break
+        per_row = cols * (m or cols) if full else min(candidates, cols) ** 2
+        chunk = max(1, chunk_elems // per_row)
+        for s in range(0, len(idx), chunk):
+            r = idx[s:s + chunk]
+            best, a, b = _best_swaps(W, G, gdiag, pruned, C, r, None if full else candidates, m, tol)
             good = best < -tol[r]
-            active[r] = good
+            if full:
+                confirmed[r[~good]] = True
+            cheap[r] = good & (candidates is not None)
             if bool(good.any()):
-                improved_any = True
                 rg, ag, bg = r[good], a[good], b[good]
                 pruned[rg, ag] = True
                 pruned[rg, bg] = False
                 C[rg] += W[rg, ag][:, None] * G[ag] - W[rg, bg][:, None] * G[bg]
                 err[rg] += best[good]
-        it += 1
         history.append(float(err.sum()))
-        if improved_any and full_scan and candidates is not None:
-            full_scan = False          # found more by the full scan: go back to cheap steps
     return ~pruned, history
 
 
