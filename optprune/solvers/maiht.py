@@ -49,16 +49,16 @@ def maiht(problem: LayerProblem, pattern: Pattern, iters: int = 100, track: floa
     per_row = pattern.kind == "per-row"
     use_penalty = pattern.kind in ("unstructured", "per-row")
 
-    def f_rows(V):
+    def f_and_grad(V):
+        """(per-row f, grad f) from one product: D = W - V, f_i = (D G D^T)_ii, grad = -2 D G."""
         D = W - V
-        return ((D @ G) * D).sum(1)
-
-    def grad(V):
-        return 2.0 * (V - W) @ G
+        DG = D @ G
+        return (DG * D).sum(1), -2.0 * DG
 
     X = W * select_mask(W.abs(), pattern)
+    fX, gX = f_and_grad(X)
     # initial threshold: the target-th largest |.| after one step, so lam starts at the right scale
-    U = X - eta * grad(X)
+    U = X - eta * gX
     k_row = cols - pattern.pruned_per_row(cols)
     if per_row:
         thr = U.abs().sort(1, descending=True).values[:, k_row - 1:k_row]
@@ -71,26 +71,31 @@ def maiht(problem: LayerProblem, pattern: Pattern, iters: int = 100, track: floa
             return U * select_mask(U.abs(), pattern)
         return U * (U.abs() > torch.sqrt(2 * lam * eta))
 
-    def penalised(V):
+    def penalised(V, f):
         nnz = (V != 0).sum(1, keepdim=True).to(V.dtype)
         if per_row:
-            return f_rows(V) + (lam * nnz)[:, 0]
-        return f_rows(V).sum() + lam[0, 0] * nnz.sum()
+            return f + (lam * nnz)[:, 0]
+        return f.sum() + lam[0, 0] * nnz.sum()
 
-    X_prev, history = X, [float(f_rows(X).sum())]
+    X_prev, history = X, [float(fX.sum())]
     for t in range(1, iters + 1):
         Y = X + (t - 1) / (t + 2) * (X - X_prev)
-        Va, Vp = prox(Y - eta_bold * grad(Y)), prox(X - eta * grad(X))
-        fa, fp = penalised(Va), penalised(Vp)
+        Va, Vp = prox(Y - eta_bold * f_and_grad(Y)[1]), prox(X - eta * gX)
+        (fa_rows, ga), (fp_rows, gp) = f_and_grad(Va), f_and_grad(Vp)
+        fa, fp = penalised(Va, fa_rows), penalised(Vp, fp_rows)
         X_prev = X
-        X = torch.where((fa <= fp)[:, None], Va, Vp) if per_row else (Va if fa <= fp else Vp)
+        if per_row:
+            pick = (fa <= fp)[:, None]
+            X, fX, gX = torch.where(pick, Va, Vp), torch.where(pick[:, 0], fa_rows, fp_rows), torch.where(pick, ga, gp)
+        else:
+            X, fX, gX = (Va, fa_rows, ga) if fa <= fp else (Vp, fp_rows, gp)
         if use_penalty:   # sparsity tracking: raise lam when too dense, lower it when too sparse
             if per_row:
                 ratio = (X != 0).sum(1, keepdim=True).to(W.dtype) / k_row
             else:
                 ratio = torch.tensor(float((X != 0).sum()) / target_nnz, dtype=W.dtype, device=W.device)
             lam = lam * torch.clamp(ratio, 0.5, 2.0) ** (2 * track)
-        history.append(float(f_rows(X).sum()))
+        history.append(float(fX.sum()))
     # final projection to the exact pattern (scaled magnitudes), back to raw coordinates, refit
     mask = select_mask(X.abs() + 1e-12 * W.abs(), pattern)
     V = (X / s[None, :]) * mask

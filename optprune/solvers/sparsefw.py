@@ -21,12 +21,26 @@ from .baselines import wanda_scores
 from .base import PruneResult, register
 
 
+def _top_keep(scores: torch.Tensor, pattern: Pattern) -> torch.Tensor:
+    """Keep mask of the pattern's budget of largest scores (ties in any order: a continuous LMO)."""
+    rows, cols = scores.shape
+    if pattern.kind == "nm":
+        groups = scores.reshape(rows, cols // pattern.m, pattern.m)
+        idx = torch.topk(groups, pattern.n, dim=-1, sorted=False).indices
+        return torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, idx, True).reshape(rows, cols)
+    if pattern.kind == "per-row":
+        keep = cols - pattern.pruned_per_row(cols)
+        idx = torch.topk(scores, keep, dim=-1, sorted=False).indices
+        return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, idx, True)
+    return select_mask(scores, pattern)
+
+
 def keep_lmo(grad: torch.Tensor, pattern: Pattern, fixed: torch.Tensor | None = None) -> torch.Tensor:
     """argmin <grad, S> over the relaxed keep set (budget <= k); fixed entries are forced to 1."""
     scores = -grad
     if fixed is not None:
         scores = torch.where(fixed, torch.full_like(scores, float("inf")), scores)
-    S = select_mask(scores, pattern)
+    S = _top_keep(scores, pattern)
     chosen = scores > 0
     return S & (chosen if fixed is None else (chosen | fixed))
 
@@ -39,8 +53,9 @@ def relaxed_objective(W: torch.Tensor, G: torch.Tensor, M: torch.Tensor):
 
 @register("sparsefw")
 def sparsefw(problem: LayerProblem, pattern: Pattern, iters: int = 200, warm_fraction: float = 0.5,
-             fixed_mask: torch.Tensor | None = None) -> PruneResult:
-    """warm_fraction: share of Wanda's kept weights (highest scores first) fixed to 1."""
+             fixed_mask: torch.Tensor | None = None, bound_every: int = 10) -> PruneResult:
+    """warm_fraction: share of Wanda's kept weights (highest scores first) fixed to 1;
+    the dual bound is evaluated every `bound_every` steps and at the end."""
     if pattern.kind == "structured":
         raise PatternError("sparsefw handles unstructured, per-row and N:M patterns")
     if not 0.0 <= warm_fraction < 1.0:
@@ -63,8 +78,9 @@ def sparsefw(problem: LayerProblem, pattern: Pattern, iters: int = 200, warm_fra
     for t in range(iters):
         f, grad = relaxed_objective(W, G, M)
         history.append(f)
-        S_free = keep_lmo(grad, pattern).to(W.dtype)
-        best_lb = max(best_lb, f + float((grad * (S_free - M)).sum()))
+        S_free = keep_lmo(grad, pattern).to(W.dtype) if (fixed is None or t % bound_every == 0) else None
+        if S_free is not None:
+            best_lb = max(best_lb, f + float((grad * (S_free - M)).sum()))
         S = keep_lmo(grad, pattern, fixed).to(W.dtype) if fixed is not None else S_free
         M = M + (2.0 / (t + 2.0)) * (S - M)
     f, grad = relaxed_objective(W, G, M)
