@@ -27,12 +27,16 @@ def main():
     ap.add_argument("--settings", default="per-row:0.5,2:4")
     ap.add_argument("--blocks", default="00,29")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "layer_errors.md"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--note", default="", help="a sentence on the run conditions for the table")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     lines = ["# Per-layer relative error on real SmolLM2-135M layers\n",
              f"Machine: {machine_name()}, float32. Relative error tr(D G D^T)/tr(W G W^T) with each method's "
              "own weights (sparsegpt and maiht update kept weights; the others are masks only). "
-             "Default options of each method. Command: `python validation/layer_errors.py`.\n"]
+             "Default options of each method. Block 14 comes from `validation/dump_layer_problems.py` (same "
+             "protocol as shared/data/layers). Command: `python validation/layer_errors.py "
+             f"--settings {args.settings} --blocks {args.blocks}`. {args.note}\n"]
     for setting in args.settings.split(","):
         spec, _, sp = setting.partition(":")
         pattern = Pattern.parse(spec, float(sp) if sp else None)

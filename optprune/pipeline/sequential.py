@@ -137,3 +137,21 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
         if offload:
             block.to("cpu")          # keep one block at a time on the accelerator
     return report
+
+
+@torch.no_grad()
+def dense_layer_problems(net, windows: torch.Tensor, blocks: list[int], device="cpu", batch: int = 8) -> dict:
+    """{'<block>.<linear>': (W, G)} from the dense model: weights and input Grams of chosen blocks."""
+    layers = decoder_layers(net)
+    if any(b < 0 or b >= len(layers) for b in blocks):
+        raise ValueError(f"blocks must lie in [0, {len(layers)})")
+    inps, args, kwargs = block_inputs(net, windows, device)
+    out = {}
+    for b in range(max(blocks) + 1):
+        block = layers[b].to(device)
+        if b in blocks:
+            grams = block_grams(block, inps, args, kwargs, batch)
+            for name, lin in linear_sublayers(block).items():
+                out[f"{b}.{name}"] = (lin.weight.detach().float().cpu(), grams[name].cpu())
+        inps = run_block(block, inps, args, kwargs, batch)
+    return out

@@ -1,0 +1,85 @@
+"""Benchmark: prune SmolLM2-135M with every method and report WikiText-2 perplexity.
+
+Protocol (DEVELOPERS.md): calibration = 128 windows x 2048 tokens sampled (seed 0)
+from the concatenated local C4 sample; evaluation = the whole WikiText-2 raw test,
+non-overlapping 2048-token windows; bf16 forward passes on CPU (fp16 on GPU).
+All methods run in one process on one machine; results are kept in a JSON file
+next to the table, so an interrupted run resumes with the next method.
+Usage: python validation/pipeline_ppl.py --pattern per-row --sparsity 0.5 [--methods dense,wanda,...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from optprune import Pattern
+from optprune.pipeline.data import calibration_windows
+from optprune.pipeline.model_io import load_model, resolve_dtype
+from optprune.pipeline.run import eval_ppl, machine_name
+from optprune.pipeline.sequential import prune_sequential
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pattern", default="per-row")
+    ap.add_argument("--sparsity", type=float, default=0.5)
+    ap.add_argument("--methods", default="dense,wanda,sparsegpt,sparseswaps,maiht,sparsefw,magnitude")
+    ap.add_argument("--nsamples", type=int, default=128)
+    ap.add_argument("--seqlen", type=int, default=2048)
+    ap.add_argument("--data-dir", default="")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "pipeline_ppl"))
+    args = ap.parse_args()
+    pattern = Pattern.parse(args.pattern, args.sparsity)
+    tag = f"{pattern.name}-{pattern.sparsity:.2f}".replace(":", "of")
+    results_path = ROOT / "docs" / "results" / f"smollm2_ppl_{tag}.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    dtype = resolve_dtype("auto")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    windows = None
+    for method in args.methods.split(","):
+        if method in results:
+            continue
+        net, tok, source = load_model(dtype=dtype)
+        net.to(device)
+        row = dict(method=method, machine=machine_name(), nsamples=args.nsamples, seqlen=args.seqlen)
+        if method != "dense":
+            if windows is None:
+                windows = calibration_windows(tok, "c4", args.nsamples, args.seqlen, 0, args.data_dir)
+            t0 = time.perf_counter()
+            rep = prune_sequential(net, windows, method, pattern, Path(args.work) / tag / method, device=device)
+            row["prune_seconds"] = time.perf_counter() - t0
+            row["mean_rel_error"] = sum(r["rel_error"] for r in rep["layers"]) / len(rep["layers"])
+            row["sparsity"] = sum(r["sparsity"] for r in rep["layers"]) / len(rep["layers"])
+        t0 = time.perf_counter()
+        row.update(eval_ppl(net, tok, args.seqlen, args.data_dir))
+        row["eval_seconds"] = time.perf_counter() - t0
+        results[method] = row
+        results_path.write_text(json.dumps(results, indent=2))
+        write_table(results, pattern, results_path.with_suffix(".md"))
+        print(method, row, flush=True)
+
+
+def write_table(results: dict, pattern: Pattern, path: Path) -> None:
+    any_row = next(iter(results.values()))
+    lines = [f"# SmolLM2-135M-Instruct, {pattern.name} {pattern.sparsity:.0%}: WikiText-2 perplexity\n",
+             f"Machine: {any_row['machine']} (one run, all methods). Calibration: {any_row['nsamples']} windows x "
+             f"{any_row['seqlen']} tokens sampled with seed 0 from the concatenated local C4 sample; "
+             f"evaluation: whole WikiText-2 raw test ({any_row['tokens']} tokens, {any_row['windows']} "
+             f"non-overlapping windows of {any_row['seqlen']}); bf16 forward passes. "
+             f"Command: `python validation/pipeline_ppl.py --pattern {pattern.name} --sparsity {pattern.sparsity}`.\n",
+             "| method | wikitext2 ppl | prune seconds | mean layer rel. error | achieved sparsity |",
+             "|---|---|---|---|---|"]
+    for m, r in results.items():
+        lines.append(f"| {m} | {r['ppl']:.2f} | {r.get('prune_seconds', 0):.0f} | "
+                     f"{r.get('mean_rel_error', 0):.4g} | {r.get('sparsity', 0):.3f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
