@@ -33,6 +33,23 @@ def cmd_certify(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .compare import to_device
+    from .patterns import Pattern
+    from .problem import load_layer_problems
+    from .report import layer_report
+
+    pattern = Pattern.parse(args.pattern, args.sparsity)
+    problems = load_layer_problems(args.layer, args.name.split(",") if args.name else None)
+    for name, problem in problems.items():
+        out = Path(args.out) / name if len(problems) > 1 else Path(args.out)
+        path = layer_report(to_device(problem, args.device), pattern, [m.strip() for m in args.method.split(",")],
+                            out, rows=_int_list(args.rows), window_size=args.window, exact_method=args.exact,
+                            time_limit=args.time_limit)
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_prune(args) -> int:
     from .pipeline.run import prune_main
     return prune_main(args)
@@ -43,23 +60,32 @@ def cmd_eval(args) -> int:
     return eval_main(args)
 
 
+def _add_layer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layer", required=True, help="safetensors file with <name>.weight and <name>.gram")
+    p.add_argument("--name", default="", help="comma-separated layer names (default: all in the file)")
+    p.add_argument("--method", default="magnitude,wanda,sparsegpt,sparsefw,sparseswaps,maiht")
+    p.add_argument("--pattern", default="per-row", help="unstructured | per-row | N:M | structured")
+    p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--rows", default="0", help="rows of the certified sub-block, e.g. 0,1")
+    p.add_argument("--window", type=int, default=24, help="columns of the certified sub-block")
+    p.add_argument("--exact", default="milp", choices=["milp", "oa"])
+    p.add_argument("--time-limit", type=float, default=60.0)
+    p.add_argument("--device", default="auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="optprune", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("certify", help="compare methods' masks against certified optima on one layer file")
-    c.add_argument("--layer", required=True, help="safetensors file with <name>.weight and <name>.gram")
-    c.add_argument("--name", default="", help="comma-separated layer names (default: all in the file)")
-    c.add_argument("--method", default="magnitude,wanda,sparsegpt,sparsefw,sparseswaps,maiht")
-    c.add_argument("--pattern", default="per-row", help="unstructured | per-row | N:M | structured")
-    c.add_argument("--sparsity", type=float, default=0.5)
-    c.add_argument("--rows", default="0", help="rows of the certified sub-block, e.g. 0,1")
-    c.add_argument("--window", type=int, default=24, help="columns of the certified sub-block")
-    c.add_argument("--exact", default="milp", choices=["milp", "oa"])
-    c.add_argument("--time-limit", type=float, default=60.0)
-    c.add_argument("--device", default="auto")
+    _add_layer_args(c)
     c.add_argument("--json", default="", help="also write the report as JSON here")
     c.set_defaults(func=cmd_certify)
+
+    rp = sub.add_parser("report", help="Markdown report with figures (progress, gaps, overlap, rows) for a layer file")
+    _add_layer_args(rp)
+    rp.add_argument("--out", required=True, help="folder for report.md and the PNG figures")
+    rp.set_defaults(func=cmd_report)
 
     pr = sub.add_parser("prune", help="prune a Hugging Face causal LM block by block")
     pr.add_argument("--model", default="", help="local path or hub id (default: embedded SmolLM2-135M)")

@@ -171,3 +171,28 @@ def test_certify_cli_reports_gaps(tmp_path, capsys):
         assert row["rel_error_mask"] >= report["relaxation_bound"] - 1e-12
     assert "| sparseswaps |" in capsys.readouterr().out
     assert main(["certify", "--layer", str(tmp_path / "missing.safetensors")]) == 2
+
+
+def test_report_writes_markdown_and_real_pngs(tmp_path):
+    from safetensors.torch import save_file
+
+    from optprune import random_problem
+
+    prob = random_problem(6, 16, seed=4, dtype=torch.float32)
+    save_file({"lin.weight": prob.W, "lin.gram": prob.G}, str(tmp_path / "layer.safetensors"))
+    assert main(["report", "--layer", str(tmp_path / "layer.safetensors"), "--method", "wanda,sparseswaps,maiht",
+                 "--window", "8", "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    for fig in ("objective", "gaps", "overlap", "rows"):
+        assert f"({fig}.png)" in text
+        assert (tmp_path / "rep" / f"{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| sparseswaps |" in text and "optimal" in text
+
+
+def test_mask_agreement_is_one_on_the_diagonal_and_symmetric():
+    from optprune.report import mask_agreement
+
+    a, b = torch.rand(4, 8) > 0.5, torch.rand(4, 8) > 0.5
+    agree = mask_agreement({"a": a, "b": b, "not_a": ~a})
+    assert (agree.diagonal() == 1).all() and (agree == agree.T).all()
+    assert agree[0, 2] == 0.0
