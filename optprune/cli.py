@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--gguf-file", default="", help="GGUF file inside --model (or a path)")
     pr.add_argument("--method", default="sparseswaps")
     pr.add_argument("--sparsity", type=float, default=0.5)
-    pr.add_argument("--pattern", default="per-row")
+    pr.add_argument("--pattern", default="per-row", help="unstructured | per-row | N:M | structured (MLP channels)")
     pr.add_argument("--calib", default="c4", help="c4 | wikitext2 | FILE (txt, jsonl, jsonl.gz)")
     pr.add_argument("--data-dir", default="", help="local data folder (shared/data layout)")
     pr.add_argument("--nsamples", type=int, default=128)
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output folder (never the input model's folder)")
     pr.add_argument("--eval-ppl", action="store_true", help="also evaluate WikiText-2 perplexity")
     pr.add_argument("--no-resume", action="store_true")
+    pr.add_argument("--refit", action="store_true", help="least-squares refit of the kept weights after any method")
     pr.set_defaults(func=cmd_prune)
 
     ev = sub.add_parser("eval", help="perplexity / zero-shot accuracy of a saved model")

@@ -196,3 +196,42 @@ def test_mask_agreement_is_one_on_the_diagonal_and_symmetric():
     agree = mask_agreement({"a": a, "b": b, "not_a": ~a})
     assert (agree.diagonal() == 1).all() and (agree == agree.T).all()
     assert agree[0, 2] == 0.0
+
+
+@pytest.mark.parametrize("method,extra", [("spap", []), ("wanda", ["--refit"])])
+def test_structured_prune_writes_a_smaller_loadable_checkpoint(tiny, tmp_path, method, extra):
+    from transformers import AutoModelForCausalLM
+
+    model_dir, data = tiny
+    dense = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert main(["prune", "--model", str(model_dir), "--method", method, "--pattern", "structured",
+                 "--sparsity", "0.25", "--nsamples", "4", "--seqlen", "32", "--data-dir", str(data),
+                 "--out", str(tmp_path / "s"), "--device", "cpu", "--dtype", "float32", *extra]) == 0
+    small = AutoModelForCausalLM.from_pretrained(tmp_path / "s")
+    assert small.config.intermediate_size == 48
+    for blk in small.model.layers:
+        assert blk.mlp.gate_proj.weight.shape == (48, 32) and blk.mlp.down_proj.weight.shape == (32, 48)
+    removed = sum(p.numel() for p in dense.parameters()) - sum(p.numel() for p in small.parameters())
+    assert removed == 2 * 16 * 32 * 3
+    x = torch.randint(0, dense.config.vocab_size, (1, 16))
+    assert torch.isfinite(small(x).logits).all()
+
+
+def test_structured_resume_reloads_shrunk_blocks(tiny, tmp_path):
+    from optprune.patterns import Pattern
+    from optprune.pipeline.data import calibration_windows
+    from optprune.pipeline.model_io import load_model
+    from optprune.pipeline.sequential import prune_sequential
+
+    model_dir, data = tiny
+    net, tok, _ = load_model(str(model_dir), dtype=torch.float32)
+    windows = calibration_windows(tok, "c4", 4, 32, 0, str(data))
+    pat = Pattern("structured", 0.5)
+    prune_sequential(net, windows, "spap", pat, tmp_path / "r")
+    reference = {k: v.clone() for k, v in net.state_dict().items()}
+    (tmp_path / "r" / ".resume" / "block001.pt").unlink()
+    net2, _, _ = load_model(str(model_dir), dtype=torch.float32)
+    prune_sequential(net2, windows, "spap", pat, tmp_path / "r")
+    assert net2.config.intermediate_size == 32
+    for k, v in net2.state_dict().items():
+        assert torch.allclose(v, reference[k], atol=1e-6), k

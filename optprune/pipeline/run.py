@@ -56,12 +56,13 @@ def prune_main(args) -> int:
     with tqdm(total=n_blocks, desc=f"prune {args.method}", file=sys.stderr, disable=None) as bar:
         report = prune_sequential(net, windows, args.method, pattern, out, device=device,
                                   resume=not args.no_resume, progress=lambda b, s: bar.update(1),
-                                  offload=device.type != "cpu")
+                                  offload=device.type != "cpu", refit=args.refit)
     if device.type != "cpu":
         net.to(device)
     prune_seconds = time.perf_counter() - t0
     layers = report["layers"]
-    summary = dict(model=source, method=args.method, pattern=pattern.name, sparsity=pattern.sparsity,
+    summary = dict(model=source, method=args.method, refit=args.refit, pattern=pattern.name,
+                   sparsity=pattern.sparsity, parameters=sum(p.numel() for p in net.parameters()),
                    calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
                    dtype=str(dtype), machine=machine_name(), prune_seconds=prune_seconds,
                    mean_rel_error=sum(r["rel_error"] for r in layers) / max(len(layers), 1),

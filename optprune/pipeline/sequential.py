@@ -19,8 +19,9 @@ import torch
 
 from ..patterns import Pattern
 from ..problem import LayerProblem
-from ..solvers import prune_layer
+from ..solvers import prune_layer, refit_weights
 from .model_io import decoder_layers, linear_sublayers
+from .structured import gated_mlp, shrink_mlp
 
 
 class _Stop(Exception):
@@ -103,9 +104,11 @@ def block_grams(block, inps, args, kwargs, batch: int) -> dict[str, torch.Tensor
 
 def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, out_dir: Path,
                      device="cpu", batch: int = 8, options: dict | None = None, resume: bool = True,
-                     progress=None, offload: bool = False) -> dict:
+                     progress=None, offload: bool = False, refit: bool = False) -> dict:
     """Prune every linear sub-layer of every block in place; returns the report.
-    offload=True moves each block back to the CPU once its outputs are computed."""
+    offload=True moves each block back to the CPU once its outputs are computed; refit=True adds a
+    least-squares refit of the kept weights to any method.  The structured pattern prunes MLP
+    channels (selected on down_proj, whose inputs are the channels) and shrinks the modules."""
     options = options or {}
     layers = decoder_layers(net)
     state_dir = Path(out_dir) / ".resume"
@@ -114,7 +117,10 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
     report = json.loads(report_path.read_text()) if (resume and report_path.exists()) else {"layers": []}
     done = 0
     while resume and (state_dir / f"block{done:03d}.pt").exists() and done < len(layers):
-        layers[done].load_state_dict(torch.load(state_dir / f"block{done:03d}.pt"))
+        state = torch.load(state_dir / f"block{done:03d}.pt")
+        if pattern.kind == "structured":
+            shrink_mlp(layers[done], torch.arange(state["mlp.down_proj.weight"].shape[1]))
+        layers[done].load_state_dict(state)
         done += 1
     report["layers"] = [r for r in report["layers"] if r["block"] < done]
     inps, args, kwargs = block_inputs(net, windows, device)
@@ -123,12 +129,23 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
         if b >= done:
             t0 = time.perf_counter()
             grams = block_grams(block, inps, args, kwargs, batch)
-            for name, lin in linear_sublayers(block).items():
+            targets = linear_sublayers(block)
+            if pattern.kind == "structured":
+                gated_mlp(block)
+                targets = {"mlp.down_proj": targets["mlp.down_proj"]}
+            for name, lin in targets.items():
                 problem = LayerProblem(lin.weight.detach().float(), grams.pop(name), f"{b}.{name}")
                 res = prune_layer(problem, pattern, method, **options.get(method, {}))
-                lin.weight.data = res.weight.to(lin.weight.dtype)
+                if refit:
+                    res.weight = refit_weights(problem, res.mask, res.weight)
                 report["layers"].append(dict(block=b, layer=name, rel_error=problem.relative_error(W_hat=res.weight),
                                              sparsity=float(1 - res.mask.float().mean()), seconds=res.seconds))
+                if pattern.kind == "structured":
+                    keep = torch.nonzero(res.mask[0]).flatten()
+                    shrink_mlp(block, keep, res.weight[:, keep])
+                else:
+                    lin.weight.data = res.weight.to(lin.weight.dtype)
+            del grams
             torch.save(block.state_dict(), state_dir / f"block{b:03d}.pt")
             report_path.write_text(json.dumps(report))
             if progress:
@@ -136,6 +153,8 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
         inps = run_block(block, inps, args, kwargs, batch)
         if offload:
             block.to("cpu")          # keep one block at a time on the accelerator
+    if pattern.kind == "structured":
+        net.config.intermediate_size = gated_mlp(layers[0]).down_proj.in_features
     return report
 
 

@@ -1,6 +1,6 @@
 """Layer solvers (torch, batched over rows; GPU when the tensors live there)."""
 from .base import METHODS, PruneResult, prune_layer
-from . import baselines, sparsegpt, sparsefw, sparseswaps, maiht  # noqa: F401  (register methods)
+from . import baselines, sparsegpt, sparsefw, sparseswaps, maiht, spap  # noqa: F401  (register methods)
 from .refit import refit_weights
 from .sparseswaps import swap_search
 
