@@ -41,7 +41,6 @@ def test_exact_mask_optimum_equals_brute_force(seed, rows, cols, spec, sparsity,
 def _refit_brute_force(prob, pat):
     W, G = prob.W.numpy(), prob.G.numpy()
     rows, cols = W.shape
-    best = np.inf
     p = pat.pruned_per_row(cols)
     per_row = []
     for i in range(rows):
@@ -53,8 +52,7 @@ def _refit_brute_force(prob, pat):
             d = W[i] - v
             vals.append(d @ G @ d)
         per_row.append(min(vals))
-    best = sum(per_row)
-    return best
+    return sum(per_row)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

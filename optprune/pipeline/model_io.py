@@ -94,13 +94,17 @@ def load_model(model: str = "", gguf_file: str = "", dtype: torch.dtype = torch.
     return net, tok, source
 
 
+def check_output_dir(out: Path, source: str) -> None:
+    """Refuse an output folder that is (or holds) the input model."""
+    out, src = Path(out).resolve(), Path(source).resolve()
+    if src.exists() and (out == src or (src.is_file() and out == src.parent)):
+        raise ValueError(f"refusing to overwrite the input model at {source}: choose another --out")
+
+
 def save_model(net, tok, out: Path, source: str) -> None:
     """save_pretrained to `out`; refuses to write into the input model's folder."""
-    out = Path(out).resolve()
-    src = Path(source).resolve()
-    if src.exists() and (out == src or out == src.parent and src.is_file() or out in src.parents
-                         and (out / "config.json").exists()):
-        raise ValueError(f"refusing to overwrite the input model at {source}: choose another --out")
+    check_output_dir(out, source)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     net.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from ..patterns import Pattern
 from .data import calibration_windows, tokenize_long, wikitext_test_text
 from .evaluate import perplexity
-from .model_io import decoder_layers, load_model, resolve_dtype, save_model
+from .model_io import check_output_dir, decoder_layers, load_model, resolve_dtype, save_model
 from .sequential import prune_sequential
 
 
@@ -43,9 +43,7 @@ def prune_main(args) -> int:
     torch.manual_seed(args.seed)
     net, tok, source = load_model(args.model, args.gguf_file, dtype)
     out = Path(args.out)
-    src = Path(source)
-    if src.exists() and out.resolve() in (src.resolve(), src.resolve().parent) and (out / "config.json").exists():
-        raise ValueError(f"refusing to overwrite the input model at {source}: choose another --out")
+    check_output_dir(out, source)
     t0 = time.perf_counter()
     windows = calibration_windows(tok, args.calib, args.nsamples, args.seqlen, args.seed, args.data_dir)
     if device.type != "cpu":   # offload: only embeddings/norm/head and one block on the accelerator
