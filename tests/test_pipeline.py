@@ -1,5 +1,4 @@
 """End-to-end pipeline on a tiny random Llama (no hub, no ../shared)."""
-import gzip
 import hashlib
 import json
 import math
@@ -10,37 +9,6 @@ import torch
 
 from optprune.cli import main
 from optprune.pipeline.evaluate import perplexity
-
-TEXT = ("The quick brown fox jumps over the lazy dog. " * 40 + "\n\n") * 6
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    root = tmp_path_factory.mktemp("tiny")
-    chars = sorted(set(TEXT))
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab["<unk>"] = len(vocab)
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    model_dir = root / "model"
-    LlamaForCausalLM(cfg).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
-    data = root / "data"
-    (data / "wikitext2").mkdir(parents=True)
-    (data / "c4").mkdir()
-    (data / "wikitext2" / "test.raw.txt").write_text(TEXT)
-    with gzip.open(data / "c4" / "c4-sample.00000-of-00001.json.gz", "wt") as fh:
-        for _ in range(5):
-            fh.write(json.dumps({"text": TEXT}) + "\n")
-    return model_dir, data
-
 
 def _digest(folder: Path) -> str:
     return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()

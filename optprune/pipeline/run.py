@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..parallel import init_from_env
 from ..patterns import Pattern
 from .data import calibration_windows, tokenize_long, wikitext_test_text
 from .evaluate import perplexity
@@ -39,7 +40,10 @@ def eval_ppl(net, tok, seqlen: int, data_dir: str = "", max_windows: int = 0) ->
 
 def prune_main(args) -> int:
     pattern = Pattern.parse(args.pattern, args.sparsity)
+    rank, size = init_from_env()
     device, dtype = _device(args.device), resolve_dtype(args.dtype)
+    if device.type == "cuda" and size > 1:
+        device = torch.device("cuda", rank % torch.cuda.device_count())
     torch.manual_seed(args.seed)
     net, tok, source = load_model(args.model, args.gguf_file, dtype)
     out = Path(args.out)
@@ -51,18 +55,20 @@ def prune_main(args) -> int:
         if hasattr(net.model, "rotary_emb"):
             net.model.rotary_emb.to(device)
     n_blocks = len(decoder_layers(net))
-    with tqdm(total=n_blocks, desc=f"prune {args.method}", file=sys.stderr, disable=None) as bar:
+    with tqdm(total=n_blocks, desc=f"prune {args.method}", file=sys.stderr, disable=None if rank == 0 else True) as bar:
         report = prune_sequential(net, windows, args.method, pattern, out, device=device,
                                   resume=not args.no_resume, progress=lambda b, s: bar.update(1),
                                   offload=device.type != "cpu", refit=args.refit)
     if device.type != "cpu":
         net.to(device)
     prune_seconds = time.perf_counter() - t0
+    if rank != 0:          # rank 0 evaluates and writes; the others are done
+        return 0
     layers = report["layers"]
     summary = dict(model=source, method=args.method, refit=args.refit, pattern=pattern.name,
                    sparsity=pattern.sparsity, parameters=sum(p.numel() for p in net.parameters()),
                    calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
-                   dtype=str(dtype), machine=machine_name(), prune_seconds=prune_seconds,
+                   dtype=str(dtype), machine=machine_name(), ranks=size, prune_seconds=prune_seconds,
                    mean_rel_error=sum(r["rel_error"] for r in layers) / max(len(layers), 1),
                    achieved_sparsity=sum(r["sparsity"] for r in layers) / max(len(layers), 1),
                    layers=layers)

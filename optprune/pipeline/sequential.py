@@ -8,6 +8,8 @@ Block b sees the outputs of the already *pruned* blocks 0..b-1:
 Only one block is on the accelerator at a time.  After every block its pruned
 weights and the report so far go to `<out>/.resume/`, so an interrupted run
 restarts at the first unfinished block (earlier inputs are recomputed).
+Under torch.distributed the layer problems of each block are sharded across
+ranks (optprune.parallel); rank 0 writes the resume state and the output.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..parallel import solve_sharded, world
 from ..patterns import Pattern
 from ..problem import LayerProblem
 from ..solvers import prune_layer, refit_weights
@@ -133,21 +136,29 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
             if pattern.kind == "structured":
                 gated_mlp(block)
                 targets = {"mlp.down_proj": targets["mlp.down_proj"]}
-            for name, lin in targets.items():
-                problem = LayerProblem(lin.weight.detach().float(), grams.pop(name), f"{b}.{name}")
+            jobs = [(name, lin.weight.detach().float(), grams.pop(name)) for name, lin in targets.items()]
+
+            def solve(job, b=b):
+                name, W, G = job
+                problem = LayerProblem(W, G, f"{b}.{name}")
                 res = prune_layer(problem, pattern, method, **options.get(method, {}))
                 if refit:
                     res.weight = refit_weights(problem, res.mask, res.weight)
-                report["layers"].append(dict(block=b, layer=name, rel_error=problem.relative_error(W_hat=res.weight),
-                                             sparsity=float(1 - res.mask.float().mean()), seconds=res.seconds))
+                info = dict(block=b, layer=name, rel_error=problem.relative_error(W_hat=res.weight),
+                            sparsity=float(1 - res.mask.float().mean()), seconds=res.seconds)
+                return res.weight, res.mask, info
+
+            for (name, lin), (weight, mask, info) in zip(targets.items(), solve_sharded(jobs, solve)):
+                report["layers"].append(info)
                 if pattern.kind == "structured":
-                    keep = torch.nonzero(res.mask[0]).flatten()
-                    shrink_mlp(block, keep, res.weight[:, keep])
+                    keep = torch.nonzero(mask[0]).flatten()
+                    shrink_mlp(block, keep, weight[:, keep])
                 else:
-                    lin.weight.data = res.weight.to(lin.weight.dtype)
+                    lin.weight.data = weight.to(lin.weight.dtype)
             del grams
-            torch.save(block.state_dict(), state_dir / f"block{b:03d}.pt")
-            report_path.write_text(json.dumps(report))
+            if world()[0] == 0:
+                torch.save(block.state_dict(), state_dir / f"block{b:03d}.pt")
+                report_path.write_text(json.dumps(report))
             if progress:
                 progress(b, time.perf_counter() - t0)
         inps = run_block(block, inps, args, kwargs, batch)

@@ -1,0 +1,55 @@
+"""torch.distributed helpers: shard the layer problems of a block across ranks.
+
+Launched with `torchrun --nproc-per-node N -m optprune prune ...` (gloo on CPU,
+nccl on GPUs).  Every rank runs the same calibration forward passes, so every
+rank holds the same Gram matrices.  Layer k of a block is solved on rank k mod N,
+and its new weight and mask are broadcast from there.  The same computation
+happens on whichever rank owns a layer, so the pruned model is identical to a
+single-process run with the same seed.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+
+def world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_from_env() -> tuple[int, int]:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); a no-op otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return world()
+
+
+def solve_sharded(jobs: list, solve: Callable) -> list:
+    """Run solve(job) -> (weight, mask, info dict) for each job on its owner rank; return all results everywhere."""
+    rank, size = world()
+    local = {k: solve(job) for k, job in enumerate(jobs) if k % size == rank}
+    if size == 1:
+        return [local[k] for k in range(len(jobs))]
+    out = []
+    for k, job in enumerate(jobs):
+        src = k % size
+        shapes = [None]
+        if rank == src:
+            weight, mask, info = local[k]
+            shapes = [(tuple(weight.shape), tuple(mask.shape), weight.dtype, info)]
+        dist.broadcast_object_list(shapes, src=src)
+        wshape, mshape, dtype, info = shapes[0]
+        if rank != src:
+            weight = torch.empty(wshape, dtype=dtype)
+            mask = torch.empty(mshape, dtype=torch.bool)
+        dev = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        w, m = weight.contiguous().to(dev), mask.contiguous().to(dev)
+        dist.broadcast(w, src=src)
+        dist.broadcast(m, src=src)
+        out.append((w.to(weight.device), m.to(weight.device), info))
+    return out

@@ -1,0 +1,47 @@
+"""Sharding layer problems over 2 gloo ranks gives the same pruned model as 1 process."""
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from optprune.parallel import solve_sharded, world
+
+
+def _run(rank, size, init_file, model_dir, data_dir, out_file, method, pattern_spec):
+    from optprune.patterns import Pattern
+    from optprune.pipeline.data import calibration_windows
+    from optprune.pipeline.model_io import load_model
+    from optprune.pipeline.sequential import prune_sequential
+
+    torch.set_num_threads(1)
+    if size > 1:
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
+    net, tok, _ = load_model(model_dir, dtype=torch.float32)
+    windows = calibration_windows(tok, "c4", 4, 32, 0, data_dir)
+    report = prune_sequential(net, windows, method, Pattern.parse(pattern_spec, 0.5), f"{out_file}.work{rank}")
+    if rank == 0:
+        torch.save({"state": net.state_dict(), "report": report}, out_file)
+    if size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_match_one_process(tiny, tmp_path):
+    model_dir, data = tiny
+    for method, spec in [("sparseswaps", "per-row"), ("spap", "structured")]:
+        one, two = tmp_path / f"{method}1.pt", tmp_path / f"{method}2.pt"
+        _run(0, 1, "", str(model_dir), str(data), str(one), method, spec)
+        mp.spawn(_run, args=(2, str(tmp_path / f"{method}.init"), str(model_dir), str(data), str(two), method, spec),
+                 nprocs=2, join=True)
+        a, b = torch.load(one), torch.load(two)
+        assert a["state"].keys() == b["state"].keys()
+        for k in a["state"]:
+            assert torch.equal(a["state"][k], b["state"][k]), (method, k)
+        assert [r["layer"] for r in a["report"]["layers"]] == [r["layer"] for r in b["report"]["layers"]]
+
+
+def test_solve_sharded_without_a_process_group_runs_everything_locally():
+    assert world() == (0, 1)
+    jobs = [torch.full((2, 2), float(k)) for k in range(3)]
+    out = solve_sharded(jobs, lambda j: (j * 2, j > 0, {"k": float(j[0, 0])}))
+    assert [o[2]["k"] for o in out] == [0.0, 1.0, 2.0]
+    assert torch.equal(out[2][0], torch.full((2, 2), 4.0))
