@@ -25,7 +25,7 @@ def cmd_certify(args) -> int:
         problem = to_device(problem, args.device)
         results = run_methods(problem, pattern, methods)
         cmp = compare(problem, pattern, results, rows=_int_list(args.rows), window_size=args.window,
-                      exact_method=args.exact, time_limit=args.time_limit)
+                      exact_method=args.exact, time_limit=args.time_limit, workers=args.workers)
         print(cmp.to_markdown())
         reports.append(json.loads(cmp.to_json()))
     if args.json:
@@ -45,7 +45,7 @@ def cmd_report(args) -> int:
         out = Path(args.out) / name if len(problems) > 1 else Path(args.out)
         path = layer_report(to_device(problem, args.device), pattern, [m.strip() for m in args.method.split(",")],
                             out, rows=_int_list(args.rows), window_size=args.window, exact_method=args.exact,
-                            time_limit=args.time_limit)
+                            time_limit=args.time_limit, workers=args.workers)
         print(f"wrote {path}")
     return 0
 
@@ -71,6 +71,7 @@ def _add_layer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exact", default="milp", choices=["milp", "oa"])
     p.add_argument("--time-limit", type=float, default=60.0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=1, help="local processes for the exact sub-block solves")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -76,21 +76,39 @@ def default_window(pattern: Pattern, cols: int, size: int, start: int = 0) -> np
     return np.arange(start, start + size)
 
 
+def _certify(job):
+    qp, exact_method, time_limit, z0 = job
+    return solve_mask(qp, exact_method, time_limit=time_limit, z0=z0)
+
+
+def certify_many(jobs: list, workers: int = 1) -> list:
+    """Solve (qp, method, time_limit, z0) jobs, fanned out over `workers` local processes."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [_certify(j) for j in jobs]
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(_certify, jobs))
+
+
 def compare(problem: LayerProblem, pattern: Pattern, results: dict[str, PruneResult],
             rows=(0,), window=None, window_size: int = 24, exact_method: str = "milp",
-            time_limit: float = 60.0, bound_iters: int = 300) -> Comparison:
+            time_limit: float = 60.0, bound_iters: int = 300, workers: int = 1) -> Comparison:
     rows = [int(r) for r in rows]
     window = default_window(pattern, problem.shape[1], window_size) if window is None else np.asarray(window)
     energy = problem.dense_energy()
     bound = layer_relaxation_bound(problem, pattern, bound_iters) / energy
     cmp = Comparison(problem.name, pattern.name, pattern.sparsity, bound, rows, [int(c) for c in window])
-    for name, res in results.items():
+    blocks = {name: build_subblock(problem, pattern, res.mask, rows=rows, window=window)
+              for name, res in results.items()}
+    starts = {name: blocks[name].units_from_mask(res.mask) for name, res in results.items()}
+    exacts = certify_many([(blocks[n].qp, exact_method, time_limit, starts[n]) for n in results], workers)
+    for (name, res), exact in zip(results.items(), exacts):
         mask_err = problem.relative_error(res.mask)
         row = MethodRow(name, problem.relative_error(W_hat=res.weight), mask_err, res.seconds,
                         gap_to_bound=mask_err - bound)
-        block = build_subblock(problem, pattern, res.mask, rows=rows, window=window)
-        value = block.qp.value(block.units_from_mask(res.mask))
-        exact = solve_mask(block.qp, exact_method, time_limit=time_limit, z0=block.units_from_mask(res.mask))
+        value = blocks[name].qp.value(starts[name])
         row.block_value, row.block_optimum, row.block_status = value, exact.optimum, exact.status
         row.block_gap = (value - exact.optimum) / max(abs(exact.optimum), 1e-30)
         cmp.methods.append(row)

@@ -85,13 +85,14 @@ def _figures(problem: LayerProblem, results: dict, cmp: Comparison, out: Path) -
 
 
 def layer_report(problem: LayerProblem, pattern: Pattern, methods: list[str], out_dir: str | Path,
-                 rows=(0,), window_size: int = 24, exact_method: str = "milp", time_limit: float = 60.0) -> Path:
+                 rows=(0,), window_size: int = 24, exact_method: str = "milp", time_limit: float = 60.0,
+                 workers: int = 1) -> Path:
     """Run `methods`, certify sub-blocks, draw the figures; returns the path of report.md."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = run_methods(problem, pattern, methods)
     cmp = compare(problem, pattern, results, rows=rows, window_size=window_size,
-                  exact_method=exact_method, time_limit=time_limit)
+                  exact_method=exact_method, time_limit=time_limit, workers=workers)
     files = _figures(problem, results, cmp, out)
     agree = mask_agreement({n: r.mask for n, r in results.items()})
     text = [f"# Layer report: `{problem.name}` ({problem.shape[0]}x{problem.shape[1]}), "

@@ -45,3 +45,19 @@ def test_solve_sharded_without_a_process_group_runs_everything_locally():
     out = solve_sharded(jobs, lambda j: (j * 2, j > 0, {"k": float(j[0, 0])}))
     assert [o[2]["k"] for o in out] == [0.0, 1.0, 2.0]
     assert torch.equal(out[2][0], torch.full((2, 2), 4.0))
+
+
+def test_certification_fans_out_over_processes_with_the_same_answers():
+    import numpy as np
+
+    from optprune import Pattern, random_problem, select_mask
+    from optprune.compare import certify_many
+    from optprune.exact import build_subblock
+
+    prob = random_problem(6, 12, seed=9)
+    pat = Pattern("per-row", 0.5)
+    base = select_mask(prob.W.abs(), pat)
+    jobs = [(build_subblock(prob, pat, base, rows=[r]).qp, "milp", 30.0, None) for r in range(6)]
+    serial, fanned = certify_many(jobs, 1), certify_many(jobs, 2)
+    assert [r.status for r in fanned] == ["optimal"] * 6
+    assert np.allclose([r.optimum for r in serial], [r.optimum for r in fanned], rtol=1e-12)
