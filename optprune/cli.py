@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output folder (never the input model's folder)")
     pr.add_argument("--eval-ppl", action="store_true", help="also evaluate WikiText-2 perplexity")
     pr.add_argument("--no-resume", action="store_true")
+    pr.add_argument("--max-memory", default="", help="RAM budget per activation buffer, e.g. 8GiB; larger ones "
+                    "are memory-mapped on disk under --out")
     pr.add_argument("--refit", action="store_true", help="least-squares refit of the kept weights after any method")
     pr.set_defaults(func=cmd_prune)
 

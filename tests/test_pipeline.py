@@ -203,3 +203,33 @@ def test_structured_resume_reloads_shrunk_blocks(tiny, tmp_path):
     assert net2.config.intermediate_size == 32
     for k, v in net2.state_dict().items():
         assert torch.allclose(v, reference[k], atol=1e-6), k
+
+
+def test_activations_spill_to_disk_under_a_memory_budget_with_identical_results(tiny, tmp_path):
+    from optprune.patterns import Pattern
+    from optprune.pipeline.activations import ActivationStore, parse_memory
+    from optprune.pipeline.data import calibration_windows
+    from optprune.pipeline.model_io import load_model
+    from optprune.pipeline.sequential import prune_sequential
+
+    assert parse_memory("2GiB") == 2 * 2 ** 30 and parse_memory("") is None and parse_memory("1e3") == 1000
+    store = ActivationStore((3, 4, 5), torch.float32, budget_bytes=10, spill_dir=tmp_path / "s")
+    assert store.spilled and store.path.stat().st_size == 3 * 4 * 5 * 4
+    store.data[1] = 7.0
+    twin = store.like()
+    assert twin.spilled and twin.path != store.path
+    store.release()
+    assert not any((tmp_path / "s").glob(store.path.name))
+
+    model_dir, data = tiny
+    results = []
+    for budget in (None, 1):
+        net, tok, _ = load_model(str(model_dir), dtype=torch.float32)
+        windows = calibration_windows(tok, "c4", 4, 32, 0, str(data))
+        rep = prune_sequential(net, windows, "sparsegpt", Pattern("per-row", 0.5), tmp_path / f"b{budget}",
+                               max_memory=budget)
+        assert rep["activations_on_disk"] == (budget is not None)
+        results.append(net.state_dict())
+        assert not list((tmp_path / f"b{budget}" / ".resume").glob("acts/*.bin"))   # spill files removed
+    for k in results[0]:
+        assert torch.equal(results[0][k], results[1][k]), k

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ..parallel import init_from_env
 from ..patterns import Pattern
+from .activations import parse_memory
 from .data import calibration_windows, tokenize_long, wikitext_test_text
 from .evaluate import perplexity
 from .model_io import check_output_dir, decoder_layers, load_model, resolve_dtype, save_model
@@ -58,7 +59,8 @@ def prune_main(args) -> int:
     with tqdm(total=n_blocks, desc=f"prune {args.method}", file=sys.stderr, disable=None if rank == 0 else True) as bar:
         report = prune_sequential(net, windows, args.method, pattern, out, device=device,
                                   resume=not args.no_resume, progress=lambda b, s: bar.update(1),
-                                  offload=device.type != "cpu", refit=args.refit)
+                                  offload=device.type != "cpu", refit=args.refit,
+                                  max_memory=parse_memory(args.max_memory))
     if device.type != "cpu":
         net.to(device)
     prune_seconds = time.perf_counter() - t0

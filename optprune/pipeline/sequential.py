@@ -23,6 +23,7 @@ from ..parallel import solve_sharded, world
 from ..patterns import Pattern
 from ..problem import LayerProblem
 from ..solvers import prune_layer, refit_weights
+from .activations import ActivationStore
 from .model_io import decoder_layers, linear_sublayers
 from .structured import gated_mlp, shrink_mlp
 
@@ -32,12 +33,14 @@ class _Stop(Exception):
 
 
 @torch.no_grad()
-def block_inputs(net, windows: torch.Tensor, device) -> tuple[torch.Tensor, tuple, dict]:
-    """Hidden states entering block 0 for every window, and the kwargs blocks are called with."""
+def block_inputs(net, windows: torch.Tensor, device, budget: int | None = None,
+                 spill_dir=None) -> tuple[ActivationStore, tuple, dict]:
+    """Hidden states entering block 0 for every window (in a budgeted store), and the block kwargs."""
     layers = decoder_layers(net)
     first = layers[0]
     caught: dict = {}
-    store = []
+    store: ActivationStore | None = None
+    position = [0]
 
     class Catcher(torch.nn.Module):
         def __init__(self):
@@ -51,7 +54,11 @@ def block_inputs(net, windows: torch.Tensor, device) -> tuple[torch.Tensor, tupl
                 return getattr(self.inner, name)
 
         def forward(self, hidden, *args, **kwargs):
-            store.append(hidden.detach())
+            nonlocal store
+            if store is None:
+                store = ActivationStore((len(windows), *hidden.shape[1:]), hidden.dtype, budget, spill_dir)
+            store.data[position[0]] = hidden[0].detach().cpu()
+            position[0] += 1
             if not caught:
                 caught.update(kwargs)
                 caught["__args__"] = args
@@ -70,7 +77,7 @@ def block_inputs(net, windows: torch.Tensor, device) -> tuple[torch.Tensor, tupl
     caught.pop("past_key_values", None)
     caught.pop("past_key_value", None)
     caught["use_cache"] = False
-    return torch.cat(store), args, caught
+    return store, args, caught
 
 
 def _call_block(block, x, args, kwargs):
@@ -78,18 +85,26 @@ def _call_block(block, x, args, kwargs):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def _device_of(block) -> torch.device:
+    return next(block.parameters()).device
+
+
 @torch.no_grad()
-def run_block(block, inps: torch.Tensor, args, kwargs, batch: int) -> torch.Tensor:
-    outs = torch.empty_like(inps)
+def run_block(block, inps: ActivationStore, args, kwargs, batch: int, outs: ActivationStore | None = None):
+    """Block outputs for every stored input, batch by batch on the block's device."""
+    device = _device_of(block)
     for s in range(0, len(inps), batch):
-        outs[s:s + batch] = _call_block(block, inps[s:s + batch], args, kwargs)
+        y = _call_block(block, inps.data[s:s + batch].to(device), args, kwargs)
+        if outs is not None:
+            outs.data[s:s + batch] = y.to("cpu", outs.data.dtype)
     return outs
 
 
 @torch.no_grad()
-def block_grams(block, inps, args, kwargs, batch: int) -> dict[str, torch.Tensor]:
+def block_grams(block, inps: ActivationStore, args, kwargs, batch: int) -> dict[str, torch.Tensor]:
     linears = linear_sublayers(block)
-    grams = {n: torch.zeros(m.in_features, m.in_features, dtype=torch.float32, device=inps.device)
+    device = _device_of(block)
+    grams = {n: torch.zeros(m.in_features, m.in_features, dtype=torch.float32, device=device)
              for n, m in linears.items()}
     hooks = []
     for name, mod in linears.items():
@@ -107,11 +122,14 @@ def block_grams(block, inps, args, kwargs, batch: int) -> dict[str, torch.Tensor
 
 def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, out_dir: Path,
                      device="cpu", batch: int = 8, options: dict | None = None, resume: bool = True,
-                     progress=None, offload: bool = False, refit: bool = False) -> dict:
+                     progress=None, offload: bool = False, refit: bool = False,
+                     max_memory: int | None = None) -> dict:
     """Prune every linear sub-layer of every block in place; returns the report.
     offload=True moves each block back to the CPU once its outputs are computed; refit=True adds a
     least-squares refit of the kept weights to any method.  The structured pattern prunes MLP
-    channels (selected on down_proj, whose inputs are the channels) and shrinks the modules."""
+    channels (selected on down_proj, whose inputs are the channels) and shrinks the modules.
+    max_memory bounds each activation buffer in RAM; larger ones are memory-mapped in
+    <out>/.resume/acts.  Each report entry has the block's peak accelerator memory (CUDA)."""
     options = options or {}
     layers = decoder_layers(net)
     state_dir = Path(out_dir) / ".resume"
@@ -126,11 +144,16 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
         layers[done].load_state_dict(state)
         done += 1
     report["layers"] = [r for r in report["layers"] if r["block"] < done]
-    inps, args, kwargs = block_inputs(net, windows, device)
+    inps, args, kwargs = block_inputs(net, windows, device, max_memory, state_dir / "acts")
+    outs = inps.like()
+    report["activations_on_disk"] = inps.spilled
+    cuda = torch.device(device).type == "cuda"
     for b, block in enumerate(layers):
         block.to(device)
         if b >= done:
             t0 = time.perf_counter()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
             grams = block_grams(block, inps, args, kwargs, batch)
             targets = linear_sublayers(block)
             if pattern.kind == "structured":
@@ -145,7 +168,8 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
                 if refit:
                     res.weight = refit_weights(problem, res.mask, res.weight)
                 info = dict(block=b, layer=name, rel_error=problem.relative_error(W_hat=res.weight),
-                            sparsity=float(1 - res.mask.float().mean()), seconds=res.seconds)
+                            sparsity=float(1 - res.mask.float().mean()), seconds=res.seconds,
+                            peak_accel_bytes=torch.cuda.max_memory_allocated(device) if cuda else None)
                 return res.weight, res.mask, info
 
             for (name, lin), (weight, mask, info) in zip(targets.items(), solve_sharded(jobs, solve)):
@@ -161,9 +185,12 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
                 report_path.write_text(json.dumps(report))
             if progress:
                 progress(b, time.perf_counter() - t0)
-        inps = run_block(block, inps, args, kwargs, batch)
+        run_block(block, inps, args, kwargs, batch, outs)
+        inps, outs = outs, inps
         if offload:
             block.to("cpu")          # keep one block at a time on the accelerator
+    inps.release()
+    outs.release()
     if pattern.kind == "structured":
         net.config.intermediate_size = gated_mlp(layers[0]).down_proj.in_features
     return report
@@ -176,6 +203,7 @@ def dense_layer_problems(net, windows: torch.Tensor, blocks: list[int], device="
     if any(b < 0 or b >= len(layers) for b in blocks):
         raise ValueError(f"blocks must lie in [0, {len(layers)})")
     inps, args, kwargs = block_inputs(net, windows, device)
+    outs = inps.like()
     out = {}
     for b in range(max(blocks) + 1):
         block = layers[b].to(device)
@@ -183,5 +211,6 @@ def dense_layer_problems(net, windows: torch.Tensor, blocks: list[int], device="
             grams = block_grams(block, inps, args, kwargs, batch)
             for name, lin in linear_sublayers(block).items():
                 out[f"{b}.{name}"] = (lin.weight.detach().float().cpu(), grams[name].cpu())
-        inps = run_block(block, inps, args, kwargs, batch)
+        run_block(block, inps, args, kwargs, batch, outs)
+        inps, outs = outs, inps
     return out
