@@ -233,3 +233,27 @@ def test_activations_spill_to_disk_under_a_memory_budget_with_identical_results(
         assert not list((tmp_path / f"b{budget}" / ".resume").glob("acts/*.bin"))   # spill files removed
     for k in results[0]:
         assert torch.equal(results[0][k], results[1][k]), k
+
+
+def test_block_grams_are_exact_and_shared_between_linears_fed_the_same_input(tiny):
+    from optprune.pipeline.data import calibration_windows
+    from optprune.pipeline.model_io import decoder_layers, linear_sublayers, load_model
+    from optprune.pipeline.sequential import block_grams, block_inputs, run_block
+
+    model_dir, data = tiny
+    net, tok, _ = load_model(str(model_dir), dtype=torch.float32)
+    inps, args, kwargs = block_inputs(net, calibration_windows(tok, "c4", 3, 16, 0, str(data)), "cpu")
+    block = decoder_layers(net)[0]
+    grams = block_grams(block, inps, args, kwargs, batch=2)
+    seen = {}
+    hooks = [m.register_forward_hook(lambda m_, i, o, n=n: seen.setdefault(n, []).append(i[0].reshape(-1, i[0].shape[-1])))
+             for n, m in linear_sublayers(block).items()]
+    run_block(block, inps, args, kwargs, 2)
+    for h in hooks:
+        h.remove()
+    for name, xs in seen.items():
+        X = torch.cat(xs)
+        assert torch.allclose(grams[name], X.T @ X, rtol=1e-4, atol=1e-4), name
+    assert grams["self_attn.q_proj"] is grams["self_attn.v_proj"] and grams["mlp.gate_proj"] is grams["mlp.up_proj"]
+    assert grams["self_attn.q_proj"] is not grams["mlp.gate_proj"]
+    assert grams["self_attn.o_proj"] is not grams["self_attn.q_proj"]

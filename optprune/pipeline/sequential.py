@@ -102,21 +102,37 @@ def run_block(block, inps: ActivationStore, args, kwargs, batch: int, outs: Acti
 
 @torch.no_grad()
 def block_grams(block, inps: ActivationStore, args, kwargs, batch: int) -> dict[str, torch.Tensor]:
+    """G = sum_t x_t x_t^T (float32) for every linear sub-layer.  Linears fed the same tensor
+    (q/k/v, gate/up) share one Gram: their names map to the same matrix."""
     linears = linear_sublayers(block)
     device = _device_of(block)
-    grams = {n: torch.zeros(m.in_features, m.in_features, dtype=torch.float32, device=device)
-             for n, m in linears.items()}
-    hooks = []
-    for name, mod in linears.items():
-        def hook(_m, inp, _out, name=name):
-            x = inp[0].reshape(-1, inp[0].shape[-1]).float()
-            grams[name].addmm_(x.T, x)
-        hooks.append(mod.register_forward_hook(hook))
+    grams: dict[str, torch.Tensor] = {}
+    seen: list[tuple[torch.Tensor, str]] = []   # first batch: (input tensor object, linear accumulating it)
+
+    def hook(_m, inp, _out, name):
+        x = inp[0]
+        if name not in grams:             # first batch: share with an earlier linear fed the same object
+            first = next((n for t, n in seen if t is x), None)
+            if first is None:
+                seen.append((x, name))    # holding x also keeps its address from being reused
+                grams[name] = torch.zeros(x.shape[-1], x.shape[-1], dtype=torch.float32, device=device)
+            else:
+                grams[name] = grams[first]
+                shared.add(name)
+        if name in shared:
+            return
+        flat = x.reshape(-1, x.shape[-1]).float()
+        grams[name].addmm_(flat.T, flat)
+
+    shared: set[str] = set()
+    hooks = [mod.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name))
+             for name, mod in linears.items()]
     try:
         run_block(block, inps, args, kwargs, batch)
     finally:
         for h in hooks:
             h.remove()
+        seen.clear()
     return grams
 
 
