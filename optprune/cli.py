@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-resume", action="store_true")
     pr.add_argument("--max-memory", default="", help="RAM budget per activation buffer, e.g. 8GiB; larger ones "
                     "are memory-mapped on disk under --out")
+    pr.add_argument("--attn-sparsity", type=float, default=None,
+                    help="structured: share of KV groups of attention heads to remove (default: --sparsity, "
+                         "rounded down to whole groups; 0 keeps attention)")
     pr.add_argument("--refit", action="store_true", help="least-squares refit of the kept weights after any method")
     pr.set_defaults(func=cmd_prune)
 

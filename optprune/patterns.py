@@ -5,7 +5,8 @@ Patterns:
   unstructured  one budget for the whole layer: sum M = K
   per-row       the same budget in every row: sum_j M_ij = k for all i
   N:M           in every row, each group of M consecutive inputs keeps N
-  structured    whole input columns are kept or pruned: M_ij = c_j
+  structured    whole input columns are kept or pruned: M_ij = c_j; with group > 1, whole
+                groups of `group` consecutive columns (e.g. one KV group of attention heads)
 Ties in scores are broken by position (lower flat index wins), so a
 method on Q4-dequantised weights (many equal magnitudes) is reproducible.
 """
@@ -29,6 +30,7 @@ class Pattern:
     sparsity: float
     n: int = 0
     m: int = 0
+    group: int = 1      # structured: columns per unit
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -39,6 +41,8 @@ class Pattern:
         if self.kind == "nm":
             if not (0 < self.n < self.m):
                 raise PatternError(f"N:M needs 0 < N < M, got {self.n}:{self.m}")
+        if self.group < 1 or (self.group > 1 and self.kind != "structured"):
+            raise PatternError("group > 1 is only for the structured pattern")
 
     @classmethod
     def parse(cls, spec: str, sparsity: float | None = None) -> "Pattern":
@@ -64,11 +68,15 @@ class Pattern:
         if self.kind == "nm" and cols % self.m != 0:
             raise PatternError(f"N:M pattern {self.n}:{self.m} needs the input size ({cols}) "
                                f"to be divisible by M={self.m}")
+        if cols % self.group != 0:
+            raise PatternError(f"column groups of {self.group} need the input size ({cols}) to be divisible")
 
     def pruned_per_row(self, cols: int) -> int:
         """Number pruned in each row (per-row, N:M) or columns pruned (structured)."""
         if self.kind == "nm":
             return cols // self.m * (self.m - self.n)
+        if self.kind == "structured":
+            return self.group * int(self.sparsity * (cols // self.group))
         return int(self.sparsity * cols)
 
     def pruned_total(self, rows: int, cols: int) -> int:
@@ -102,8 +110,10 @@ def select_mask(scores: torch.Tensor, pattern: Pattern) -> torch.Tensor:
     if pattern.kind == "nm":
         groups = scores.reshape(rows, cols // pattern.m, pattern.m)
         return _stable_keep_top(groups, pattern.n).reshape(rows, cols)
-    # structured: a column's score is the sum of its entries' scores
-    col_keep = _stable_keep_top(scores.sum(0), cols - pattern.pruned_per_row(cols))
+    # structured: a column group's score is the sum of its entries' scores
+    g = pattern.group
+    keep_groups = (cols - pattern.pruned_per_row(cols)) // g
+    col_keep = _stable_keep_top(scores.sum(0).reshape(cols // g, g).sum(1), keep_groups).repeat_interleave(g)
     return col_keep.unsqueeze(0).expand(rows, cols).clone()
 
 
@@ -126,3 +136,6 @@ def check_mask(mask: torch.Tensor, pattern: Pattern) -> None:
     else:
         if not bool((mask == mask[:1]).all()) or (~mask[0]).sum().item() != pattern.pruned_per_row(cols):
             raise PatternError("mask is not a column (structured) mask of the right size")
+        groups = mask[0].reshape(cols // pattern.group, pattern.group)
+        if not bool((groups == groups[:, :1]).all()):
+            raise PatternError(f"mask splits a column group of {pattern.group}")

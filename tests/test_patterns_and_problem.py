@@ -58,3 +58,17 @@ def test_bad_problems_raise_clear_errors():
         LayerProblem(torch.randn(4), G)
     with pytest.raises(ProblemError, match="mask shape"):
         random_problem(3, 4).objective(torch.ones(4, 3, dtype=torch.bool))
+
+
+def test_structured_column_groups():
+    pat = Pattern("structured", 0.5, group=4)
+    mask = select_mask(torch.rand(3, 16), pat)
+    check_mask(mask, pat)
+    assert (mask[0].reshape(4, 4) == mask[0].reshape(4, 4)[:, :1]).all() and (~mask[0]).sum() == 8
+    assert Pattern("structured", 0.3, group=4).pruned_per_row(12) == 0      # 0.3 of 3 groups rounds down
+    with pytest.raises(PatternError, match="divisible"):
+        select_mask(torch.rand(2, 10), pat)
+    with pytest.raises(PatternError, match="splits"):
+        check_mask(torch.tensor([[True, False] * 8] * 3), pat)
+    with pytest.raises(PatternError, match="only for the structured"):
+        Pattern("per-row", 0.5, group=2)

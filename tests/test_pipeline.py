@@ -257,3 +257,49 @@ def test_block_grams_are_exact_and_shared_between_linears_fed_the_same_input(tin
     assert grams["self_attn.q_proj"] is grams["self_attn.v_proj"] and grams["mlp.gate_proj"] is grams["mlp.up_proj"]
     assert grams["self_attn.q_proj"] is not grams["mlp.gate_proj"]
     assert grams["self_attn.o_proj"] is not grams["self_attn.q_proj"]
+
+
+def test_structured_prune_removes_whole_kv_groups(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model_dir, data = tiny
+    dense = AutoModelForCausalLM.from_pretrained(model_dir)
+    x = torch.randint(0, dense.config.vocab_size, (1, 16))
+    for attn, heads in (("0.5", (2, 1)), ("0", (4, 2))):
+        out = tmp_path / f"a{attn}"
+        assert main(["prune", "--model", str(model_dir), "--method", "spap", "--pattern", "structured",
+                     "--sparsity", "0.5", "--attn-sparsity", attn, "--nsamples", "4", "--seqlen", "32",
+                     "--data-dir", str(data), "--out", str(out), "--device", "cpu", "--dtype", "float32"]) == 0
+        small = AutoModelForCausalLM.from_pretrained(out)
+        assert (small.config.num_attention_heads, small.config.num_key_value_heads) == heads
+        assert small.config.head_dim == 8 and small.config.intermediate_size == 32
+        attn_mod = small.model.layers[1].self_attn
+        assert attn_mod.q_proj.weight.shape == (heads[0] * 8, 32) and attn_mod.k_proj.weight.shape == (heads[1] * 8, 32)
+        assert attn_mod.o_proj.weight.shape == (32, heads[0] * 8)
+        assert torch.isfinite(small(x).logits).all()
+
+
+def test_shrunk_attention_equals_zeroing_the_removed_groups(tiny):
+    import copy
+
+    from optprune.pipeline.data import calibration_windows
+    from optprune.pipeline.model_io import decoder_layers, load_model
+    from optprune.pipeline.sequential import block_inputs, run_block
+    from optprune.pipeline.activations import ActivationStore
+    from optprune.pipeline.structured import attention_layout, shrink_attention
+
+    model_dir, data = tiny
+    net, tok, _ = load_model(str(model_dir), dtype=torch.float32)
+    inps, args, kwargs = block_inputs(net, calibration_windows(tok, "c4", 2, 16, 0, str(data)), "cpu")
+    block = decoder_layers(net)[0]
+    n_kv, n_rep, hd = attention_layout(block)
+    assert (n_kv, n_rep, hd) == (2, 2, 8)
+    zeroed, shrunk = copy.deepcopy(block), copy.deepcopy(block)
+    zeroed.self_attn.o_proj.weight.data[:, : n_rep * hd] = 0       # group 0 = query heads 0, 1
+    shrink_attention(shrunk, torch.tensor([1]))
+    outs = []
+    for blk in (zeroed, shrunk):
+        out = ActivationStore(tuple(inps.data.shape), inps.data.dtype)
+        run_block(blk, inps, args, kwargs, 2, out)
+        outs.append(out.data)
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)

@@ -139,3 +139,12 @@ def test_spap_is_bounded_by_the_certified_structured_optimum(seed):
     assert res.objective < prob.objective(start)                  # refit beats the plain channel mask
     with pytest.raises(ValueError, match="structured"):
         prune_layer(prob, Pattern("per-row", 0.5), "spap")
+
+
+def test_spap_keeps_whole_column_groups():
+    prob = random_problem(4, 24, seed=3)
+    pat = Pattern("structured", 0.5, group=6)
+    res = prune_layer(prob, pat, "spap")
+    check_mask(res.mask, pat)
+    assert (res.weight[:, ~res.mask[0]] == 0).all()
+    assert res.objective <= prob.objective(prune_layer(prob, pat, "wanda").mask)

@@ -105,6 +105,8 @@ def build_subblock(problem: LayerProblem, pattern: Pattern, base_mask: torch.Ten
     G_CC, G_CF = G[np.ix_(window, window)], G[np.ix_(window, fixed)]
 
     if pattern.kind == "structured":
+        if pattern.group != 1:
+            raise PatternError("exact sub-blocks of grouped columns are not supported: use group=1")
         if not (keep[:, window] == keep[:1, window]).all():
             raise PatternError("base mask is not a column mask")
         W_R = W[rows]

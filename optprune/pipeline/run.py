@@ -60,7 +60,7 @@ def prune_main(args) -> int:
         report = prune_sequential(net, windows, args.method, pattern, out, device=device,
                                   resume=not args.no_resume, progress=lambda b, s: bar.update(1),
                                   offload=device.type != "cpu", refit=args.refit,
-                                  max_memory=parse_memory(args.max_memory))
+                                  max_memory=parse_memory(args.max_memory), attn_sparsity=args.attn_sparsity)
     if device.type != "cpu":
         net.to(device)
     prune_seconds = time.perf_counter() - t0

@@ -25,7 +25,7 @@ from ..problem import LayerProblem
 from ..solvers import prune_layer, refit_weights
 from .activations import ActivationStore
 from .model_io import decoder_layers, linear_sublayers
-from .structured import gated_mlp, shrink_mlp
+from .structured import attention_layout, gated_mlp, shrink_attention, shrink_mlp
 
 
 class _Stop(Exception):
@@ -139,11 +139,13 @@ def block_grams(block, inps: ActivationStore, args, kwargs, batch: int) -> dict[
 def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, out_dir: Path,
                      device="cpu", batch: int = 8, options: dict | None = None, resume: bool = True,
                      progress=None, offload: bool = False, refit: bool = False,
-                     max_memory: int | None = None) -> dict:
+                     max_memory: int | None = None, attn_sparsity: float | None = None) -> dict:
     """Prune every linear sub-layer of every block in place; returns the report.
     offload=True moves each block back to the CPU once its outputs are computed; refit=True adds a
     least-squares refit of the kept weights to any method.  The structured pattern prunes MLP
-    channels (selected on down_proj, whose inputs are the channels) and shrinks the modules.
+    channels (selected on down_proj, whose inputs are the channels) and whole KV groups of attention
+    heads (selected on o_proj's column groups, at attn_sparsity, default the same sparsity, rounded
+    down to whole groups) and shrinks the modules.
     max_memory bounds each activation buffer in RAM; larger ones are memory-mapped in
     <out>/.resume/acts.  Each report entry has the block's peak accelerator memory (CUDA)."""
     options = options or {}
@@ -157,6 +159,9 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
         state = torch.load(state_dir / f"block{done:03d}.pt")
         if pattern.kind == "structured":
             shrink_mlp(layers[done], torch.arange(state["mlp.down_proj.weight"].shape[1]))
+            kept = state["self_attn.k_proj.weight"].shape[0] // layers[done].self_attn.head_dim
+            if kept < attention_layout(layers[done])[0]:
+                shrink_attention(layers[done], torch.arange(kept))
         layers[done].load_state_dict(state)
         done += 1
     report["layers"] = [r for r in report["layers"] if r["block"] < done]
@@ -172,13 +177,19 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
                 torch.cuda.reset_peak_memory_stats(device)
             grams = block_grams(block, inps, args, kwargs, batch)
             targets = linear_sublayers(block)
+            patterns = {name: pattern for name in targets}
             if pattern.kind == "structured":
                 gated_mlp(block)
-                targets = {"mlp.down_proj": targets["mlp.down_proj"]}
-            jobs = [(name, lin.weight.detach().float(), grams.pop(name)) for name, lin in targets.items()]
+                n_kv, n_rep, hd = attention_layout(block)
+                attn_pat = Pattern("structured", pattern.sparsity if attn_sparsity is None else attn_sparsity,
+                                   group=n_rep * hd)
+                targets = {"mlp.down_proj": targets["mlp.down_proj"]} | (
+                    {"self_attn.o_proj": targets["self_attn.o_proj"]} if attn_pat.pruned_per_row(n_kv * n_rep * hd) else {})
+                patterns["self_attn.o_proj"] = attn_pat
+            jobs = [(name, lin.weight.detach().float(), grams.pop(name), patterns[name]) for name, lin in targets.items()]
 
             def solve(job, b=b):
-                name, W, G = job
+                name, W, G, pattern = job
                 problem = LayerProblem(W, G, f"{b}.{name}")
                 res = prune_layer(problem, pattern, method, **options.get(method, {}))
                 if refit:
@@ -190,7 +201,11 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
 
             for (name, lin), (weight, mask, info) in zip(targets.items(), solve_sharded(jobs, solve)):
                 report["layers"].append(info)
-                if pattern.kind == "structured":
+                if name == "self_attn.o_proj" and pattern.kind == "structured":
+                    group = patterns[name].group
+                    keep = torch.nonzero(mask[0]).flatten()
+                    shrink_attention(block, keep[::group] // group, weight[:, keep])
+                elif pattern.kind == "structured":
                     keep = torch.nonzero(mask[0]).flatten()
                     shrink_mlp(block, keep, weight[:, keep])
                 else:
@@ -209,6 +224,9 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
     outs.release()
     if pattern.kind == "structured":
         net.config.intermediate_size = gated_mlp(layers[0]).down_proj.in_features
+        n_kv, n_rep, hd = attention_layout(layers[0])
+        net.config.head_dim = hd
+        net.config.num_key_value_heads, net.config.num_attention_heads = n_kv, n_kv * n_rep
     return report
 
 

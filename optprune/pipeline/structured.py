@@ -44,3 +44,41 @@ def shrink_mlp(block, keep: torch.Tensor, down_weight: torch.Tensor | None = Non
     if hasattr(mlp, "intermediate_size"):
         mlp.intermediate_size = len(keep)
     return len(keep)
+
+
+def attention_layout(block) -> tuple[int, int, int]:
+    """(KV groups, query heads per group, head_dim) of a block's self-attention."""
+    attn = getattr(block, "self_attn", None)
+    if attn is None or not all(isinstance(getattr(attn, n, None), torch.nn.Linear)
+                               for n in ("q_proj", "k_proj", "v_proj", "o_proj")):
+        raise ValueError(f"cannot prune attention heads of {type(block).__name__}")
+    hd = attn.head_dim
+    return attn.k_proj.out_features // hd, attn.q_proj.out_features // attn.k_proj.out_features, hd
+
+
+def _rows(lin: torch.nn.Linear, rows: torch.Tensor) -> torch.nn.Linear:
+    new = _sliced(lin, lin.weight.data[rows])
+    if lin.bias is not None:
+        new.bias.data.copy_(lin.bias.data[rows])
+    return new
+
+
+def shrink_attention(block, keep_groups: torch.Tensor, o_weight: torch.Tensor | None = None) -> int:
+    """Keep whole KV groups (their key/value head and the query heads that share it); under GQA
+    query head h reads KV head h // n_rep, so group g owns o_proj columns [g n_rep hd, (g+1) n_rep hd)."""
+    n_kv, n_rep, hd = attention_layout(block)
+    attn = block.self_attn
+    keep_groups = keep_groups.to(attn.o_proj.weight.device)
+    offs = torch.arange(hd, device=keep_groups.device)
+    kv_rows = (keep_groups[:, None] * hd + offs).flatten()
+    q_heads = (keep_groups[:, None] * n_rep + torch.arange(n_rep, device=keep_groups.device)).flatten()
+    q_rows = (q_heads[:, None] * hd + offs).flatten()
+    attn.q_proj = _rows(attn.q_proj, q_rows)
+    attn.k_proj = _rows(attn.k_proj, kv_rows)
+    attn.v_proj = _rows(attn.v_proj, kv_rows)
+    o = attn.o_proj
+    new = _sliced(o, o.weight.data[:, q_rows] if o_weight is None else o_weight.to(o.weight))
+    if o.bias is not None:
+        new.bias.data.copy_(o.bias.data)
+    attn.o_proj = new
+    return len(keep_groups)

@@ -9,7 +9,8 @@ Penalty form (d_j = G_jj makes it scale-free):
     L_rho(V, m) = f(V) + rho sum_j (1 - m_j) d_j ||V_{:,j}||^2,   m in [0,1]^c, sum m = k,
 minimised alternately:
     V-step  closed-form least squares on the Gram matrix:  V = W G (G + rho diag((1 - m) d))^-1,
-    m-step  an LP over the cardinality polytope:  m = top-k of d_j ||V_{:,j}||^2 (a vertex, so integral),
+    m-step  an LP over the cardinality polytope:  m = top-k of d_j ||V_{:,j}||^2 (a vertex, so integral;
+            for column groups, of the group sums),
 while rho grows geometrically; as rho -> inf the penalty forces the dropped columns to zero, so the
 last m is the selection.  Finally the kept columns are refit exactly (least squares, dampened);
 the start (activation-norm channels, refit) is returned instead if it is better.
@@ -43,20 +44,23 @@ def spap(problem: LayerProblem, pattern: Pattern, rho0: float = 1e-3, growth: fl
         raise PatternError("spap prunes whole columns: use the structured pattern")
     W, G = problem.W, problem.G
     rows, cols = W.shape
-    keep = cols - pattern.pruned_per_row(cols)
+    g = pattern.group                     # columns per unit: 1, or e.g. a KV group of heads
+    keep = (cols - pattern.pruned_per_row(cols)) // g
     d = G.diagonal().clamp_min(1e-12 * G.diagonal().max().clamp_min(1e-30))
     eye = torch.eye(cols, dtype=G.dtype, device=G.device)
     Gd = G + percdamp * d.mean() * eye
     WG = W @ G
     start = select_mask(W.abs() * d.sqrt()[None, :], pattern)[0]           # activation-norm start
-    m = start.to(W.dtype)
+    m = start.to(W.dtype)                                                   # per column, constant on groups
     history, rho = [], rho0
     for _ in range(steps):
         for _ in range(inner):
             L = torch.linalg.cholesky(Gd + rho * torch.diag((1 - m) * d))
             V = torch.cholesky_solve(WG.T, L).T
-            m_new = torch.zeros_like(m)
-            m_new[torch.topk(d * (V * V).sum(0), keep, sorted=False).indices] = 1.0
+            unit_score = (d * (V * V).sum(0)).reshape(cols // g, g).sum(1)
+            m_units = torch.zeros(cols // g, dtype=m.dtype, device=m.device)
+            m_units[torch.topk(unit_score, keep, sorted=False).indices] = 1.0
+            m_new = m_units.repeat_interleave(g)
             if torch.equal(m_new, m):
                 break
             m = m_new
