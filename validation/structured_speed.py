@@ -1,7 +1,8 @@
-"""Benchmark: structured (MLP-channel) pruning of SmolLM2-135M: perplexity, parameters, speed.
+"""Benchmark: structured pruning of SmolLM2-135M (MLP channels, KV groups): perplexity, parameters, speed.
 
 For each sparsity and method the model is pruned block by block (channels selected on
-down_proj, gate/up rows and down columns removed, config.intermediate_size updated),
+down_proj, gate/up rows and down columns removed; whole KV groups selected on o_proj's
+column groups where the sparsity covers at least one group; config updated),
 then evaluated on WikiText-2 and timed: forward tokens/s at batch 1 and 8 (sequence 256,
 bf16 on CPU), dense and pruned runs interleaved, best of `--reps`.
 Writes docs/results/structured_<tag>.md (+ .json; an interrupted run resumes).
@@ -89,7 +90,7 @@ def write_table(results, args, path: Path) -> None:
              f"Machine: {machine_name()}. Calibration: {args.nsamples} x {args.seqlen} tokens (seed 0, concatenated "
              f"local C4); WikiText-2 ppl over {'the whole test set' if not args.max_windows else f'the first {args.max_windows} windows'}"
              f" of {args.seqlen}. Speed: forward tokens/s, sequence 256, bf16, best of {args.reps}, dense and pruned "
-             f"interleaved. Attention is not pruned. Dense: ppl {dense['ppl']:.2f}, {dense['params'] / 1e6:.1f}M parameters. "
+             f"interleaved. Attention: floor(sparsity x 3) of SmolLM2's 3 KV groups removed (none at 20-30%, one at 50%). Dense: ppl {dense['ppl']:.2f}, {dense['params'] / 1e6:.1f}M parameters. "
              "Command: `python validation/structured_speed.py` with the settings above.\n",
              "| sparsity | method | ppl | parameters | MLP width | speedup b=1 | speedup b=8 | prune s |",
              "|---|---|---|---|---|---|---|---|"]
