@@ -61,11 +61,11 @@ def prune_main(args) -> int:
                                   resume=not args.no_resume, progress=lambda b, s: bar.update(1),
                                   offload=device.type != "cpu", refit=args.refit,
                                   max_memory=parse_memory(args.max_memory), attn_sparsity=args.attn_sparsity)
-    if device.type != "cpu":
-        net.to(device)
     prune_seconds = time.perf_counter() - t0
     if rank != 0:          # rank 0 evaluates and writes; the others are done
         return 0
+    if device.type != "cpu":
+        net.to(device)
     layers = report["layers"]
     summary = dict(model=source, method=args.method, refit=args.refit, pattern=pattern.name,
                    sparsity=pattern.sparsity, parameters=sum(p.numel() for p in net.parameters()),

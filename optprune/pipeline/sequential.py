@@ -201,15 +201,15 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
 
             for (name, lin), (weight, mask, info) in zip(targets.items(), solve_sharded(jobs, solve)):
                 report["layers"].append(info)
-                if name == "self_attn.o_proj" and pattern.kind == "structured":
-                    group = patterns[name].group
-                    keep = torch.nonzero(mask[0]).flatten()
-                    shrink_attention(block, keep[::group] // group, weight[:, keep])
-                elif pattern.kind == "structured":
-                    keep = torch.nonzero(mask[0]).flatten()
-                    shrink_mlp(block, keep, weight[:, keep])
-                else:
+                if pattern.kind != "structured":
                     lin.weight.data = weight.to(lin.weight.dtype)
+                    continue
+                keep = torch.nonzero(mask[0]).flatten()
+                if name == "self_attn.o_proj":
+                    group = patterns[name].group
+                    shrink_attention(block, keep[::group] // group, weight[:, keep])
+                else:
+                    shrink_mlp(block, keep, weight[:, keep])
             del grams
             if world()[0] == 0:
                 torch.save(block.state_dict(), state_dir / f"block{b:03d}.pt")
