@@ -107,8 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-memory", default="", help="RAM budget per activation buffer, e.g. 8GiB; larger ones "
                     "are memory-mapped on disk under --out")
     pr.add_argument("--attn-sparsity", type=float, default=None,
-                    help="structured: share of KV groups of attention heads to remove (default: --sparsity, "
-                         "rounded down to whole groups; 0 keeps attention)")
+                    help="structured: share of KV groups of attention heads to remove, rounded down to whole "
+                         "groups (0 keeps attention); the MLP then loses --sparsity of its channels. Default: "
+                         "--sparsity is the share of each block's parameters removed, split between KV groups "
+                         "(round(s x groups)) and MLP channels")
+    pr.add_argument("--row-shards", type=int, default=1,
+                    help="split each layer's rows into this many independent problems (per-row and N:M "
+                         "patterns), spread over the torchrun ranks with the layers")
+    pr.add_argument("--mmap-weights", action="store_true",
+                    help="host RAM holds about one block: input safetensors stay memory-mapped and each pruned "
+                         "block is read back from its saved state on disk")
     pr.add_argument("--refit", action="store_true", help="least-squares refit of the kept weights after any method")
     pr.set_defaults(func=cmd_prune)
 

@@ -1,4 +1,5 @@
 """Sharding layer problems over 2 gloo ranks gives the same pruned model as 1 process."""
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -6,7 +7,7 @@ import torch.multiprocessing as mp
 from optprune.parallel import solve_sharded, world
 
 
-def _run(rank, size, init_file, model_dir, data_dir, out_file, method, pattern_spec):
+def _run(rank, size, init_file, model_dir, data_dir, out_file, method, pattern_spec, row_shards=1):
     from optprune.patterns import Pattern
     from optprune.pipeline.data import calibration_windows
     from optprune.pipeline.model_io import load_model
@@ -17,7 +18,8 @@ def _run(rank, size, init_file, model_dir, data_dir, out_file, method, pattern_s
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
     net, tok, _ = load_model(model_dir, dtype=torch.float32)
     windows = calibration_windows(tok, "c4", 4, 32, 0, data_dir)
-    report = prune_sequential(net, windows, method, Pattern.parse(pattern_spec, 0.5), f"{out_file}.work{rank}")
+    report = prune_sequential(net, windows, method, Pattern.parse(pattern_spec, 0.5), f"{out_file}.work{rank}",
+                              row_shards=row_shards)
     if rank == 0:
         torch.save({"state": net.state_dict(), "report": report}, out_file)
     if size > 1:
@@ -27,16 +29,49 @@ def _run(rank, size, init_file, model_dir, data_dir, out_file, method, pattern_s
 
 def test_two_gloo_ranks_match_one_process(tiny, tmp_path):
     model_dir, data = tiny
-    for method, spec in [("sparseswaps", "per-row"), ("spap", "structured")]:
+    for method, spec, shards in [("sparseswaps", "per-row", 1), ("spap", "structured", 1), ("sparsegpt", "2:4", 3)]:
         one, two = tmp_path / f"{method}1.pt", tmp_path / f"{method}2.pt"
-        _run(0, 1, "", str(model_dir), str(data), str(one), method, spec)
-        mp.spawn(_run, args=(2, str(tmp_path / f"{method}.init"), str(model_dir), str(data), str(two), method, spec),
-                 nprocs=2, join=True)
+        _run(0, 1, "", str(model_dir), str(data), str(one), method, spec, shards)
+        mp.spawn(_run, args=(2, str(tmp_path / f"{method}.init"), str(model_dir), str(data), str(two), method, spec,
+                             shards), nprocs=2, join=True)
         a, b = torch.load(one), torch.load(two)
         assert a["state"].keys() == b["state"].keys()
         for k in a["state"]:
             assert torch.equal(a["state"][k], b["state"][k]), (method, k)
         assert [r["layer"] for r in a["report"]["layers"]] == [r["layer"] for r in b["report"]["layers"]]
+
+
+def test_row_chunks_split_rows_only_for_row_separable_patterns():
+    from optprune.patterns import Pattern
+    from optprune.pipeline.sequential import row_chunks
+
+    assert row_chunks(10, 3, Pattern("per-row", 0.5)) == [range(0, 3), range(3, 6), range(6, 10)]
+    assert row_chunks(2, 5, Pattern.parse("2:4")) == [range(0, 1), range(1, 2)]
+    assert row_chunks(7, 1, Pattern("unstructured", 0.5)) == [range(0, 7)]
+    for bad in (Pattern("unstructured", 0.5), Pattern("structured", 0.5)):
+        with pytest.raises(ValueError, match="row-separable"):
+            row_chunks(8, 2, bad)
+    with pytest.raises(ValueError, match=">= 1"):
+        row_chunks(8, 0, Pattern("per-row", 0.5))
+
+
+def test_row_shards_solve_the_rows_as_independent_problems(tiny, tmp_path):
+    from optprune.patterns import Pattern
+    from optprune.pipeline.data import calibration_windows
+    from optprune.pipeline.model_io import load_model
+    from optprune.pipeline.sequential import prune_sequential
+
+    model_dir, data = tiny
+    states = []
+    for shards in (1, 4):
+        net, tok, _ = load_model(str(model_dir), dtype=torch.float32)
+        windows = calibration_windows(tok, "c4", 4, 32, 0, str(data))
+        rep = prune_sequential(net, windows, "wanda", Pattern("per-row", 0.5), tmp_path / f"s{shards}",
+                               row_shards=shards)
+        assert {r["row_shards"] for r in rep["layers"]} == {shards}
+        states.append(net.state_dict())
+    for k in states[0]:                  # Wanda's per-row choice only reads its own row
+        assert torch.equal(states[0][k], states[1][k]), k
 
 
 def test_solve_sharded_without_a_process_group_runs_everything_locally():

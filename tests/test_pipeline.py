@@ -173,8 +173,9 @@ def test_structured_prune_writes_a_smaller_loadable_checkpoint(tiny, tmp_path, m
     model_dir, data = tiny
     dense = AutoModelForCausalLM.from_pretrained(model_dir)
     assert main(["prune", "--model", str(model_dir), "--method", method, "--pattern", "structured",
-                 "--sparsity", "0.25", "--nsamples", "4", "--seqlen", "32", "--data-dir", str(data),
-                 "--out", str(tmp_path / "s"), "--device", "cpu", "--dtype", "float32", *extra]) == 0
+                 "--sparsity", "0.25", "--attn-sparsity", "0", "--nsamples", "4", "--seqlen", "32",
+                 "--data-dir", str(data), "--out", str(tmp_path / "s"), "--device", "cpu", "--dtype", "float32",
+                 *extra]) == 0
     small = AutoModelForCausalLM.from_pretrained(tmp_path / "s")
     assert small.config.intermediate_size == 48
     for blk in small.model.layers:
@@ -235,6 +236,36 @@ def test_activations_spill_to_disk_under_a_memory_budget_with_identical_results(
         assert torch.equal(results[0][k], results[1][k]), k
 
 
+def test_mmap_weights_swap_pruned_blocks_to_disk_with_identical_results(tiny, tmp_path):
+    from optprune.patterns import Pattern
+    from optprune.pipeline.data import calibration_windows
+    from optprune.pipeline.model_io import decoder_layers, load_model
+    from optprune.pipeline.sequential import prune_sequential
+
+    def mapped_files(tensor):
+        """Files whose memory mapping holds the tensor's data (Linux /proc/self/maps)."""
+        ptr, found = tensor.data_ptr(), set()
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            parts = line.split()
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if lo <= ptr < hi and len(parts) > 5:
+                found.add(parts[5])
+        return found
+
+    model_dir, data = tiny
+    states = []
+    for mmap in (False, True):
+        net, tok, _ = load_model(str(model_dir), dtype=torch.float32)
+        assert any(f.endswith(".safetensors") for f in mapped_files(decoder_layers(net)[1].mlp.up_proj.weight))
+        windows = calibration_windows(tok, "c4", 4, 32, 0, str(data))
+        prune_sequential(net, windows, "sparsegpt", Pattern("per-row", 0.5), tmp_path / f"m{mmap}", mmap_weights=mmap)
+        files = mapped_files(decoder_layers(net)[1].mlp.down_proj.weight)
+        assert any(f.endswith("block001.pt") for f in files) == mmap
+        states.append({k: v.clone() for k, v in net.state_dict().items()})
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
+
 def test_block_grams_are_exact_and_shared_between_linears_fed_the_same_input(tiny):
     from optprune.pipeline.data import calibration_windows
     from optprune.pipeline.model_io import decoder_layers, linear_sublayers, load_model
@@ -277,6 +308,26 @@ def test_structured_prune_removes_whole_kv_groups(tiny, tmp_path):
         assert attn_mod.q_proj.weight.shape == (heads[0] * 8, 32) and attn_mod.k_proj.weight.shape == (heads[1] * 8, 32)
         assert attn_mod.o_proj.weight.shape == (32, heads[0] * 8)
         assert torch.isfinite(small(x).logits).all()
+
+
+def test_default_structured_sparsity_is_the_share_of_block_parameters_removed(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model_dir, data = tiny
+    dense = AutoModelForCausalLM.from_pretrained(model_dir)
+    block_params = lambda m: sum(p.numel() for blk in m.model.layers for n, p in blk.named_parameters()
+                                 if "proj" in n)
+    for sp, heads, width in (("0.25", (2, 1), 56), ("0.1", (4, 2), 54)):
+        # tiny block: 2 KV groups of 1536 parameters, 64 MLP channels of 96; 0.25 x 9216 = 2304 =
+        # 1 group + 8 channels; 0.1 x 9216 = 921.6: round(0.2) = 0 groups, round(9.6) = 10 channels
+        out = tmp_path / sp
+        assert main(["prune", "--model", str(model_dir), "--method", "wanda", "--pattern", "structured",
+                     "--sparsity", sp, "--nsamples", "4", "--seqlen", "32", "--data-dir", str(data),
+                     "--out", str(out), "--device", "cpu", "--dtype", "float32"]) == 0
+        small = AutoModelForCausalLM.from_pretrained(out)
+        assert (small.config.num_attention_heads, small.config.num_key_value_heads) == heads
+        assert small.config.intermediate_size == width
+        assert abs(1 - block_params(small) / block_params(dense) - float(sp)) < 96 / 9216
 
 
 def test_shrunk_attention_equals_zeroing_the_removed_groups(tiny):

@@ -8,6 +8,7 @@ Usage: python validation/layer_errors.py [--settings per-row:0.5,2:4] [--blocks 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -15,10 +16,11 @@ import numpy as np
 import torch
 
 from optprune import Pattern, load_layer_problems, prune_layer
+from optprune.solvers import refit_weights
 from optprune.pipeline.run import machine_name
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["magnitude", "wanda", "sparsegpt", "sparsefw", "sparseswaps", "maiht"]
+METHODS = ["magnitude", "wanda", "sparsegpt", "sparsefw", "sparseswaps", "maiht", "wanda+refit", "sparseswaps+refit"]
 
 
 def main():
@@ -31,35 +33,55 @@ def main():
     ap.add_argument("--note", default="", help="a sentence on the run conditions for the table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    lines = ["# Per-layer relative error on real SmolLM2-135M layers\n",
-             f"Machine: {machine_name()}, float32. Relative error tr(D G D^T)/tr(W G W^T) with each method's "
-             "own weights (sparsegpt and maiht update kept weights; the others are masks only). "
-             "Default options of each method. Block 14 comes from `validation/dump_layer_problems.py` (same "
-             "protocol as shared/data/layers). Command: `python validation/layer_errors.py "
-             f"--settings {args.settings} --blocks {args.blocks}`. {args.note}\n"]
+    store = Path(args.out).with_suffix(".json")
+    done = json.loads(store.read_text()) if store.exists() else {}
     for setting in args.settings.split(","):
         spec, _, sp = setting.partition(":")
-        pattern = Pattern.parse(spec, float(sp) if sp else None)
-        lines += [f"\n## {pattern.name}, sparsity {pattern.sparsity:.2f}\n",
-                  "| layer | " + " | ".join(METHODS) + " |", "|---" * (len(METHODS) + 1) + "|"]
-        ratios = {m: [] for m in METHODS}
-        secs = {m: [] for m in METHODS}
+        pattern = Pattern.parse(setting) if spec.isdigit() else Pattern.parse(spec, float(sp) if sp else None)
+        rows = {}
         for blk in args.blocks.split(","):
             probs = load_layer_problems(Path(args.layers_dir) / f"smollm2-135m_block{blk}.safetensors")
             for name, prob in probs.items():
-                errs = {}
+                rows[f"{blk}.{name}"] = row = {}
+                solved = {}                     # "X+refit" refits the mask X found (its time included)
                 for m in METHODS:
-                    res = prune_layer(prob, pattern, m)
-                    errs[m] = prob.relative_error(W_hat=res.weight)
-                    secs[m].append(res.seconds)
-                for m in METHODS:
-                    ratios[m].append(errs[m] / errs["wanda"])
-                lines.append(f"| {blk}.{name} | " + " | ".join(f"{errs[m]:.4g}" for m in METHODS) + " |")
-                print(lines[-1], flush=True)
-        lines.append("| **mean error / Wanda's** | " + " | ".join(f"**{np.mean(ratios[m]):.3f}**" for m in METHODS) + " |")
-        lines.append("| seconds per layer (mean) | " + " | ".join(f"{np.mean(secs[m]):.2f}" for m in METHODS) + " |")
-        Path(args.out).write_text("\n".join(lines) + "\n")
+                    base, _, refit = m.partition("+")
+                    if base not in solved:
+                        solved[base] = prune_layer(prob, pattern, base)
+                    res = solved[base]
+                    t0 = time.perf_counter()
+                    weight = refit_weights(prob, res.mask, res.weight) if refit else res.weight
+                    row[m] = (prob.relative_error(W_hat=weight), res.seconds + (time.perf_counter() - t0) * bool(refit))
+                print(blk, name, {m: f"{e:.4g}" for m, (e, _) in row.items()}, flush=True)
+        done[setting] = dict(title=f"{pattern.name}, sparsity {pattern.sparsity:.2f}", rows=rows, note=args.note,
+                             machine=machine_name())
+        store.write_text(json.dumps(done, indent=1))
+        Path(args.out).write_text(render(done))
+    lines = render(done).splitlines()
     print("\n".join(lines))
+
+
+def render(done: dict) -> str:
+    """One table per setting: error of every method per layer, mean ratio to Wanda, mean seconds."""
+    lines = ["# Per-layer relative error on real SmolLM2-135M layers\n",
+             "Relative error tr(D G D^T)/tr(W G W^T) with each method's own weights (sparsegpt and maiht update "
+             "kept weights; `+refit` adds the per-row least-squares refit of the kept weights; the others are "
+             "masks only), float32, default options of each method. Blocks 00 and 29 are shared/data/layers; "
+             "block 14 comes from `validation/dump_layer_problems.py` (same protocol). Seconds per layer include "
+             "the refit where there is one. Command: `python validation/layer_errors.py --layers-dir runs/layers "
+             "--blocks 00,14,29 --settings per-row:0.5,per-row:0.6,per-row:0.7,2:4` (each setting is kept in "
+             "layer_errors.json, so settings can be run separately).\n"]
+    for setting, res in done.items():
+        methods = list(next(iter(res["rows"].values())))
+        lines += [f"\n## {res['title']}\n", f"Machine: {res['machine']}. {res['note']}\n",
+                  "| layer | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+        for layer, row in res["rows"].items():
+            lines.append(f"| {layer} | " + " | ".join(f"{row[m][0]:.4g}" for m in methods) + " |")
+        ratio = {m: np.mean([row[m][0] / row["wanda"][0] for row in res["rows"].values()]) for m in methods}
+        secs = {m: np.mean([row[m][1] for row in res["rows"].values()]) for m in methods}
+        lines.append("| **mean error / Wanda's** | " + " | ".join(f"**{ratio[m]:.3f}**" for m in methods) + " |")
+        lines.append("| seconds per layer (mean) | " + " | ".join(f"{secs[m]:.2f}" for m in methods) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

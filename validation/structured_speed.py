@@ -1,8 +1,9 @@
 """Benchmark: structured pruning of SmolLM2-135M (MLP channels, KV groups): perplexity, parameters, speed.
 
-For each sparsity and method the model is pruned block by block (channels selected on
-down_proj, gate/up rows and down columns removed; whole KV groups selected on o_proj's
-column groups where the sparsity covers at least one group; config updated),
+For each sparsity s and method the model is pruned block by block, removing a share s of each
+block's parameters (`parameter_matched_split`: round(3 s) of SmolLM2's 3 KV groups, selected on
+o_proj's column groups, and MLP channels for the rest, selected on down_proj; gate/up rows and
+down columns removed; config updated),
 then evaluated on WikiText-2 and timed: forward tokens/s at batch 1 and 8 (sequence 256,
 bf16 on CPU), dense and pruned runs interleaved, best of `--reps`.
 Writes docs/results/structured_<tag>.md (+ .json; an interrupted run resumes).
@@ -21,7 +22,7 @@ from optprune import Pattern
 from optprune.pipeline.data import calibration_windows
 from optprune.pipeline.model_io import load_model
 from optprune.pipeline.run import eval_ppl, machine_name
-from optprune.pipeline.sequential import prune_sequential
+from optprune.pipeline.sequential import load_pruned_blocks, prune_sequential, set_structured_config
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["magnitude", "wanda", "magnitude+refit", "wanda+refit", "spap"]   # wanda = activation-norm channels
@@ -39,6 +40,18 @@ def tokens_per_second(net, batch: int, seq: int = 256, reps: int = 3) -> float:
     return batch * seq / best
 
 
+def time_against_dense(dense, net, reps: int) -> dict:
+    """tokens/s of both models at batch 1 and 8, interleaved so both see the same machine state."""
+    row = {}
+    for b in (1, 8):
+        d, p = [], []
+        for _ in range(2):
+            d.append(tokens_per_second(dense, b, reps=reps))
+            p.append(tokens_per_second(net, b, reps=reps))
+        row[f"tps_b{b}"], row[f"dense_tps_b{b}"] = max(p), max(d)
+    return row
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sparsities", default="0.2,0.3,0.5")
@@ -49,6 +62,9 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--note", default="", help="a sentence on the run conditions for the table")
+    ap.add_argument("--retime", action="store_true", help="only re-measure tokens/s of the finished rows, "
+                    "rebuilding each pruned model from its saved blocks (run on a quiet machine)")
     args = ap.parse_args()
     tag = args.tag or f"n{args.nsamples}_w{args.max_windows or 'all'}"
     out_json = ROOT / "docs" / "results" / f"structured_{tag}.json"
@@ -57,6 +73,18 @@ def main():
     if "dense" not in results:
         results["dense"] = dict(ppl=eval_ppl(dense, tok, args.seqlen, args.data_dir, args.max_windows)["ppl"],
                                 params=sum(p.numel() for p in dense.parameters()))
+    if args.retime:
+        for key, row in results.items():
+            if key != "dense":
+                net, _, _ = load_model(dtype=torch.bfloat16)
+                load_pruned_blocks(net, ROOT / "runs" / "structured" / tag / key / ".resume")
+                set_structured_config(net)
+                assert sum(p.numel() for p in net.parameters()) == row["params"], key
+                row.update(time_against_dense(dense, net, args.reps))
+                print(key, row, flush=True)
+        out_json.write_text(json.dumps(results, indent=2))
+        write_table(results, args, out_json.with_suffix(".md"))
+        return
     windows = calibration_windows(tok, "c4", args.nsamples, args.seqlen, 0, args.data_dir)
     for sp in [float(s) for s in args.sparsities.split(",")]:
         for method in args.methods.split(","):
@@ -71,13 +99,8 @@ def main():
             row = dict(prune_seconds=time.perf_counter() - t0,
                        ppl=eval_ppl(net, tok, args.seqlen, args.data_dir, args.max_windows)["ppl"],
                        params=sum(p.numel() for p in net.parameters()),
-                       intermediate=net.config.intermediate_size)
-            for b in (1, 8):   # interleave dense and pruned timings so both see the same machine state
-                d, p = [], []
-                for _ in range(2):
-                    d.append(tokens_per_second(dense, b, reps=args.reps))
-                    p.append(tokens_per_second(net, b, reps=args.reps))
-                row[f"tps_b{b}"], row[f"dense_tps_b{b}"] = max(p), max(d)
+                       intermediate=net.config.intermediate_size, kv_groups=net.config.num_key_value_heads)
+            row.update(time_against_dense(dense, net, args.reps))
             results[key] = row
             out_json.write_text(json.dumps(results, indent=2))
             write_table(results, args, out_json.with_suffix(".md"))
@@ -90,15 +113,19 @@ def write_table(results, args, path: Path) -> None:
              f"Machine: {machine_name()}. Calibration: {args.nsamples} x {args.seqlen} tokens (seed 0, concatenated "
              f"local C4); WikiText-2 ppl over {'the whole test set' if not args.max_windows else f'the first {args.max_windows} windows'}"
              f" of {args.seqlen}. Speed: forward tokens/s, sequence 256, bf16, best of {args.reps}, dense and pruned "
-             f"interleaved. Attention: floor(sparsity x 3) of SmolLM2's 3 KV groups removed (none at 20-30%, one at 50%). Dense: ppl {dense['ppl']:.2f}, {dense['params'] / 1e6:.1f}M parameters. "
-             "Command: `python validation/structured_speed.py` with the settings above.\n",
-             "| sparsity | method | ppl | parameters | MLP width | speedup b=1 | speedup b=8 | prune s |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"interleaved. Sparsity = share of each block's parameters removed: round(3 s) of SmolLM2's 3 KV groups "
+             f"(query heads with their key/value head), MLP channels for the rest (embeddings and lm_head kept). Dense: ppl {dense['ppl']:.2f}, {dense['params'] / 1e6:.1f}M parameters. "
+             "Methods: `magnitude` / `wanda` score channels (and KV groups) by the weight norm / activation-weighted "
+             "norm of their down_proj (o_proj) columns; `+refit` adds the least-squares refit of the kept weights; "
+             "`spap` is the penalty + alternating-minimisation solver. Command: `python validation/structured_speed.py"
+             "` with the settings above. " + args.note + "\n",
+             "| sparsity | method | ppl | parameters | MLP width | KV groups | speedup b=1 | speedup b=8 | prune s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for key, r in results.items():
         if key == "dense":
             continue
         sp, m = key.split("/")
-        lines.append(f"| {sp} | {m} | {r['ppl']:.2f} | {r['params'] / 1e6:.1f}M | {r['intermediate']} | "
+        lines.append(f"| {sp} | {m} | {r['ppl']:.2f} | {r['params'] / 1e6:.1f}M | {r['intermediate']} | {r['kv_groups']} | "
                      f"{r['tps_b1'] / r['dense_tps_b1']:.2f}x | {r['tps_b8'] / r['dense_tps_b8']:.2f}x | "
                      f"{r['prune_seconds']:.0f} |")
     path.write_text("\n".join(lines) + "\n")

@@ -87,7 +87,7 @@ def load_model(model: str = "", gguf_file: str = "", dtype: torch.dtype = torch.
         config = AutoConfig.from_pretrained(model)
         _check_architecture(config)
         tok = AutoTokenizer.from_pretrained(model)
-        net = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+        net = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)   # safetensors stay memory-mapped
         source = model
     net = net.to(dtype).eval()
     net.config.use_cache = False

@@ -60,7 +60,8 @@ def prune_main(args) -> int:
         report = prune_sequential(net, windows, args.method, pattern, out, device=device,
                                   resume=not args.no_resume, progress=lambda b, s: bar.update(1),
                                   offload=device.type != "cpu", refit=args.refit,
-                                  max_memory=parse_memory(args.max_memory), attn_sparsity=args.attn_sparsity)
+                                  max_memory=parse_memory(args.max_memory), attn_sparsity=args.attn_sparsity,
+                                  row_shards=args.row_shards, mmap_weights=args.mmap_weights)
     prune_seconds = time.perf_counter() - t0
     if rank != 0:          # rank 0 evaluates and writes; the others are done
         return 0
@@ -70,7 +71,8 @@ def prune_main(args) -> int:
     summary = dict(model=source, method=args.method, refit=args.refit, pattern=pattern.name,
                    sparsity=pattern.sparsity, parameters=sum(p.numel() for p in net.parameters()),
                    calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
-                   dtype=str(dtype), machine=machine_name(), ranks=size, prune_seconds=prune_seconds,
+                   dtype=str(dtype), machine=machine_name(), ranks=size, row_shards=args.row_shards,
+                   prune_seconds=prune_seconds,
                    mean_rel_error=sum(r["rel_error"] for r in layers) / max(len(layers), 1),
                    achieved_sparsity=sum(r["sparsity"] for r in layers) / max(len(layers), 1),
                    layers=layers)

@@ -25,7 +25,7 @@ from ..problem import LayerProblem
 from ..solvers import prune_layer, refit_weights
 from .activations import ActivationStore
 from .model_io import decoder_layers, linear_sublayers
-from .structured import attention_layout, gated_mlp, shrink_attention, shrink_mlp
+from .structured import attention_layout, gated_mlp, parameter_matched_split, shrink_attention, shrink_mlp
 
 
 class _Stop(Exception):
@@ -136,34 +136,71 @@ def block_grams(block, inps: ActivationStore, args, kwargs, batch: int) -> dict[
     return grams
 
 
+def load_pruned_blocks(net, state_dir: Path) -> int:
+    """Load the saved block states block000.pt, block001.pt, ... in order (shrinking modules
+    whose saved weights are narrower); returns how many blocks were loaded."""
+    layers = decoder_layers(net)
+    done = 0
+    while done < len(layers) and (Path(state_dir) / f"block{done:03d}.pt").exists():
+        state = torch.load(Path(state_dir) / f"block{done:03d}.pt")
+        block = layers[done]
+        current = {k: v.shape for k, v in block.state_dict().items()}
+        if "mlp.down_proj.weight" in state and state["mlp.down_proj.weight"].shape != current["mlp.down_proj.weight"]:
+            shrink_mlp(block, torch.arange(state["mlp.down_proj.weight"].shape[1]))
+        if "self_attn.k_proj.weight" in state and state["self_attn.k_proj.weight"].shape != current["self_attn.k_proj.weight"]:
+            shrink_attention(block, torch.arange(state["self_attn.k_proj.weight"].shape[0] // attention_layout(block)[2]))
+        block.load_state_dict(state)
+        done += 1
+    return done
+
+
+def set_structured_config(net) -> None:
+    """Record the (uniform) shrunk widths in the config so `from_pretrained` rebuilds the model."""
+    layers = decoder_layers(net)
+    net.config.intermediate_size = gated_mlp(layers[0]).down_proj.in_features
+    n_kv, n_rep, hd = attention_layout(layers[0])
+    net.config.head_dim = hd
+    net.config.num_key_value_heads, net.config.num_attention_heads = n_kv, n_kv * n_rep
+
+
+def row_chunks(rows: int, shards: int, pattern: Pattern) -> list[range]:
+    """Contiguous row ranges of a layer.  With a per-row or N:M budget the objective
+    tr(D G D^T) = sum_i d_i G d_i^T and the constraints separate over rows, so the chunks are
+    independent problems with the same optimum; per-layer and structured budgets couple rows."""
+    if shards < 1:
+        raise ValueError(f"row_shards must be >= 1, got {shards}")
+    if shards > 1 and pattern.kind not in ("per-row", "nm"):
+        raise ValueError(f"row sharding needs a row-separable pattern (per-row or N:M), got {pattern.name}")
+    shards = min(shards, rows)
+    edges = [rows * k // shards for k in range(shards + 1)]
+    return [range(edges[k], edges[k + 1]) for k in range(shards)]
+
+
 def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, out_dir: Path,
                      device="cpu", batch: int = 8, options: dict | None = None, resume: bool = True,
                      progress=None, offload: bool = False, refit: bool = False,
-                     max_memory: int | None = None, attn_sparsity: float | None = None) -> dict:
+                     max_memory: int | None = None, attn_sparsity: float | None = None,
+                     row_shards: int = 1, mmap_weights: bool = False) -> dict:
     """Prune every linear sub-layer of every block in place; returns the report.
     offload=True moves each block back to the CPU once its outputs are computed; refit=True adds a
     least-squares refit of the kept weights to any method.  The structured pattern prunes MLP
     channels (selected on down_proj, whose inputs are the channels) and whole KV groups of attention
-    heads (selected on o_proj's column groups, at attn_sparsity, default the same sparsity, rounded
-    down to whole groups) and shrinks the modules.
+    heads (selected on o_proj's column groups) and shrinks the modules: by default `sparsity` is the
+    share of each block's parameters removed (`parameter_matched_split`); with attn_sparsity given,
+    the MLP loses that share of channels and attention that share of KV groups (rounded down).
     max_memory bounds each activation buffer in RAM; larger ones are memory-mapped in
-    <out>/.resume/acts.  Each report entry has the block's peak accelerator memory (CUDA)."""
+    <out>/.resume/acts.  Each report entry has the block's peak accelerator memory (CUDA).
+    row_shards > 1 splits every layer's rows into that many chunks, solved as separate problems
+    (see `row_chunks`) and spread over the torch.distributed ranks with the layers.
+    mmap_weights=True swaps each finished block out of RAM: its parameters are re-pointed to a
+    memory map of the block state saved for resuming, so the host holds about one block."""
     options = options or {}
     layers = decoder_layers(net)
     state_dir = Path(out_dir) / ".resume"
     state_dir.mkdir(parents=True, exist_ok=True)
     report_path = state_dir / "report.json"
     report = json.loads(report_path.read_text()) if (resume and report_path.exists()) else {"layers": []}
-    done = 0
-    while resume and (state_dir / f"block{done:03d}.pt").exists() and done < len(layers):
-        state = torch.load(state_dir / f"block{done:03d}.pt")
-        if pattern.kind == "structured":
-            shrink_mlp(layers[done], torch.arange(state["mlp.down_proj.weight"].shape[1]))
-            kept = state["self_attn.k_proj.weight"].shape[0] // layers[done].self_attn.head_dim
-            if kept < attention_layout(layers[done])[0]:
-                shrink_attention(layers[done], torch.arange(kept))
-        layers[done].load_state_dict(state)
-        done += 1
+    done = load_pruned_blocks(net, state_dir) if resume else 0
     report["layers"] = [r for r in report["layers"] if r["block"] < done]
     inps, args, kwargs = block_inputs(net, windows, device, max_memory, state_dir / "acts")
     outs = inps.like()
@@ -181,25 +218,37 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
             if pattern.kind == "structured":
                 gated_mlp(block)
                 n_kv, n_rep, hd = attention_layout(block)
-                attn_pat = Pattern("structured", pattern.sparsity if attn_sparsity is None else attn_sparsity,
-                                   group=n_rep * hd)
-                targets = {"mlp.down_proj": targets["mlp.down_proj"]} | (
-                    {"self_attn.o_proj": targets["self_attn.o_proj"]} if attn_pat.pruned_per_row(n_kv * n_rep * hd) else {})
-                patterns["self_attn.o_proj"] = attn_pat
-            jobs = [(name, lin.weight.detach().float(), grams.pop(name), patterns[name]) for name, lin in targets.items()]
+                mlp_sp, attn_sp = ((pattern.sparsity, attn_sparsity) if attn_sparsity is not None
+                                   else parameter_matched_split(block, pattern.sparsity))
+                patterns["mlp.down_proj"] = Pattern("structured", mlp_sp)
+                patterns["self_attn.o_proj"] = Pattern("structured", attn_sp, group=n_rep * hd)
+                widths = {"mlp.down_proj": targets["mlp.down_proj"].in_features, "self_attn.o_proj": n_kv * n_rep * hd}
+                targets = {n: targets[n] for n in widths if patterns[n].pruned_per_row(widths[n])}
+            jobs = [(name, rows, lin.weight.detach().float()[rows.start:rows.stop], grams[name], patterns[name])
+                    for name, lin in targets.items()
+                    for rows in row_chunks(lin.out_features, row_shards, patterns[name])]
 
             def solve(job, b=b):
-                name, W, G, pattern = job
-                problem = LayerProblem(W, G, f"{b}.{name}")
+                name, rows, W, G, pattern = job
+                problem = LayerProblem(W, G, f"{b}.{name}[{rows.start}:{rows.stop}]")
                 res = prune_layer(problem, pattern, method, **options.get(method, {}))
                 if refit:
                     res.weight = refit_weights(problem, res.mask, res.weight)
-                info = dict(block=b, layer=name, rel_error=problem.relative_error(W_hat=res.weight),
-                            sparsity=float(1 - res.mask.float().mean()), seconds=res.seconds,
-                            peak_accel_bytes=torch.cuda.max_memory_allocated(device) if cuda else None)
-                return res.weight, res.mask, info
+                return res.weight, res.mask, dict(seconds=res.seconds, peak_accel_bytes=(
+                    torch.cuda.max_memory_allocated(device) if cuda else None))
 
-            for (name, lin), (weight, mask, info) in zip(targets.items(), solve_sharded(jobs, solve)):
+            solved = solve_sharded(jobs, solve)
+            results = []
+            for name, lin in targets.items():        # gather the row chunks of each layer
+                parts = [r for job, r in zip(jobs, solved) if job[0] == name]
+                weight, mask = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+                problem = LayerProblem(lin.weight.detach().float(), grams[name], f"{b}.{name}")
+                peaks = [p[2]["peak_accel_bytes"] for p in parts if p[2]["peak_accel_bytes"] is not None]
+                results.append((weight, mask, dict(
+                    block=b, layer=name, rel_error=problem.relative_error(W_hat=weight),
+                    sparsity=float(1 - mask.float().mean()), seconds=sum(p[2]["seconds"] for p in parts),
+                    peak_accel_bytes=max(peaks) if peaks else None, row_shards=len(parts))))
+            for (name, lin), (weight, mask, info) in zip(targets.items(), results):
                 report["layers"].append(info)
                 if pattern.kind != "structured":
                     lin.weight.data = weight.to(lin.weight.dtype)
@@ -220,13 +269,14 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
         inps, outs = outs, inps
         if offload:
             block.to("cpu")          # keep one block at a time on the accelerator
+        saved = state_dir / f"block{b:03d}.pt"
+        if mmap_weights and world()[0] == 0 and saved.exists():     # rank 0 wrote it
+            block.to("cpu")
+            block.load_state_dict(torch.load(saved, mmap=True), assign=True)
     inps.release()
     outs.release()
     if pattern.kind == "structured":
-        net.config.intermediate_size = gated_mlp(layers[0]).down_proj.in_features
-        n_kv, n_rep, hd = attention_layout(layers[0])
-        net.config.head_dim = hd
-        net.config.num_key_value_heads, net.config.num_attention_heads = n_kv, n_kv * n_rep
+        set_structured_config(net)
     return report
 
 

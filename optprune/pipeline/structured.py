@@ -82,3 +82,23 @@ def shrink_attention(block, keep_groups: torch.Tensor, o_weight: torch.Tensor | 
         new.bias.data.copy_(o.bias.data)
     attn.o_proj = new
     return len(keep_groups)
+
+
+def parameter_matched_split(block, sparsity: float) -> tuple[float, float]:
+    """(MLP, attention) sparsities that remove a share `sparsity` of the block's parameters.
+
+    With P_g parameters per KV group (its q/k/v rows and o columns) and P_c per MLP channel
+    (gate/up rows, down column): g = round(s n_kv) groups (fewer when they alone exceed the
+    budget; at least one kept), then c = round((s P - g P_g) / P_c) channels.  Returned as
+    fractions that `Pattern.pruned_per_row` maps back to exactly g groups and c channels."""
+    mlp, attn = gated_mlp(block), block.self_attn
+    n_kv = attention_layout(block)[0]
+    width = mlp.down_proj.in_features
+    p_group = sum(getattr(attn, n).weight.numel() for n in ("q_proj", "k_proj", "v_proj", "o_proj")) / n_kv
+    p_channel = sum(getattr(mlp, n).weight.numel() for n in GATED) / width
+    budget = sparsity * (n_kv * p_group + width * p_channel)
+    groups = min(int(sparsity * n_kv + 0.5), n_kv - 1)
+    while groups > 0 and groups * p_group > budget:
+        groups -= 1
+    channels = min(int((budget - groups * p_group) / p_channel + 0.5), width - 1)
+    return (channels + 0.5) / width, (groups + 0.5) / n_kv
