@@ -82,6 +82,7 @@ def main():
     ap.add_argument("--block-method", default="sparsegpt", help="'' skips the block runs")
     ap.add_argument("--nsamples", type=int, default=16)
     ap.add_argument("--seqlen", type=int, default=2048)
+    ap.add_argument("--note", default="", help="a sentence on the run conditions for the table")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tag = "gpu" if device.type == "cuda" else "cpu"
@@ -97,7 +98,8 @@ def main():
     lines = [f"# Solvers at LLaMA-7B shapes ({tag})\n",
              f"Machine: {result['machine']}. Synthetic W ~ N(0, 0.02²), Gram from {args.tokens} tokens with "
              "log-normal channel scales, 50% per-row, default options of each method. Command: "
-             f"`python validation/llama7b_shapes.py --methods {args.methods} --block-method {args.block_method}`.\n",
+             f"`python validation/llama7b_shapes.py --methods {args.methods} --block-method {args.block_method}`. "
+             f"{args.note}\n",
              "| layer shape | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for label in SHAPES:
         lines.append(f"| {label} | " + " | ".join(f"{result['layers'][f'{label}/{m}']['seconds']:.2f} s" for m in methods) + " |")
