@@ -13,10 +13,12 @@ def _int_list(text: str) -> list[int]:
 
 def cmd_certify(args) -> int:
     from .compare import compare, run_methods, to_device
+    from .parallel import init_from_env
     from .patterns import Pattern
     from .problem import load_layer_problems
 
     pattern = Pattern.parse(args.pattern, args.sparsity)
+    rank, _ = init_from_env()       # under torchrun the exact sub-block solves are shared by the ranks
     names = args.name.split(",") if args.name else None
     problems = load_layer_problems(args.layer, names)
     methods = [m.strip() for m in args.method.split(",")]
@@ -26,9 +28,10 @@ def cmd_certify(args) -> int:
         results = run_methods(problem, pattern, methods)
         cmp = compare(problem, pattern, results, rows=_int_list(args.rows), window_size=args.window,
                       exact_method=args.exact, time_limit=args.time_limit, workers=args.workers)
-        print(cmp.to_markdown())
+        if rank == 0:
+            print(cmp.to_markdown())
         reports.append(json.loads(cmp.to_json()))
-    if args.json:
+    if args.json and rank == 0:
         Path(args.json).write_text(json.dumps(reports, indent=2))
     return 0
 

@@ -82,6 +82,36 @@ def test_solve_sharded_without_a_process_group_runs_everything_locally():
     assert torch.equal(out[2][0], torch.full((2, 2), 4.0))
 
 
+def _certify_on_ranks(rank, size, init_file, out_file):
+    from optprune import Pattern, random_problem, select_mask
+    from optprune.compare import certify_many
+    from optprune.exact import build_subblock
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
+    prob = random_problem(5, 12, seed=9)
+    pat = Pattern("per-row", 0.5)
+    base = select_mask(prob.W.abs(), pat)
+    jobs = [(build_subblock(prob, pat, base, rows=[r]).qp, "milp", 30.0, None) for r in range(5)]
+    results = certify_many(jobs)
+    if rank == 0:
+        torch.save([(r.status, r.optimum) for r in results], out_file)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_certification_shards_over_distributed_ranks_with_the_same_answers(tmp_path):
+    from optprune import Pattern, random_problem, select_mask
+    from optprune.compare import certify_many
+    from optprune.exact import build_subblock
+
+    mp.spawn(_certify_on_ranks, args=(2, str(tmp_path / "init"), str(tmp_path / "out.pt")), nprocs=2, join=True)
+    prob = random_problem(5, 12, seed=9)
+    pat = Pattern("per-row", 0.5)
+    base = select_mask(prob.W.abs(), pat)
+    serial = certify_many([(build_subblock(prob, pat, base, rows=[r]).qp, "milp", 30.0, None) for r in range(5)])
+    assert torch.load(tmp_path / "out.pt") == [(r.status, r.optimum) for r in serial]
+
+
 def test_certification_fans_out_over_processes_with_the_same_answers():
     import numpy as np
 
