@@ -84,17 +84,9 @@ def _certify(job):
 def certify_many(jobs: list, workers: int = 1) -> list:
     """Solve (qp, method, time_limit, z0) jobs, fanned out over `workers` local processes, and,
     inside a torch.distributed run, over the ranks first (job k on rank k mod N, then gathered)."""
-    from .parallel import world
+    from .parallel import map_over_ranks
 
-    rank, size = world()
-    if size > 1:
-        import torch.distributed as dist
-
-        mine = _certify_local(jobs[rank::size], workers)
-        gathered = [None] * size
-        dist.all_gather_object(gathered, mine)
-        return [gathered[k % size][k // size] for k in range(len(jobs))]
-    return _certify_local(jobs, workers)
+    return map_over_ranks(jobs, lambda share: _certify_local(share, workers))
 
 
 def _certify_local(jobs: list, workers: int) -> list:

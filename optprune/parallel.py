@@ -29,6 +29,17 @@ def init_from_env() -> tuple[int, int]:
     return world()
 
 
+def map_over_ranks(jobs: list, run_share: Callable[[list], list]) -> list:
+    """run_share(jobs[rank::N]) on every rank, results gathered in job order on every rank
+    (picklable results: job k is run on rank k mod N, like `solve_sharded`)."""
+    rank, size = world()
+    if size == 1:
+        return run_share(jobs)
+    gathered = [None] * size
+    dist.all_gather_object(gathered, run_share(jobs[rank::size]))
+    return [gathered[k % size][k // size] for k in range(len(jobs))]
+
+
 def solve_sharded(jobs: list, solve: Callable) -> list:
     """Run solve(job) -> (weight, mask, info dict) for each job on its owner rank; return all results everywhere."""
     rank, size = world()

@@ -136,13 +136,18 @@ def block_grams(block, inps: ActivationStore, args, kwargs, batch: int) -> dict[
     return grams
 
 
+def block_state_path(state_dir: Path, b: int) -> Path:
+    """Where block b's pruned state is saved for resuming (and memory-mapped by mmap_weights)."""
+    return Path(state_dir) / f"block{b:03d}.pt"
+
+
 def load_pruned_blocks(net, state_dir: Path) -> int:
     """Load the saved block states block000.pt, block001.pt, ... in order (shrinking modules
     whose saved weights are narrower); returns how many blocks were loaded."""
     layers = decoder_layers(net)
     done = 0
-    while done < len(layers) and (Path(state_dir) / f"block{done:03d}.pt").exists():
-        state = torch.load(Path(state_dir) / f"block{done:03d}.pt")
+    while done < len(layers) and block_state_path(state_dir, done).exists():
+        state = torch.load(block_state_path(state_dir, done))
         block = layers[done]
         current = {k: v.shape for k, v in block.state_dict().items()}
         if "mlp.down_proj.weight" in state and state["mlp.down_proj.weight"].shape != current["mlp.down_proj.weight"]:
@@ -261,7 +266,7 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
                     shrink_mlp(block, keep, weight[:, keep])
             del grams
             if world()[0] == 0:
-                torch.save(block.state_dict(), state_dir / f"block{b:03d}.pt")
+                torch.save(block.state_dict(), block_state_path(state_dir, b))
                 report_path.write_text(json.dumps(report))
             if progress:
                 progress(b, time.perf_counter() - t0)
@@ -269,7 +274,7 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
         inps, outs = outs, inps
         if offload:
             block.to("cpu")          # keep one block at a time on the accelerator
-        saved = state_dir / f"block{b:03d}.pt"
+        saved = block_state_path(state_dir, b)
         if mmap_weights and world()[0] == 0 and saved.exists():     # rank 0 wrote it
             block.to("cpu")
             block.load_state_dict(torch.load(saved, mmap=True), assign=True)
