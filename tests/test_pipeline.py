@@ -62,6 +62,10 @@ def test_resume_continues_from_the_first_unfinished_block(tiny, tmp_path):
     redone = []
     again = prune_sequential(net2, windows, "sparseswaps", pat, tmp_path / "a", progress=lambda b, s: redone.append(b))
     assert redone == [1]
+    # every block is timed once: block 0's time comes from the first run, block 1's from the second
+    assert sorted(again["block_seconds"]) == sorted(full["block_seconds"]) == [str(b) for b in range(len(full["block_seconds"]))]
+    assert again["block_seconds"]["0"] == full["block_seconds"]["0"]
+    assert again["input_seconds"] == full["input_seconds"]
     assert [r["rel_error"] for r in again["layers"]] == pytest.approx([r["rel_error"] for r in full["layers"]])
     for k, v in net2.state_dict().items():
         assert torch.allclose(v, reference[k]), k

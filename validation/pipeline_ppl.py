@@ -6,6 +6,7 @@ non-overlapping 2048-token windows; bf16 forward passes on CPU (fp16 on GPU).
 All methods run in one process on one machine; results are kept in a JSON file
 next to the table, so an interrupted run resumes with the next method.
 Usage: python validation/pipeline_ppl.py --pattern per-row --sparsity 0.5 [--methods dense,wanda,...]
+A method name may end in "+refit" (e.g. sparseswaps+refit): the kept weights are then refit by least squares.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 
 from optprune import Pattern
 from optprune.pipeline.data import calibration_windows
-from optprune.pipeline.model_io import load_model, resolve_dtype
+from optprune.pipeline.model_io import decoder_layers, load_model, resolve_dtype
 from optprune.pipeline.run import eval_ppl, machine_name
 from optprune.pipeline.sequential import prune_sequential
 
@@ -51,9 +52,12 @@ def main():
         if method != "dense":
             if windows is None:
                 windows = calibration_windows(tok, "c4", args.nsamples, args.seqlen, 0, args.data_dir)
-            t0 = time.perf_counter()
-            rep = prune_sequential(net, windows, method, pattern, Path(args.work) / tag / method, device=device)
-            row["prune_seconds"] = time.perf_counter() - t0
+            base, _, refit = method.partition("+")      # "sparseswaps+refit": least-squares refit of kept weights
+            if refit not in ("", "refit"):
+                raise SystemExit(f"unknown method suffix in {method!r}: only '+refit' exists")
+            rep = prune_sequential(net, windows, base, pattern, Path(args.work) / tag / method, device=device,
+                                   refit=refit == "refit")
+            row.update(prune_timing(rep, len(decoder_layers(net))))
             row["mean_rel_error"] = sum(r["rel_error"] for r in rep["layers"]) / len(rep["layers"])
             row["sparsity"] = sum(r["sparsity"] for r in rep["layers"]) / len(rep["layers"])
         t0 = time.perf_counter()
@@ -65,6 +69,16 @@ def main():
         print(method, row, flush=True)
 
 
+def prune_timing(report: dict, n_blocks: int) -> dict:
+    """Prune wall seconds summed from the report (block-0 inputs + every block), so a resumed
+    run counts each block once; None when blocks were pruned by a run that did not time them.
+    solver_seconds sums the layer solves alone."""
+    blocks = report.get("block_seconds", {})
+    complete = len(blocks) == n_blocks and "input_seconds" in report
+    return dict(prune_seconds=report["input_seconds"] + sum(blocks.values()) if complete else None,
+                solver_seconds=sum(r["seconds"] for r in report["layers"]))
+
+
 def write_table(results: dict, pattern: Pattern, path: Path) -> None:
     any_row = next(iter(results.values()))
     lines = [f"# SmolLM2-135M-Instruct, {pattern.name} {pattern.sparsity:.0%}: WikiText-2 perplexity\n",
@@ -73,10 +87,16 @@ def write_table(results: dict, pattern: Pattern, path: Path) -> None:
              f"evaluation: whole WikiText-2 raw test ({any_row['tokens']} tokens, {any_row['windows']} "
              f"non-overlapping windows of {any_row['seqlen']}); bf16 forward passes. "
              f"Command: `python validation/pipeline_ppl.py --pattern {pattern.name} --sparsity {pattern.sparsity}`.\n",
-             "| method | wikitext2 ppl | prune seconds | mean layer rel. error | achieved sparsity |",
-             "|---|---|---|---|---|"]
+             "Prune seconds: wall time of calibration forward passes, Grams, solves and propagation "
+             "(for a resumed run, the sum of its timed blocks; '-' where a block was pruned untimed); "
+             "solver seconds: the layer solves alone.\n",
+             "| method | wikitext2 ppl | prune seconds | solver seconds | mean layer rel. error | achieved sparsity |",
+             "|---|---|---|---|---|---|"]
+
+    def secs(v):
+        return "-" if v is None else f"{v:.0f}"
     for m, r in results.items():
-        lines.append(f"| {m} | {r['ppl']:.2f} | {r.get('prune_seconds', 0):.0f} | "
+        lines.append(f"| {m} | {r['ppl']:.2f} | {secs(r.get('prune_seconds', 0))} | {secs(r.get('solver_seconds', 0))} | "
                      f"{r.get('mean_rel_error', 0):.4g} | {r.get('sparsity', 0):.3f} |")
     path.write_text("\n".join(lines) + "\n")
 

@@ -198,7 +198,9 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
     row_shards > 1 splits every layer's rows into that many chunks, solved as separate problems
     (see `row_chunks`) and spread over the torch.distributed ranks with the layers.
     mmap_weights=True swaps each finished block out of RAM: its parameters are re-pointed to a
-    memory map of the block state saved for resuming, so the host holds about one block."""
+    memory map of the block state saved for resuming, so the host holds about one block.
+    The report keeps the wall seconds of computing the block-0 inputs and of each block
+    (Grams + solves + propagation), so a resumed run still adds up to an uninterrupted one's time."""
     options = options or {}
     layers = decoder_layers(net)
     state_dir = Path(out_dir) / ".resume"
@@ -207,7 +209,10 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
     report = json.loads(report_path.read_text()) if (resume and report_path.exists()) else {"layers": []}
     done = load_pruned_blocks(net, state_dir) if resume else 0
     report["layers"] = [r for r in report["layers"] if r["block"] < done]
+    report["block_seconds"] = {k: v for k, v in report.get("block_seconds", {}).items() if int(k) < done}
+    t_inputs = time.perf_counter()
     inps, args, kwargs = block_inputs(net, windows, device, max_memory, state_dir / "acts")
+    report.setdefault("input_seconds", time.perf_counter() - t_inputs)
     outs = inps.like()
     report["activations_on_disk"] = inps.spilled
     cuda = torch.device(device).type == "cuda"
@@ -265,13 +270,15 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
                 else:
                     shrink_mlp(block, keep, weight[:, keep])
             del grams
+        run_block(block, inps, args, kwargs, batch, outs)
+        inps, outs = outs, inps
+        if b >= done:
+            report["block_seconds"][str(b)] = time.perf_counter() - t0   # Grams + solves + propagation
             if world()[0] == 0:
                 torch.save(block.state_dict(), block_state_path(state_dir, b))
                 report_path.write_text(json.dumps(report))
             if progress:
-                progress(b, time.perf_counter() - t0)
-        run_block(block, inps, args, kwargs, batch, outs)
-        inps, outs = outs, inps
+                progress(b, report["block_seconds"][str(b)])
         if offload:
             block.to("cpu")          # keep one block at a time on the accelerator
         saved = block_state_path(state_dir, b)
