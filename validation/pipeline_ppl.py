@@ -82,7 +82,7 @@ def prune_timing(report: dict, n_blocks: int) -> dict:
 def write_table(results: dict, pattern: Pattern, path: Path) -> None:
     any_row = next(iter(results.values()))
     lines = [f"# SmolLM2-135M-Instruct, {pattern.name} {pattern.sparsity:.0%}: WikiText-2 perplexity\n",
-             f"Machine: {any_row['machine']} (one run, all methods). Calibration: {any_row['nsamples']} windows x "
+             f"Machine: {any_row['machine']} (every method on this machine, same code and protocol). Calibration: {any_row['nsamples']} windows x "
              f"{any_row['seqlen']} tokens sampled with seed 0 from the concatenated local C4 sample; "
              f"evaluation: whole WikiText-2 raw test ({any_row['tokens']} tokens, {any_row['windows']} "
              f"non-overlapping windows of {any_row['seqlen']}); bf16 forward passes. "
@@ -98,6 +98,7 @@ def write_table(results: dict, pattern: Pattern, path: Path) -> None:
     for m, r in results.items():
         lines.append(f"| {m} | {r['ppl']:.2f} | {secs(r.get('prune_seconds', 0))} | {secs(r.get('solver_seconds', 0))} | "
                      f"{r.get('mean_rel_error', 0):.4g} | {r.get('sparsity', 0):.3f} |")
+    lines += [f"\n{m}: {r['note']}" for m, r in results.items() if r.get("note")]
     path.write_text("\n".join(lines) + "\n")
 
 
