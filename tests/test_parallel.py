@@ -82,17 +82,22 @@ def test_solve_sharded_without_a_process_group_runs_everything_locally():
     assert torch.equal(out[2][0], torch.full((2, 2), 4.0))
 
 
-def _certify_on_ranks(rank, size, init_file, out_file):
+def _row_certify_jobs():
+    """One exact MILP job per row of a small random problem (magnitude mask as the base)."""
     from optprune import Pattern, random_problem, select_mask
-    from optprune.compare import certify_many
     from optprune.exact import build_subblock
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
     prob = random_problem(5, 12, seed=9)
     pat = Pattern("per-row", 0.5)
     base = select_mask(prob.W.abs(), pat)
-    jobs = [(build_subblock(prob, pat, base, rows=[r]).qp, "milp", 30.0, None) for r in range(5)]
-    results = certify_many(jobs)
+    return [(build_subblock(prob, pat, base, rows=[r]).qp, "milp", 30.0, None) for r in range(5)]
+
+
+def _certify_on_ranks(rank, size, init_file, out_file):
+    from optprune.compare import certify_many
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
+    results = certify_many(_row_certify_jobs())
     if rank == 0:
         torch.save([(r.status, r.optimum) for r in results], out_file)
     dist.barrier()
@@ -100,15 +105,10 @@ def _certify_on_ranks(rank, size, init_file, out_file):
 
 
 def test_certification_shards_over_distributed_ranks_with_the_same_answers(tmp_path):
-    from optprune import Pattern, random_problem, select_mask
     from optprune.compare import certify_many
-    from optprune.exact import build_subblock
 
     mp.spawn(_certify_on_ranks, args=(2, str(tmp_path / "init"), str(tmp_path / "out.pt")), nprocs=2, join=True)
-    prob = random_problem(5, 12, seed=9)
-    pat = Pattern("per-row", 0.5)
-    base = select_mask(prob.W.abs(), pat)
-    serial = certify_many([(build_subblock(prob, pat, base, rows=[r]).qp, "milp", 30.0, None) for r in range(5)])
+    serial = certify_many(_row_certify_jobs())
     assert torch.load(tmp_path / "out.pt") == [(r.status, r.optimum) for r in serial]
 
 

@@ -3,8 +3,9 @@
 Protocol (DEVELOPERS.md): calibration = 128 windows x 2048 tokens sampled (seed 0)
 from the concatenated local C4 sample; evaluation = the whole WikiText-2 raw test,
 non-overlapping 2048-token windows; bf16 forward passes on CPU (fp16 on GPU).
-All methods run in one process on one machine; results are kept in a JSON file
-next to the table, so an interrupted run resumes with the next method.
+All methods run on one machine with the same code; results are kept in a JSON file
+next to the table, so an interrupted run resumes with the next method (and a method
+interrupted mid-way resumes at its first unfinished block).
 Usage: python validation/pipeline_ppl.py --pattern per-row --sparsity 0.5 [--methods dense,wanda,...]
 A method name may end in "+refit" (e.g. sparseswaps+refit): the kept weights are then refit by least squares.
 """
@@ -73,9 +74,8 @@ def prune_timing(report: dict, n_blocks: int) -> dict:
     """Prune wall seconds summed from the report (block-0 inputs + every block), so a resumed
     run counts each block once; None when blocks were pruned by a run that did not time them.
     solver_seconds sums the layer solves alone."""
-    blocks = report.get("block_seconds", {})
-    complete = len(blocks) == n_blocks and "input_seconds" in report
-    return dict(prune_seconds=report["input_seconds"] + sum(blocks.values()) if complete else None,
+    blocks = report["block_seconds"]
+    return dict(prune_seconds=report["input_seconds"] + sum(blocks.values()) if len(blocks) == n_blocks else None,
                 solver_seconds=sum(r["seconds"] for r in report["layers"]))
 
 
