@@ -358,3 +358,37 @@ def test_shrunk_attention_equals_zeroing_the_removed_groups(tiny):
         run_block(blk, inps, args, kwargs, 2, out)
         outs.append(out.data)
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
+
+
+def test_magnitude_needs_no_calibration_and_matches_the_layer_solver(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from optprune.patterns import Pattern
+    from optprune.problem import LayerProblem
+    from optprune.solvers import prune_layer
+
+    model_dir, _ = tiny
+    dense = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
+    # no calibration data exists at --data-dir: the data-free path must not read any
+    assert _prune(model_dir, tmp_path / "no-data", tmp_path / "out", "magnitude", "2:4") == 0
+    report = json.loads((tmp_path / "out" / "optprune_report.json").read_text())
+    assert report["mean_rel_error"] is None and len(report["layers"]) == 14
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "out").state_dict()
+    for name, W in dense.items():
+        if name.endswith("proj.weight"):
+            problem = LayerProblem(W, torch.eye(W.shape[1]), name)
+            expected = prune_layer(problem, Pattern.parse("2:4", 0.5), "magnitude").weight
+            assert torch.equal(pruned[name], expected), name
+        else:
+            assert torch.equal(pruned[name], W), name
+
+
+def test_only_a_data_free_mask_kept_as_is_skips_calibration():
+    from optprune.patterns import Pattern
+    from optprune.pipeline.sequential import needs_calibration
+
+    per_row = Pattern("per-row", 0.5)
+    assert not needs_calibration("magnitude", per_row)
+    assert needs_calibration("magnitude", per_row, refit=True)          # the refit needs G
+    assert needs_calibration("magnitude", Pattern("structured", 0.5))   # channels are chosen with G
+    assert needs_calibration("wanda", per_row)

@@ -22,7 +22,7 @@ from optprune import Pattern
 from optprune.pipeline.data import calibration_windows
 from optprune.pipeline.model_io import decoder_layers, load_model, resolve_dtype
 from optprune.pipeline.run import eval_ppl, machine_name
-from optprune.pipeline.sequential import prune_sequential
+from optprune.pipeline.sequential import mean_layer_error, needs_calibration, prune_sequential
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,15 +51,15 @@ def main():
         net.to(device)
         row = dict(method=method, machine=machine_name(), nsamples=args.nsamples, seqlen=args.seqlen)
         if method != "dense":
-            if windows is None:
-                windows = calibration_windows(tok, "c4", args.nsamples, args.seqlen, 0, args.data_dir)
             base, _, refit = method.partition("+")      # "sparseswaps+refit": least-squares refit of kept weights
             if refit not in ("", "refit"):
                 raise SystemExit(f"unknown method suffix in {method!r}: only '+refit' exists")
+            if windows is None and needs_calibration(base, pattern, refit == "refit"):
+                windows = calibration_windows(tok, "c4", args.nsamples, args.seqlen, 0, args.data_dir)
             rep = prune_sequential(net, windows, base, pattern, Path(args.work) / tag / method, device=device,
                                    refit=refit == "refit")
             row.update(prune_timing(rep, len(decoder_layers(net))))
-            row["mean_rel_error"] = sum(r["rel_error"] for r in rep["layers"]) / len(rep["layers"])
+            row["mean_rel_error"] = mean_layer_error(rep["layers"])
             row["sparsity"] = sum(r["sparsity"] for r in rep["layers"]) / len(rep["layers"])
         t0 = time.perf_counter()
         row.update(eval_ppl(net, tok, args.seqlen, args.data_dir))
@@ -89,15 +89,20 @@ def write_table(results: dict, pattern: Pattern, path: Path) -> None:
              f"Command: `python validation/pipeline_ppl.py --pattern {pattern.name} --sparsity {pattern.sparsity}`.\n",
              "Prune seconds: wall time of calibration forward passes, Grams, solves and propagation "
              "(for a resumed run, the sum of its timed blocks; '-' where a block was pruned untimed); "
-             "solver seconds: the layer solves alone.\n",
+             "solver seconds: the layer solves alone. Magnitude needs no calibration: it prunes without forward "
+             "passes, so its prune seconds are the mask selection alone and its layer errors (which need the "
+             "Grams) are '-' where it ran that way.\n",
              "| method | wikitext2 ppl | prune seconds | solver seconds | mean layer rel. error | achieved sparsity |",
              "|---|---|---|---|---|---|"]
 
     def secs(v):
         return "-" if v is None else f"{v:.0f}"
+
+    def err(v):
+        return "-" if v is None else f"{v:.4g}"
     for m, r in results.items():
         lines.append(f"| {m} | {r['ppl']:.2f} | {secs(r.get('prune_seconds', 0))} | {secs(r.get('solver_seconds', 0))} | "
-                     f"{r.get('mean_rel_error', 0):.4g} | {r.get('sparsity', 0):.3f} |")
+                     f"{err(r.get('mean_rel_error', 0))} | {r.get('sparsity', 0):.3f} |")
     lines += [f"\n{m}: {r['note']}" for m, r in results.items() if r.get("note")]
     path.write_text("\n".join(lines) + "\n")
 

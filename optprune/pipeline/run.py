@@ -17,7 +17,7 @@ from .activations import parse_memory
 from .data import calibration_windows, tokenize_long, wikitext_test_text
 from .evaluate import perplexity
 from .model_io import check_output_dir, decoder_layers, load_model, resolve_dtype, save_model
-from .sequential import prune_sequential
+from .sequential import mean_layer_error, needs_calibration, prune_sequential
 
 
 def _device(name: str) -> torch.device:
@@ -50,7 +50,8 @@ def prune_main(args) -> int:
     out = Path(args.out)
     check_output_dir(out, source)
     t0 = time.perf_counter()
-    windows = calibration_windows(tok, args.calib, args.nsamples, args.seqlen, args.seed, args.data_dir)
+    windows = (calibration_windows(tok, args.calib, args.nsamples, args.seqlen, args.seed, args.data_dir)
+               if needs_calibration(args.method, pattern, args.refit) else None)
     if device.type != "cpu":   # offload: only embeddings/norm/head and one block on the accelerator
         net.model.embed_tokens.to(device)
         if hasattr(net.model, "rotary_emb"):
@@ -73,7 +74,7 @@ def prune_main(args) -> int:
                    calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
                    dtype=str(dtype), machine=machine_name(), ranks=size, row_shards=args.row_shards,
                    prune_seconds=prune_seconds,
-                   mean_rel_error=sum(r["rel_error"] for r in layers) / max(len(layers), 1),
+                   mean_rel_error=mean_layer_error(layers),
                    achieved_sparsity=sum(r["sparsity"] for r in layers) / max(len(layers), 1),
                    layers=layers)
     if args.eval_ppl:
@@ -83,7 +84,8 @@ def prune_main(args) -> int:
     (out / "optprune_report.json").write_text(json.dumps(summary, indent=2))
     shutil.rmtree(out / ".resume", ignore_errors=True)
     print(f"pruned with {args.method} ({pattern.name}, sparsity {pattern.sparsity:.2f}) in {prune_seconds:.0f}s; "
-          f"mean layer rel. error {summary['mean_rel_error']:.4g}; saved to {out}")
+          + (f"mean layer rel. error {summary['mean_rel_error']:.4g}; " if windows is not None else "no calibration; ")
+          + f"saved to {out}")
     return 0
 
 

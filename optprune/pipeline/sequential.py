@@ -22,7 +22,7 @@ import torch
 from ..parallel import solve_sharded, world
 from ..patterns import Pattern
 from ..problem import LayerProblem
-from ..solvers import prune_layer, refit_weights
+from ..solvers import DATA_FREE_MASKS, prune_layer, refit_weights
 from .activations import ActivationStore
 from .model_io import decoder_layers, linear_sublayers
 from .structured import attention_layout, gated_mlp, parameter_matched_split, shrink_attention, shrink_mlp
@@ -181,7 +181,38 @@ def row_chunks(rows: int, shards: int, pattern: Pattern) -> list[range]:
     return [range(edges[k], edges[k + 1]) for k in range(shards)]
 
 
-def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, out_dir: Path,
+def mean_layer_error(layers: list[dict]) -> float | None:
+    """Mean relative layer error f(W_hat)/f(0) of a report; None when it was not measured (data-free)."""
+    errors = [r["rel_error"] for r in layers if r["rel_error"] is not None]
+    return sum(errors) / len(errors) if errors else None
+
+
+def needs_calibration(method: str, pattern: Pattern, refit: bool = False) -> bool:
+    """False for a data-free mask (magnitude) kept as is: no forward pass and no Gram is needed."""
+    return not (method in DATA_FREE_MASKS and not refit and pattern.kind != "structured")
+
+
+@torch.no_grad()
+def prune_without_data(net, method: str, pattern: Pattern, progress=None) -> dict:
+    """Prune every linear sub-layer with a data-free mask (W_hat = W * M(W)), block by block.
+    The result equals prune_sequential's (the mask ignores the inputs), in seconds instead of the
+    calibration passes; layer errors need the Grams, so each layer's rel_error is None."""
+    report = {"layers": [], "block_seconds": {}, "input_seconds": 0.0, "calibrated": False}
+    for b, block in enumerate(decoder_layers(net)):
+        t0 = time.perf_counter()
+        for name, lin in linear_sublayers(block).items():
+            t_layer = time.perf_counter()
+            mask = DATA_FREE_MASKS[method](lin.weight.detach().float(), pattern)
+            lin.weight.mul_(mask.to(lin.weight.dtype))
+            report["layers"].append(dict(block=b, layer=name, rel_error=None, sparsity=float(1 - mask.float().mean()),
+                                         seconds=time.perf_counter() - t_layer, peak_accel_bytes=None, row_shards=1))
+        report["block_seconds"][str(b)] = time.perf_counter() - t0
+        if progress:
+            progress(b, report["block_seconds"][str(b)])
+    return report
+
+
+def prune_sequential(net, windows: torch.Tensor | None, method: str, pattern: Pattern, out_dir: Path,
                      device="cpu", batch: int = 8, options: dict | None = None, resume: bool = True,
                      progress=None, offload: bool = False, refit: bool = False,
                      max_memory: int | None = None, attn_sparsity: float | None = None,
@@ -200,7 +231,12 @@ def prune_sequential(net, windows: torch.Tensor, method: str, pattern: Pattern, 
     mmap_weights=True swaps each finished block out of RAM: its parameters are re-pointed to a
     memory map of the block state saved for resuming, so the host holds about one block.
     The report keeps the wall seconds of computing the block-0 inputs and of each block
-    (Grams + solves + propagation), so a resumed run still adds up to an uninterrupted one's time."""
+    (Grams + solves + propagation), so a resumed run still adds up to an uninterrupted one's time.
+    A data-free method (magnitude, no refit) skips all of this: see `prune_without_data`."""
+    if not needs_calibration(method, pattern, refit):
+        return prune_without_data(net, method, pattern, progress)
+    if windows is None:
+        raise ValueError(f"{method} needs calibration windows")
     options = options or {}
     layers = decoder_layers(net)
     state_dir = Path(out_dir) / ".resume"

@@ -1,7 +1,8 @@
 """Layer solvers (torch, batched over rows; GPU when the tensors live there)."""
 from .base import METHODS, PruneResult, prune_layer
 from . import baselines, sparsegpt, sparsefw, sparseswaps, maiht, spap  # noqa: F401  (register methods)
+from .baselines import DATA_FREE_MASKS
 from .refit import refit_weights
 from .sparseswaps import swap_search
 
-__all__ = ["METHODS", "PruneResult", "prune_layer", "refit_weights", "swap_search"]
+__all__ = ["DATA_FREE_MASKS", "METHODS", "PruneResult", "prune_layer", "refit_weights", "swap_search"]

@@ -17,9 +17,18 @@ def _from_scores(problem, pattern, scores, name) -> PruneResult:
     return PruneResult(mask, problem.W * mask, name)
 
 
+def magnitude_mask(W: torch.Tensor, pattern: Pattern) -> torch.Tensor:
+    """Keep the largest |W_ij| (ties broken by index): needs no calibration data."""
+    return select_mask(W.abs(), pattern)
+
+
+DATA_FREE_MASKS = {"magnitude": magnitude_mask}     # methods whose mask depends on W alone
+
+
 @register("magnitude")
 def magnitude(problem: LayerProblem, pattern: Pattern) -> PruneResult:
-    return _from_scores(problem, pattern, problem.W.abs(), "magnitude")
+    mask = magnitude_mask(problem.W, pattern)
+    return PruneResult(mask, problem.W * mask, "magnitude")
 
 
 @register("wanda")
