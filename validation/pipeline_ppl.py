@@ -101,7 +101,7 @@ def write_table(results: dict, pattern: Pattern, path: Path) -> None:
     def err(v):
         return "-" if v is None else f"{v:.4g}"
     for m, r in results.items():
-        lines.append(f"| {m} | {r['ppl']:.2f} | {secs(r.get('prune_seconds', 0))} | {secs(r.get('solver_seconds', 0))} | "
+        lines.append(f"| {m} | {r['ppl']:.2f} | {secs(r.get('prune_seconds'))} | {secs(r.get('solver_seconds'))} | "
                      f"{err(r.get('mean_rel_error', 0))} | {r.get('sparsity', 0):.3f} |")
     lines += [f"\n{m}: {r['note']}" for m, r in results.items() if r.get("note")]
     path.write_text("\n".join(lines) + "\n")
