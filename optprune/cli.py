@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="host RAM holds about one block: input safetensors stay memory-mapped and each pruned "
                          "block is read back from its saved state on disk")
     pr.add_argument("--refit", action="store_true", help="least-squares refit of the kept weights after any method")
+    pr.add_argument("--layer-errors", action="store_true",
+                    help="measure every layer's error even for a data-free method (magnitude), which then runs "
+                         "the calibration passes it does not otherwise need")
     pr.set_defaults(func=cmd_prune)
 
     ev = sub.add_parser("eval", help="perplexity / zero-shot accuracy of a saved model")

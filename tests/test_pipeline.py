@@ -367,7 +367,7 @@ def test_magnitude_needs_no_calibration_and_matches_the_layer_solver(tiny, tmp_p
     from optprune.problem import LayerProblem
     from optprune.solvers import prune_layer
 
-    model_dir, _ = tiny
+    model_dir, data = tiny
     dense = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
     # no calibration data exists at --data-dir: the data-free path must not read any
     assert _prune(model_dir, tmp_path / "no-data", tmp_path / "out", "magnitude", "2:4") == 0
@@ -381,6 +381,12 @@ def test_magnitude_needs_no_calibration_and_matches_the_layer_solver(tiny, tmp_p
             assert torch.equal(pruned[name], expected), name
         else:
             assert torch.equal(pruned[name], W), name
+    # with --layer-errors the calibrated path runs: same weights, errors measured
+    assert _prune(model_dir, data, tmp_path / "calibrated", "magnitude", "2:4", ["--layer-errors"]) == 0
+    calibrated = json.loads((tmp_path / "calibrated" / "optprune_report.json").read_text())
+    assert all(r["rel_error"] > 0 for r in calibrated["layers"])
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "calibrated").state_dict()
+    assert all(torch.equal(again[k], v) for k, v in pruned.items())
 
 
 def test_only_a_data_free_mask_kept_as_is_skips_calibration():
@@ -392,3 +398,4 @@ def test_only_a_data_free_mask_kept_as_is_skips_calibration():
     assert needs_calibration("magnitude", per_row, refit=True)          # the refit needs G
     assert needs_calibration("magnitude", Pattern("structured", 0.5))   # channels are chosen with G
     assert needs_calibration("wanda", per_row)
+    assert needs_calibration("magnitude", per_row, layer_errors=True)

@@ -51,7 +51,7 @@ def prune_main(args) -> int:
     check_output_dir(out, source)
     t0 = time.perf_counter()
     windows = (calibration_windows(tok, args.calib, args.nsamples, args.seqlen, args.seed, args.data_dir)
-               if needs_calibration(args.method, pattern, args.refit) else None)
+               if needs_calibration(args.method, pattern, args.refit, args.layer_errors) else None)
     if device.type != "cpu":   # offload: only embeddings/norm/head and one block on the accelerator
         net.model.embed_tokens.to(device)
         if hasattr(net.model, "rotary_emb"):
@@ -62,7 +62,8 @@ def prune_main(args) -> int:
                                   resume=not args.no_resume, progress=lambda b, s: bar.update(1),
                                   offload=device.type != "cpu", refit=args.refit,
                                   max_memory=parse_memory(args.max_memory), attn_sparsity=args.attn_sparsity,
-                                  row_shards=args.row_shards, mmap_weights=args.mmap_weights)
+                                  row_shards=args.row_shards, mmap_weights=args.mmap_weights,
+                                  layer_errors=args.layer_errors)
     prune_seconds = time.perf_counter() - t0
     if rank != 0:          # rank 0 evaluates and writes; the others are done
         return 0

@@ -187,9 +187,10 @@ def mean_layer_error(layers: list[dict]) -> float | None:
     return sum(errors) / len(errors) if errors else None
 
 
-def needs_calibration(method: str, pattern: Pattern, refit: bool = False) -> bool:
-    """False for a data-free mask (magnitude) kept as is: no forward pass and no Gram is needed."""
-    return not (method in DATA_FREE_MASKS and not refit and pattern.kind != "structured")
+def needs_calibration(method: str, pattern: Pattern, refit: bool = False, layer_errors: bool = False) -> bool:
+    """False for a data-free mask (magnitude) kept as is: no forward pass and no Gram is needed,
+    unless the layer errors are wanted (they need G)."""
+    return layer_errors or not (method in DATA_FREE_MASKS and not refit and pattern.kind != "structured")
 
 
 @torch.no_grad()
@@ -216,7 +217,7 @@ def prune_sequential(net, windows: torch.Tensor | None, method: str, pattern: Pa
                      device="cpu", batch: int = 8, options: dict | None = None, resume: bool = True,
                      progress=None, offload: bool = False, refit: bool = False,
                      max_memory: int | None = None, attn_sparsity: float | None = None,
-                     row_shards: int = 1, mmap_weights: bool = False) -> dict:
+                     row_shards: int = 1, mmap_weights: bool = False, layer_errors: bool = False) -> dict:
     """Prune every linear sub-layer of every block in place; returns the report.
     offload=True moves each block back to the CPU once its outputs are computed; refit=True adds a
     least-squares refit of the kept weights to any method.  The structured pattern prunes MLP
@@ -232,8 +233,9 @@ def prune_sequential(net, windows: torch.Tensor | None, method: str, pattern: Pa
     memory map of the block state saved for resuming, so the host holds about one block.
     The report keeps the wall seconds of computing the block-0 inputs and of each block
     (Grams + solves + propagation), so a resumed run still adds up to an uninterrupted one's time.
-    A data-free method (magnitude, no refit) skips all of this: see `prune_without_data`."""
-    if not needs_calibration(method, pattern, refit):
+    A data-free method (magnitude, no refit) skips all of this unless layer_errors=True:
+    see `prune_without_data`."""
+    if not needs_calibration(method, pattern, refit, layer_errors):
         return prune_without_data(net, method, pattern, progress)
     if windows is None:
         raise ValueError(f"{method} needs calibration windows")
