@@ -67,6 +67,7 @@ def main():
         results[method] = row
         results_path.write_text(json.dumps(results, indent=2))
         write_table(results, pattern, results_path.with_suffix(".md"))
+        write_summary(results_path.parent)
         print(method, row, flush=True)
 
 
@@ -105,6 +106,40 @@ def write_table(results: dict, pattern: Pattern, path: Path) -> None:
                      f"{err(r.get('mean_rel_error', 0))} | {r.get('sparsity', 0):.3f} |")
     lines += [f"\n{m}: {r['note']}" for m, r in results.items() if r.get("note")]
     path.write_text("\n".join(lines) + "\n")
+
+
+SUMMARY_ORDER = ("dense", "magnitude", "wanda", "sparsegpt", "sparsefw", "maiht", "sparseswaps", "sparseswaps+refit")
+
+
+def write_summary(results_dir: Path) -> None:
+    """One side-by-side table of every setting's JSON (smollm2_ppl_*.json): perplexity, prune seconds."""
+    def label(path):                      # smollm2_ppl_per-row-0.60.json -> "per-row 60%"
+        name, _, sparsity = path.stem.removeprefix("smollm2_ppl_").replace("of", ":").rpartition("-")
+        return f"{name} {float(sparsity):.0%}"
+    paths = sorted(results_dir.glob("smollm2_ppl_*.json"), key=lambda p: (label(p)[0].isdigit(), label(p)))
+    settings = {label(p): json.loads(p.read_text()) for p in paths}
+    if not settings:
+        return
+    methods = [m for m in SUMMARY_ORDER if any(m in r for r in settings.values())]
+    methods += sorted({m for r in settings.values() for m in r} - set(methods))
+    any_row = next(iter(next(iter(settings.values())).values()))
+    head = "| method | " + " | ".join(settings) + " |"
+    rule = "|---|" + "---|" * len(settings)
+
+    def cell(m, r, key, fmt):
+        v = r.get(m, {}).get(key)
+        return "not run" if m not in r else ("-" if v is None else fmt.format(v))
+    lines = ["# SmolLM2-135M-Instruct: every method and setting side by side\n",
+             f"Machine: {any_row['machine']}; protocol and commands as on each setting's page "
+             "(128 x 2048 C4 calibration windows, seed 0; whole WikiText-2 raw test, 2048-token windows). "
+             "Written by `validation/pipeline_ppl.py` from the per-setting JSON files.\n",
+             "## WikiText-2 perplexity (lower is better)\n", head, rule]
+    lines += [f"| {m} | " + " | ".join(cell(m, r, "ppl", "{:.2f}") for r in settings.values()) + " |"
+              for m in methods]
+    lines += ["\n## Prune seconds (calibration passes, Grams, solves, propagation)\n", head, rule]
+    lines += [f"| {m} | " + " | ".join(cell(m, r, "prune_seconds", "{:.0f}") for r in settings.values()) + " |"
+              for m in methods]
+    (results_dir / "smollm2_ppl_summary.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
