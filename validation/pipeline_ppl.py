@@ -38,7 +38,7 @@ def main():
     ap.add_argument("--work", default=str(ROOT / "runs" / "pipeline_ppl"))
     args = ap.parse_args()
     pattern = Pattern.parse(args.pattern, args.sparsity)
-    tag = f"{pattern.name}-{pattern.sparsity:.2f}".replace(":", "of")
+    tag = setting_tag(pattern)
     results_path = ROOT / "docs" / "results" / f"smollm2_ppl_{tag}.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     dtype = resolve_dtype("auto")
@@ -111,36 +111,43 @@ def write_table(results: dict, pattern: Pattern, path: Path) -> None:
 SUMMARY_ORDER = ("dense", "magnitude", "wanda", "sparsegpt", "sparsefw", "maiht", "sparseswaps", "sparseswaps+refit")
 
 
+def setting_tag(pattern: Pattern) -> str:
+    """A setting's file tag (smollm2_ppl_<tag>.json): per-row 60% -> "per-row-0.60", 2:4 -> "2of4-0.50"."""
+    return f"{pattern.name}-{pattern.sparsity:.2f}".replace(":", "of")
+
+
+def setting_label(tag: str) -> str:
+    """Inverse of setting_tag, for a column head: "per-row-0.60" -> "per-row 60%", "2of4-0.50" -> "2:4 50%"."""
+    name, _, sparsity = tag.rpartition("-")
+    return f"{name.replace('of', ':')} {float(sparsity):.0%}"
+
+
 def write_summary(results_dir: Path) -> None:
-    """One side-by-side table of every setting's JSON (smollm2_ppl_*.json): perplexity, prune seconds."""
-    def label(path):                      # smollm2_ppl_per-row-0.60.json -> "per-row 60%"
-        name, _, sparsity = path.stem.removeprefix("smollm2_ppl_").replace("of", ":").rpartition("-")
-        return f"{name} {float(sparsity):.0%}"
-    paths = sorted(results_dir.glob("smollm2_ppl_*.json"), key=lambda p: (label(p)[0].isdigit(), label(p)))
-    settings = {label(p): json.loads(p.read_text()) for p in paths}
+    """One side-by-side table of every setting's JSON (smollm2_ppl_<tag>.json): perplexity, prune seconds.
+    Columns: per-row settings first, then N:M; rows: SUMMARY_ORDER, then any other method."""
+    settings = {setting_label(p.stem.removeprefix("smollm2_ppl_")): json.loads(p.read_text())
+                for p in results_dir.glob("smollm2_ppl_*.json")}
     if not settings:
         return
+    settings = dict(sorted(settings.items(), key=lambda kv: (kv[0][0].isdigit(), kv[0])))
     methods = [m for m in SUMMARY_ORDER if any(m in r for r in settings.values())]
     methods += sorted({m for r in settings.values() for m in r} - set(methods))
     any_row = next(iter(next(iter(settings.values())).values()))
-    head = "| method | " + " | ".join(settings) + " |"
-    rule = "|---|" + "---|" * len(settings)
-
-    def cell(m, r, key, fmt):
-        v = r.get(m, {}).get(key)
-        return "not run" if m not in r else ("-" if v is None else fmt.format(v))
     lines = ["# SmolLM2-135M-Instruct: every method and setting side by side\n",
              f"Machine: {any_row['machine']}; protocol and commands as on each setting's page "
-             "(128 x 2048 C4 calibration windows, seed 0; whole WikiText-2 raw test, 2048-token windows). "
-             "Written by `validation/pipeline_ppl.py` from the per-setting JSON files.\n",
-             "## WikiText-2 perplexity (lower is better)\n", head, rule]
-    lines += [f"| {m} | " + " | ".join(cell(m, r, "ppl", "{:.2f}") for r in settings.values()) + " |"
-              for m in methods]
-    lines += ["\n## Prune seconds (calibration passes, Grams, solves, propagation)\n", head, rule]
-    lines += [f"| {m} | " + " | ".join(cell(m, r, "prune_seconds", "{:.0f}") for r in settings.values()) + " |"
-              for m in methods]
-    (results_dir / "smollm2_ppl_summary.md").write_text("\n".join(lines) + "\n")
-
+             f"({any_row['nsamples']} x {any_row['seqlen']} C4 calibration windows, seed 0; whole WikiText-2 raw "
+             f"test, {any_row['seqlen']}-token windows). "
+             "Written by `validation/pipeline_ppl.py` from the per-setting JSON files.\n"]
+    for title, key, fmt in (("WikiText-2 perplexity (lower is better)", "ppl", "{:.2f}"),
+                            ("Prune seconds (calibration passes, Grams, solves, propagation)", "prune_seconds",
+                             "{:.0f}")):
+        lines += [f"## {title}\n", "| method | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+        for m in methods:
+            cells = ["not run" if m not in r else "-" if r[m].get(key) is None else fmt.format(r[m][key])
+                     for r in settings.values()]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    (results_dir / "smollm2_ppl_summary.md").write_text("\n".join(lines))
 
 if __name__ == "__main__":
     main()
