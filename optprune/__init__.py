@@ -1,8 +1,8 @@
 """optprune: LLM pruning as mathematical optimisation (MIP / QP), certified and at scale."""
 from .patterns import Pattern, PatternError, select_mask, check_mask
 from .problem import LayerProblem, ProblemError, load_layer_problems, random_problem
-from .solvers import METHODS, PruneResult, prune_layer, refit_weights
+from .solvers import METHODS, PruneResult, prune_layer
 
 __version__ = "0.1.0"
 __all__ = ["Pattern", "PatternError", "select_mask", "check_mask", "LayerProblem", "ProblemError",
-           "load_layer_problems", "random_problem", "METHODS", "PruneResult", "prune_layer", "refit_weights"]
+           "load_layer_problems", "random_problem", "METHODS", "PruneResult", "prune_layer"]

@@ -71,7 +71,9 @@ def _add_layer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--rows", default="0", help="rows of the certified sub-block, e.g. 0,1")
     p.add_argument("--window", type=int, default=24, help="columns of the certified sub-block")
-    p.add_argument("--exact", default="milp", choices=["milp", "oa"])
+    from .exact import EXACT_METHODS
+    p.add_argument("--exact", default="milp", choices=sorted(EXACT_METHODS),
+                   help="; ".join(f"{m.name}: {m.problem} problem, {m.statement}" for m in EXACT_METHODS.values()))
     p.add_argument("--time-limit", type=float, default=60.0)
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=1, help="local processes for the exact sub-block solves")

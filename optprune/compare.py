@@ -3,9 +3,11 @@ sub-blocks (HiGHS-certified), and to a relaxation lower bound on the whole layer
 
 For each method m with keep mask M_m and sub-block B (rows R x window C, the
 rest of M_m fixed):  gap_B(m) = f_B(M_m) - min_B f_B  >= 0, where min_B is certified
-by HiGHS (status 'optimal' means lower bound = optimum within tolerance).
-The layer bound is the Frank-Wolfe dual bound of the convex relaxation
-(valid for the mask-only problem; weight updates can go below it).
+by a registered exact method (`optprune.exact.EXACT_METHODS`: mask-only `milp` / `oa`, or
+mask + refit `refit-oa`).  Status 'optimal' means lower bound = optimum within tolerance; any
+other status reports the incumbent and the proven lower bound, never an optimum.  Each sub-block
+also gets its convex-relaxation bound (HiGHS QP).  The layer bound is the Frank-Wolfe dual bound
+of the convex relaxation (valid for the mask-only problem; weight updates can go below it).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .exact import build_subblock, solve_mask
+from .exact import EXACT_METHODS, block_value, build_subblock, certify_block, relaxation_bound
 from .patterns import Pattern
 from .problem import LayerProblem
 from .solvers import PruneResult, prune_layer
@@ -28,9 +30,13 @@ class MethodRow:
     rel_error_mask: float         # f(W * M) / tr(W G W^T), mask only
     seconds: float
     block_value: float = float("nan")      # f_B of the method's mask on the sub-block
-    block_optimum: float = float("nan")    # certified optimum of the same sub-block
-    block_gap: float = float("nan")        # (value - optimum) / optimum
+    block_optimum: float = float("nan")    # certified optimum of the same sub-block (status optimal only)
+    block_incumbent: float = float("nan")  # best value the exact method found
+    block_lower_bound: float = float("nan")   # what it proved
+    block_gap: float = float("nan")        # (value - optimum) / optimum (status optimal only)
+    block_gap_at_most: float = float("nan")   # (value - lower bound) / value: the gap can be no larger
     block_status: str = ""
+    block_relaxation: float = float("nan")    # convex-relaxation bound of the sub-block (mask only)
     gap_to_bound: float = float("nan")     # rel_error_mask - relaxation bound (relative units)
 
 
@@ -42,6 +48,7 @@ class Comparison:
     relaxation_bound: float                # relative units
     rows: list[int]
     window: list[int]
+    exact_method: str = "milp"
     methods: list[MethodRow] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -50,39 +57,42 @@ class Comparison:
     def to_markdown(self) -> str:
         head = (f"layer `{self.layer}`, pattern {self.pattern}, sparsity {self.sparsity:.2f}; "
                 f"relaxation lower bound (mask only) {self.relaxation_bound:.6g}; "
-                f"sub-block: rows {self.rows}, {len(self.window)} columns\n\n")
+                f"sub-block: rows {self.rows}, {len(self.window)} columns; exact method `{self.exact_method}` "
+                f"({EXACT_METHODS[self.exact_method].problem} problem)\n\n")
         lines = ["| method | rel. error | rel. error (mask only) | gap to bound | sub-block value | "
                  "sub-block optimum | sub-block gap | status | seconds |",
                  "|---|---|---|---|---|---|---|---|---|"]
         for r in self.methods:
+            optimum, gap = ((f"{r.block_optimum:.6g}", f"{r.block_gap:.3%}") if r.block_status == "optimal" else
+                            (f">= {r.block_lower_bound:.6g} (best {r.block_incumbent:.6g})",
+                             f"<= {r.block_gap_at_most:.3%}"))
             lines.append(f"| {r.method} | {r.rel_error:.6g} | {r.rel_error_mask:.6g} | {r.gap_to_bound:.6g} | "
-                         f"{r.block_value:.6g} | {r.block_optimum:.6g} | {r.block_gap:.3%} | {r.block_status} | "
-                         f"{r.seconds:.2f} |")
+                         f"{r.block_value:.6g} | {optimum} | {gap} | {r.block_status} | {r.seconds:.2f} |")
         return head + "\n".join(lines) + "\n"
 
 
 def layer_relaxation_bound(problem: LayerProblem, pattern: Pattern, iters: int = 300) -> float:
     """FW dual bound of the relaxation (absolute units); 0 for the structured pattern."""
-    if pattern.kind == "structured":
+    if not pattern.entrywise:
         return 0.0
     return prune_layer(problem, pattern, "sparsefw", iters=iters, warm_fraction=0.0).lower_bound or 0.0
 
 
 def default_window(pattern: Pattern, cols: int, size: int, start: int = 0) -> np.ndarray:
-    if pattern.kind == "nm":
-        size = max(pattern.m, size - size % pattern.m)
-        start -= start % pattern.m
+    period = pattern.column_period
+    size = max(period, size - size % period)
+    start -= start % period
     start = min(start, cols - size)
     return np.arange(start, start + size)
 
 
 def _certify(job):
-    qp, exact_method, time_limit, z0 = job
-    return solve_mask(qp, exact_method, time_limit=time_limit, z0=z0)
+    block, exact_method, time_limit, start = job
+    return certify_block(block, exact_method, start, time_limit=time_limit)
 
 
 def certify_many(jobs: list, workers: int = 1) -> list:
-    """Solve (qp, method, time_limit, z0) jobs, fanned out over `workers` local processes, and,
+    """Solve (sub-block, exact method, time_limit, start keep units) jobs, fanned out over `workers` local processes, and,
     inside a torch.distributed run, over the ranks first (job k on rank k mod N, then gathered)."""
     from .parallel import map_over_ranks
 
@@ -106,20 +116,32 @@ def compare(problem: LayerProblem, pattern: Pattern, results: dict[str, PruneRes
     window = default_window(pattern, problem.shape[1], window_size) if window is None else np.asarray(window)
     energy = problem.dense_energy()
     bound = layer_relaxation_bound(problem, pattern, bound_iters) / energy
-    cmp = Comparison(problem.name, pattern.name, pattern.sparsity, bound, rows, [int(c) for c in window])
+    cmp = Comparison(problem.name, pattern.name, pattern.sparsity, bound, rows, [int(c) for c in window],
+                     exact_method)
     blocks = {name: build_subblock(problem, pattern, res.mask, rows=rows, window=window)
               for name, res in results.items()}
-    starts = {name: blocks[name].units_from_mask(res.mask) for name, res in results.items()}
-    exacts = certify_many([(blocks[n].qp, exact_method, time_limit, starts[n]) for n in results], workers)
+    starts = {name: blocks[name].keep_units(res.mask) for name, res in results.items()}
+    exacts = certify_many([(blocks[n], exact_method, time_limit, starts[n]) for n in results], workers)
     for (name, res), exact in zip(results.items(), exacts):
         mask_err = problem.relative_error(res.mask)
         row = MethodRow(name, problem.relative_error(W_hat=res.weight), mask_err, res.seconds,
                         gap_to_bound=mask_err - bound)
-        value = blocks[name].qp.value(starts[name])
-        row.block_value, row.block_optimum, row.block_status = value, exact.optimum, exact.status
-        row.block_gap = (value - exact.optimum) / max(abs(exact.optimum), 1e-30)
+        fill_block_certificate(row, blocks[name], starts[name], exact, exact_method)
         cmp.methods.append(row)
     return cmp
+
+
+def fill_block_certificate(row: MethodRow, block, start, exact, exact_method: str) -> None:
+    """What was proven on a method's sub-block: the optimum only when certified, else bound and incumbent."""
+    value = block_value(block, start, exact_method)
+    row.block_value, row.block_status = value, exact.status
+    row.block_incumbent, row.block_lower_bound = exact.objective, exact.lower_bound
+    row.block_gap_at_most = (value - exact.lower_bound) / max(abs(value), 1e-30)
+    if exact.certified:
+        row.block_optimum = exact.objective
+        row.block_gap = (value - exact.objective) / max(abs(exact.objective), 1e-30)
+    if EXACT_METHODS[exact_method].problem == "mask":
+        row.block_relaxation = relaxation_bound(block.qp, exact.seconds + 10.0).lower_bound
 
 
 def run_methods(problem: LayerProblem, pattern: Pattern, methods, **options) -> dict[str, PruneResult]:

@@ -10,9 +10,10 @@ The relative error reported everywhere is f / tr(W G W^T).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .patterns import Pattern
@@ -42,6 +43,7 @@ class LayerProblem:
     W: torch.Tensor
     G: torch.Tensor
     name: str = "layer"
+    _float64: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         W = _as_float_tensor(self.W, "W")
@@ -77,10 +79,25 @@ class LayerProblem:
         """tr(W G W^T): the error of pruning everything."""
         return float(((self.W @ self.G) * self.W).sum())
 
+    @staticmethod
+    def damping(G: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
+        """lambda = percdamp * mean(diag G): the one dampening every solver adds to G."""
+        return percdamp * G.diagonal().mean()
+
+    @staticmethod
+    def dampen(G: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
+        """G + lambda I (see `damping`): needed before inverting an ill-conditioned Gram."""
+        return G + LayerProblem.damping(G, percdamp) * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+
     def damped_gram(self, percdamp: float = 0.01) -> torch.Tensor:
-        """G + lambda I, lambda = percdamp * mean(diag G): needed before inverting G."""
-        lam = percdamp * self.G.diagonal().mean().clamp_min(1e-12)
-        return self.G + lam * torch.eye(self.G.shape[0], dtype=self.G.dtype, device=self.G.device)
+        """This problem's G, dampened (needed before inverting an ill-conditioned Gram)."""
+        return self.dampen(self.G, percdamp)
+
+    def float64(self) -> tuple[np.ndarray, np.ndarray]:
+        """(W, G) as float64 numpy arrays, made once (the exact solvers work on them)."""
+        if self._float64 is None:
+            self._float64 = (self.W.detach().cpu().double().numpy(), self.G.detach().cpu().double().numpy())
+        return self._float64
 
     # -- objective ---------------------------------------------------------------
     def check_mask_shape(self, mask: torch.Tensor) -> torch.Tensor:
@@ -110,6 +127,44 @@ class LayerProblem:
 
     def check_pattern(self, pattern: Pattern) -> None:
         pattern.check_shape(*self.shape)
+
+    # -- refit: the kept weights re-solved for a fixed mask ------------------------
+    def refit(self, mask: torch.Tensor, W_hat: torch.Tensor | None = None, iters: int = 100,
+              percdamp: float = 0.01, tol: float = 1e-10) -> torch.Tensor:
+        """Least-squares refit of the kept weights, all rows at once by preconditioned CG on
+            P (G + lam I) P v = P G w   (P = diag(mask_i), lam = percdamp * mean diag G),
+        started from W_hat (default W * mask).  One CG step is one (rows x d) @ (d x d) product, so
+        it is GPU-native.  A row keeps the refit only where it lowers the true (undamped) error."""
+        from .refit import batched_masked_cg
+
+        mask = self.check_mask_shape(mask)
+        start = self.W * mask if W_hat is None else W_hat.to(self.W) * mask
+        V = batched_masked_cg(self.W, self.G, mask, start, iters, percdamp, tol)
+        better = self.row_errors(W_hat=V) < self.row_errors(W_hat=start)
+        return torch.where(better[:, None], V, start)
+
+    def refit_exact(self, keep: np.ndarray, rows=None) -> np.ndarray:
+        """Exact per-row least squares on the kept support (float64): G_SS v_S = (G w)_S for each row
+        of `rows` (default all), keep being (len(rows), d).  Tests and the exact solvers use it."""
+        W, G = self.float64()
+        W = W if rows is None else W[np.asarray(rows)]
+        V = np.zeros_like(W)
+        for i in range(W.shape[0]):
+            S = np.nonzero(keep[i])[0]
+            if len(S):
+                V[i, S] = np.linalg.lstsq(G[np.ix_(S, S)], (G @ W[i])[S], rcond=None)[0]
+        return V
+
+    def refit_columns(self, keep_cols: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
+        """Refit when every row keeps the same columns S: V_S = W G_S (G_SS + lam I)^-1, one
+        Cholesky for all rows (structured pruning); zeros elsewhere."""
+        S = torch.nonzero(keep_cols).flatten()
+        G_SS = self.G[S][:, S]
+        L = torch.linalg.cholesky(G_SS + self.damping(self.G, percdamp)
+                                  * torch.eye(len(S), dtype=self.G.dtype, device=self.G.device))
+        V = torch.zeros_like(self.W)
+        V[:, S] = torch.cholesky_solve((self.W @ self.G[:, S]).T, L).T
+        return V
 
 
 def load_layer_problems(path: str | Path, names: list[str] | None = None) -> dict[str, LayerProblem]:

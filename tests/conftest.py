@@ -43,3 +43,11 @@ def tiny(tmp_path_factory):
     return model_dir, data
 
 
+
+
+def pytest_sessionstart(session):
+    """Print pytest-randomly's seed even under -q, so a failing order can be repeated."""
+    seed = getattr(session.config.option, "randomly_seed", None)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if seed is not None and reporter is not None:
+        reporter.write_line(f"random file and test order: repeat it with --randomly-seed={seed}")

@@ -1,96 +1,143 @@
-"""Each declarative formulation states the problem the solvers certify."""
+"""Each formulation is stated once; HiGHS, cvxpy and Pyomo emit that one statement and agree with
+brute force and with the solvers that descend it."""
 import cvxpy as cp
+import highspy
 import numpy as np
 import pyomo.environ as pyo
 import pytest
+import torch
 
-from formulations import integer_program, l0_penalized, penalty_alternating, pyomo_export, relaxation
-from optprune import Pattern, random_problem, select_mask
-from optprune.exact import brute_force, build_subblock, relaxation_bound
+from optprune import Pattern, prune_layer, random_problem, select_mask
+from optprune.exact import brute_force, build_subblock, certify_block, relaxation_bound
+from optprune.formulations import backends, l0, mask, penalty, refit
+from optprune.solvers.maiht import maiht_iterates
+from optprune.solvers.spap import spap_m_step, spap_v_step
+
+BLOCKS = [(1, 12, "per-row", 0.5), (2, 6, "unstructured", 0.5), (1, 12, "2:4", None), (2, 8, "4:8", None),
+          (3, 10, "structured", 0.4), (4, 6, "row-block:2", 0.5)]
 
 
-@pytest.fixture(params=[("unstructured", 0.5), ("per-row", 0.5), ("2:4", None)])
+@pytest.fixture(params=BLOCKS, ids=lambda b: f"{b[2]}-{b[0]}x{b[1]}")
 def block(request):
-    spec, sp = request.param
-    prob = random_problem(2, 8, seed=11)
+    rows, cols, spec, sp = request.param
+    prob = random_problem(rows, cols, seed=11)
     pat = Pattern.parse(spec, sp)
     return build_subblock(prob, pat, select_mask(prob.W.abs(), pat))
 
 
-def test_linearized_ip_through_cvxpy_highs_equals_brute_force(block):
+def _z(st, x):
+    return np.round(np.asarray(x)[st.blocks["z"]])
+
+
+def test_milp_statement_through_highspy_cvxpy_and_pyomo_equals_brute_force(block):
     best, _ = brute_force(block.qp)
-    prob, z = integer_program.mask_ip_linearized(block.qp)
+    st = mask.mask_milp(block.qp)
+    out = backends.solve_highs(st)
+    assert out.status == "optimal" and out.objective == pytest.approx(best, rel=1e-7, abs=1e-9)
+    prob, x = backends.to_cvxpy(st)
     prob.solve(solver=cp.HIGHS)
-    assert prob.value == pytest.approx(best, rel=1e-6)
-    assert block.qp.value(np.round(z.value)) == pytest.approx(best, rel=1e-6)
+    assert prob.value == pytest.approx(best, rel=1e-6, abs=1e-8)
+    assert block.qp.value(_z(st, x.value)) == pytest.approx(best, rel=1e-6, abs=1e-8)
+    mdl = backends.to_pyomo(st)
+    pyo.SolverFactory("appsi_highs").solve(mdl)
+    assert pyo.value(mdl.obj) == pytest.approx(best, rel=1e-7, abs=1e-9)
 
 
-def test_mask_ip_objective_is_the_layer_objective(block):
-    prob, z = integer_program.mask_ip(block.qp)
-    zb = block.units_from_mask(block.base_mask)
-    z.value = zb
-    assert prob.objective.value == pytest.approx(block.problem.objective(block.base_mask), rel=1e-9)
-    assert all(c.value() for c in prob.constraints)
+def test_integer_program_is_the_layer_objective_and_its_optimum_is_brute_force(block):
+    st = mask.mask_ip(block.qp)
+    keep = block.keep_units(block.base_mask)
+    assert st.feasible(1.0 - keep)
+    assert st.value(1.0 - keep) == pytest.approx(block.problem.objective(block.base_mask), rel=1e-9)
+    if block.qp.n <= 12:
+        assert backends.enumerate_integers(st)[0] == pytest.approx(brute_force(block.qp)[0], rel=1e-7, abs=1e-9)
+    with pytest.raises(RuntimeError, match="no MIQP"):
+        backends.solve_highs(st)
 
 
-def test_relaxation_matches_the_certified_bound(block):
-    prob, _ = relaxation.mask_relaxation(block.qp)
+def test_relaxation_statement_cvxpy_equals_the_certified_highs_bound(block):
+    prob, _ = backends.to_cvxpy(mask.mask_relaxation(block.qp))
     prob.solve(solver=cp.CLARABEL)
-    lb, _ = relaxation_bound(block.qp)
-    assert lb <= prob.value * (1 + 1e-6) + 1e-8
-    assert prob.value == pytest.approx(lb, rel=1e-4)
+    bound = relaxation_bound(block.qp)
+    assert bound.lower_bound <= prob.value * (1 + 1e-6) + 1e-8
+    assert prob.value == pytest.approx(bound.lower_bound, rel=1e-4, abs=1e-8)
     assert prob.value <= brute_force(block.qp)[0] + 1e-8
 
 
-def test_pyomo_model_solves_to_the_optimum_and_writes_files(block, tmp_path):
-    mdl = pyomo_export.mask_milp_model(block.qp)
-    pyo.SolverFactory("appsi_highs").solve(mdl)
-    assert pyo.value(mdl.obj) == pytest.approx(brute_force(block.qp)[0], rel=1e-7)
-    import highspy
-    for suffix in (".lp", ".mps"):      # the written file solves to the same optimum in plain HiGHS
-        path = pyomo_export.write_model(block.qp, str(tmp_path / f"m{suffix}"))
+def test_written_lp_and_mps_files_solve_to_the_optimum_in_plain_highs(block, tmp_path):
+    best = brute_force(block.qp)[0]
+    for suffix in (".lp", ".mps"):
+        path = backends.write_statement(mask.mask_milp(block.qp), str(tmp_path / f"m{suffix}"))
         h = highspy.Highs()
         h.setOptionValue("output_flag", False)
         h.readModel(path)
         h.run()
-        assert h.getInfo().objective_function_value == pytest.approx(brute_force(block.qp)[0], rel=1e-7)
+        assert h.getInfo().objective_function_value == pytest.approx(best, rel=1e-7, abs=1e-9)
 
 
-def test_refit_ip_and_l0_objectives_evaluate_as_stated():
-    prob = random_problem(1, 6, seed=12)
-    w, G = prob.W[0].numpy(), prob.G.numpy()
-    S = np.array([0, 2, 3])
-    v = np.zeros(6)
-    v[S] = np.linalg.solve(G[np.ix_(S, S)], (G @ w)[S])
-    model, z, vv = integer_program.refit_ip(w, G, 3, np.full(6, 100.0))
-    z.value, vv.value = np.isin(np.arange(6), S, invert=True).astype(float), v
-    assert model.objective.value == pytest.approx((w - v) @ G @ (w - v), rel=1e-9)
-    assert all(c.value() for c in model.constraints)
-    lmodel, lv, ls = l0_penalized.l0_penalized(w, G, 0.7, np.full(6, 100.0))
-    lv.value, ls.value = v, (v != 0).astype(float)
-    assert lmodel.objective.value == pytest.approx((w - v) @ G @ (w - v) + 0.7 * 3, rel=1e-9)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_refit_integer_program_equals_the_refit_oa_optimum(seed):
+    prob = random_problem(2, 6, seed=seed)
+    pat = Pattern("per-row", 0.5)
+    sb = build_subblock(prob, pat, select_mask(prob.W.abs(), pat))
+    oa = certify_block(sb, "refit-oa")
+    assert oa.certified
+    st = refit.refit_ip(sb.refit_data(oa.objective * 1.01))
+    best, x = backends.enumerate_integers(st)
+    assert best == pytest.approx(oa.objective, rel=1e-6)
+    assert np.array_equal(_z(st, x) < 0.5, oa.mask) or st.value(x) == pytest.approx(oa.objective, rel=1e-6)
+
+
+@pytest.mark.parametrize("spec", ["per-row", "unstructured"])
+def test_maiht_descends_the_l0_statement(spec):
+    """With the penalty held fixed (track=0), mAIHT's iterates never increase the l0-penalised
+    objective as stated by `l0_penalized`, evaluated at (v, s = [v != 0])."""
+    prob = random_problem(3, 8, seed=2)
+    pat = Pattern(spec, 0.5)
+    W, G = prob.float64()
+    values = []
+    for X, lam, s, fX in maiht_iterates(prob, pat, iters=30, track=0.0):
+        V = (X / s[None, :]).numpy()
+        st = l0.l0_penalized(W, G, lam.numpy().reshape(-1), np.abs(V).max() + np.abs(W).max() + 1.0)
+        point = l0.l0_point(V)
+        assert st.feasible(point)
+        values.append(st.value(point))
+        assert float(fX.sum()) == pytest.approx(st.value(point) - float((lam * torch.as_tensor(
+            (V != 0).sum(1, keepdims=True))).sum() if lam.numel() > 1 else lam.item() * (V != 0).sum()), rel=1e-9)
+    assert all(b <= a * (1 + 1e-12) + 1e-12 for a, b in zip(values[1:], values[2:]))
+    assert values[-1] < values[1]
 
 
 def test_hard_threshold_is_the_l0_prox():
     rng = np.random.default_rng(0)
     u, lam, eta = rng.normal(size=20), 0.3, 0.5
-    out = l0_penalized.hard_threshold(u, lam, eta)
+    out = l0.hard_threshold(u, lam, eta)
     for ue, oe in zip(u, out):   # per coordinate: min over {0, u_e}
         keep_cost, zero_cost = lam, ue ** 2 / (2 * eta)
         assert oe == (ue if keep_cost < zero_cost else 0.0)
 
 
-def test_alternating_steps():
-    prob = random_problem(1, 8, seed=13)
-    w, G = prob.W[0].numpy(), prob.G.numpy()
-    m = np.array([1, 0, 1, 1, 0, 0, 1, 0], float)
-    model, v = penalty_alternating.v_step(w, G, m, np.full(8, 1e3))
-    model.solve(solver=cp.CLARABEL)
-    S = np.nonzero(m)[0]
-    ls = np.linalg.solve(G[np.ix_(S, S)], (G @ w)[S])
-    assert np.allclose(v.value[S], ls, rtol=1e-4, atol=1e-5)
-    cost = np.random.default_rng(1).normal(size=8)
-    lp, mm = penalty_alternating.m_step(cost, 3)
-    lp.solve(solver=cp.HIGHS)
-    assert set(np.nonzero(mm.value > 0.5)[0]) == set(np.argsort(cost)[:3])
-    assert penalty_alternating.penalty(np.round(mm.value), 5.0) == pytest.approx(0.0, abs=1e-9)
+@pytest.mark.parametrize("group", [1, 2])
+def test_spap_steps_solve_the_penalty_statements(group):
+    """SPAP's V-step is the QP `penalty_v_step` solved by HiGHS, its m-step the LP `penalty_m_step`,
+    and each step lowers L_rho as the statement states it."""
+    prob = random_problem(3, 8, seed=5)
+    W, G = prob.float64()
+    d = np.diag(G).copy()
+    lam, rho, keep = 0.01 * d.mean(), 0.7, 4 // group
+    m = np.repeat((np.arange(8 // group) < keep).astype(float), group)
+    Wt, Gt = torch.tensor(W), torch.tensor(G)
+    V = spap_v_step(Wt @ Gt, prob.damped_gram(0.01), torch.tensor(m), torch.tensor(d), rho).numpy()
+    out = backends.solve_highs(penalty.penalty_v_step(W, G, m, rho, d, lam))
+    assert out.status == "optimal"
+    assert np.allclose(out.x.reshape(W.shape), V, rtol=1e-5, atol=1e-7)
+    assert out.objective == pytest.approx(penalty.penalty_objective(W, G, V, m, rho, d, lam), rel=1e-7)
+    m_new = spap_m_step(torch.tensor(V), torch.tensor(d), keep, group).numpy()
+    lp = backends.solve_highs(penalty.penalty_m_step(V, d, keep, group, rho))
+    assert np.allclose(np.repeat(lp.x, group), m_new)
+    assert penalty.penalty_objective(W, G, V, m_new, rho, d, lam) <= penalty.penalty_objective(W, G, V, m, rho, d, lam)
+
+
+def test_spap_runs_the_penalty_method_it_states():
+    prob = random_problem(4, 12, seed=6)
+    res = prune_layer(prob, Pattern("structured", 0.5), "spap", steps=6)
+    assert len(res.history) == 6 and all(np.isfinite(res.history))

@@ -90,7 +90,7 @@ def _row_certify_jobs():
     prob = random_problem(5, 12, seed=9)
     pat = Pattern("per-row", 0.5)
     base = select_mask(prob.W.abs(), pat)
-    return [(build_subblock(prob, pat, base, rows=[r]).qp, "milp", 30.0, None) for r in range(5)]
+    return [(build_subblock(prob, pat, base, rows=[r]), "milp", 30.0, None) for r in range(5)]
 
 
 def _certify_on_ranks(rank, size, init_file, out_file):
@@ -99,7 +99,7 @@ def _certify_on_ranks(rank, size, init_file, out_file):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
     results = certify_many(_row_certify_jobs())
     if rank == 0:
-        torch.save([(r.status, r.optimum) for r in results], out_file)
+        torch.save([(r.status, r.objective) for r in results], out_file)
     dist.barrier()
     dist.destroy_process_group()
 
@@ -109,7 +109,7 @@ def test_certification_shards_over_distributed_ranks_with_the_same_answers(tmp_p
 
     mp.spawn(_certify_on_ranks, args=(2, str(tmp_path / "init"), str(tmp_path / "out.pt")), nprocs=2, join=True)
     serial = certify_many(_row_certify_jobs())
-    assert torch.load(tmp_path / "out.pt") == [(r.status, r.optimum) for r in serial]
+    assert torch.load(tmp_path / "out.pt") == [(r.status, r.objective) for r in serial]
 
 
 def test_certification_fans_out_over_processes_with_the_same_answers():
@@ -122,7 +122,7 @@ def test_certification_fans_out_over_processes_with_the_same_answers():
     prob = random_problem(6, 12, seed=9)
     pat = Pattern("per-row", 0.5)
     base = select_mask(prob.W.abs(), pat)
-    jobs = [(build_subblock(prob, pat, base, rows=[r]).qp, "milp", 30.0, None) for r in range(6)]
+    jobs = [(build_subblock(prob, pat, base, rows=[r]), "milp", 30.0, None) for r in range(6)]
     serial, fanned = certify_many(jobs, 1), certify_many(jobs, 2)
     assert [r.status for r in fanned] == ["optimal"] * 6
-    assert np.allclose([r.optimum for r in serial], [r.optimum for r in fanned], rtol=1e-12)
+    assert np.allclose([r.objective for r in serial], [r.objective for r in fanned], rtol=1e-12)

@@ -21,12 +21,48 @@ def test_nm_that_does_not_divide_is_rejected():
         Pattern("diagonal", 0.5)
 
 
-@pytest.mark.parametrize("spec", ["unstructured", "per-row", "2:4", "4:8", "structured"])
+SPECS = ["unstructured", "per-row", "2:4", "4:8", "structured", "row-block:2"]
+
+
+@pytest.mark.parametrize("spec", SPECS)
 def test_select_mask_meets_the_pattern(spec):
     pat = Pattern.parse(spec, 0.6)
-    mask = select_mask(torch.rand(5, 16), pat)
+    mask = select_mask(torch.rand(6, 16), pat)
     check_mask(mask, pat)   # raises if wrong
-    assert (~mask).sum() == pat.pruned_total(5, 16)
+    assert (~mask).sum() == pat.pruned_total(6, 16)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_projection_is_the_best_mask_of_the_pattern_by_brute_force(spec):
+    """project() maximises the kept score over every valid mask (enumerated on an 8-entry layer)."""
+    from itertools import product
+
+    pat = Pattern.parse(spec, 0.5)
+    shape = (1, 8) if spec == "4:8" else (2, 4)
+    scores = torch.rand(*shape, generator=torch.Generator().manual_seed(3))
+    masks = [torch.tensor(bits).reshape(shape).bool() for bits in product([0, 1], repeat=8)]
+    best = max(float(scores[m].sum()) for m in masks if _valid(m, pat))
+    assert float(scores[pat.project(scores)].sum()) == pytest.approx(best)
+
+
+def _valid(mask, pat):
+    try:
+        pat.check(mask)
+        return True
+    except PatternError:
+        return False
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_lmo_is_the_linear_minimiser_over_the_relaxed_keep_set(spec):
+    """<grad, lmo(grad)> <= <grad, M> for every valid mask (budget <= k, so never above 0 either)."""
+    pat = Pattern.parse(spec, 0.5)
+    grad = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    S = pat.lmo(grad)
+    for seed in range(20):
+        M = pat.project(torch.rand(4, 8, generator=torch.Generator().manual_seed(seed)))
+        assert float((grad * S).sum()) <= float((grad * M).sum()) + 1e-6
+    assert float((grad * S).sum()) <= 0
 
 
 def test_ties_break_by_position():
@@ -68,7 +104,35 @@ def test_structured_column_groups():
     assert Pattern("structured", 0.3, group=4).pruned_per_row(12) == 0      # 0.3 of 3 groups rounds down
     with pytest.raises(PatternError, match="divisible"):
         select_mask(torch.rand(2, 10), pat)
-    with pytest.raises(PatternError, match="splits"):
+    with pytest.raises(PatternError, match="splits a unit"):
         check_mask(torch.tensor([[True, False] * 8] * 3), pat)
     with pytest.raises(PatternError, match="only for the structured"):
         Pattern("per-row", 0.5, group=2)
+
+
+def test_row_blocks_keep_whole_vertical_tiles_and_shard_in_blocks():
+    """The pattern added as one class: 2 x 1 tiles, the same count in every 2-row block."""
+    from optprune.pipeline.sequential import row_chunks
+
+    pat = Pattern.parse("row-block:2", 0.5)
+    scores = torch.rand(6, 8, generator=torch.Generator().manual_seed(0))
+    mask = pat.project(scores)
+    pat.check(mask)
+    assert torch.equal(mask[0::2], mask[1::2])
+    assert pat.row_block == 2 and not pat.entrywise and pat.swap_span(8) is None
+    assert [len(r) % 2 for r in row_chunks(6, 2, pat)] == [0, 0]
+    with pytest.raises(PatternError, match="splits a unit"):
+        pat.check(torch.tensor([[True] * 4 + [False] * 4, [False] * 4 + [True] * 4] * 3))
+    with pytest.raises(PatternError, match="divisible"):
+        pat.project(torch.rand(5, 8))
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_row_blocks_prune_with_score_and_obs_methods(method):
+    from optprune import prune_layer
+
+    prob = random_problem(4, 16, seed=1)
+    pat = Pattern.parse("row-block:2", 0.5)
+    res = prune_layer(prob, pat, method)
+    pat.check(res.mask)
+    assert res.objective <= prob.dense_energy()

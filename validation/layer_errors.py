@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from optprune import Pattern, load_layer_problems, prune_layer
-from optprune.solvers import refit_weights
 from optprune.pipeline.run import machine_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +49,7 @@ def main():
                         solved[base] = prune_layer(prob, pattern, base)
                     res = solved[base]
                     t0 = time.perf_counter()
-                    weight = refit_weights(prob, res.mask, res.weight) if refit else res.weight
+                    weight = prob.refit(res.mask, res.weight) if refit else res.weight
                     row[m] = (prob.relative_error(W_hat=weight), res.seconds + (time.perf_counter() - t0) * bool(refit))
                 print(blk, name, {m: f"{e:.4g}" for m, (e, _) in row.items()}, flush=True)
         done[setting] = dict(title=f"{pattern.name}, sparsity {pattern.sparsity:.2f}", rows=rows, note=args.note,

@@ -1,19 +1,17 @@
 """Sub-blocks of a layer problem as binary quadratic programs.
 
-A sub-block picks rows R and a window C of input columns; every entry outside
-the window keeps the status it has in a base mask (the rest is fixed).  With
-z_u = 1 meaning unit u is *pruned* (a unit is one entry, or one column for the
-structured pattern) and r_i = w_i * z_i the pruned residual of row i:
+A sub-block picks rows R and a window C of input columns; every unit of the pattern inside them is
+free, every entry outside keeps the status it has in a base mask.  Units (`Pattern.unit_ids`) must lie
+wholly inside the window; a unit that spans rows outside R (a column of the structured pattern, a
+row-block tile) brings its rows in.  With z_u = 1 meaning unit u is pruned, B_i the (units x C)
+matrix of row i's window weights per unit and r_iF row i's pruned residual outside the window:
 
     sum_{i in R} r_i^T G r_i  =  z^T Q z + c^T z + const,
-    Q = blockdiag_i diag(w_iC) G_CC diag(w_iC)          (structured: G_CC * (W_RC^T W_RC)),
-    c = 2 diag(w_iC) G_CF r_iF,  const = sum_i r_iF^T G_FF r_iF,
+    Q = sum_i B_i G_CC B_i^T,   c = 2 sum_i B_i G_CF r_iF,   const = sum_i r_iF^T G_FF r_iF,
 
-subject to one cardinality equality per group (a row's window, an N:M group,
-the whole block for per-layer / structured): sum_{u in g} z_u = p_g.
-`p_g` is the base mask's count in that group, so the optimum of the sub-block is
-directly comparable with the base mask.  The refit variant keeps the entries
-themselves (see RefitBlock).
+subject to one cardinality equality per group of the pattern that the units meet:
+sum_{u in g} z_u = p_g, p_g being the base mask's count there, so the sub-block optimum is directly
+comparable with the base mask.
 """
 from __future__ import annotations
 
@@ -22,37 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..formulations.mask import BinaryQP
+from ..formulations.refit import RefitData
 from ..patterns import Pattern, PatternError
 from ..problem import LayerProblem
-
-
-@dataclass
-class BinaryQP:
-    """min z^T Q z + c^T z + const  s.t.  sum_{u in g} z_u = p_g (z = 1: pruned)."""
-
-    Q: np.ndarray
-    c: np.ndarray
-    const: float
-    groups: list[tuple[np.ndarray, int]]
-
-    @property
-    def n(self) -> int:
-        return self.Q.shape[0]
-
-    def value(self, z: np.ndarray) -> float:
-        z = np.asarray(z, dtype=float)
-        return float(z @ self.Q @ z + self.c @ z + self.const)
-
-    def feasible(self, z: np.ndarray) -> bool:
-        z = np.asarray(z)
-        return bool(np.all((z == 0) | (z == 1))) and all(int(z[g].sum()) == p for g, p in self.groups)
-
-    def lmo(self, grad: np.ndarray) -> np.ndarray:
-        """argmin_{s in [0,1]^n, group sums} grad^T s: the p_g smallest entries of each group."""
-        s = np.zeros(self.n)
-        for g, p in self.groups:
-            s[g[np.argsort(grad[g], kind="stable")[:p]]] = 1.0
-        return s
 
 
 @dataclass
@@ -65,28 +36,84 @@ class SubBlock:
     window: np.ndarray
     base_mask: torch.Tensor
     qp: BinaryQP
-    unit_entries: list[list[tuple[int, int]]] = field(repr=False)
+    unit_entries: list[tuple[np.ndarray, np.ndarray]] = field(repr=False)   # (rows, cols) of each unit
 
-    def mask_from_units(self, z: np.ndarray) -> torch.Tensor:
-        """The full-layer keep mask with the window of `rows` replaced by z."""
+    def layer_mask(self, keep_units: np.ndarray) -> torch.Tensor:
+        """The full-layer keep mask with the sub-block's units set from `keep_units` (True = kept)."""
         mask = self.base_mask.clone()
-        for u, entries in enumerate(self.unit_entries):
-            for i, j in entries:
-                mask[i, j] = not bool(round(z[u]))
+        for keep, (i, j) in zip(np.asarray(keep_units, bool), self.unit_entries):
+            mask[torch.as_tensor(i), torch.as_tensor(j)] = bool(keep)
         return mask
 
-    def units_from_mask(self, mask: torch.Tensor) -> np.ndarray:
+    def keep_units(self, mask: torch.Tensor) -> np.ndarray:
+        """The sub-block's unit keep vector of a layer mask (True = kept)."""
         m = mask.cpu().numpy()
-        return np.array([0.0 if m[e[0]] else 1.0 for e in self.unit_entries])
+        return np.array([bool(m[i[0], j[0]]) for i, j in self.unit_entries])
+
+    def value(self, keep_units: np.ndarray) -> float:
+        """The sub-block objective of a unit keep vector."""
+        return self.qp.value(1.0 - np.asarray(keep_units, float))
+
+    def refit_data(self, upper_bound: float) -> RefitData:
+        """The data of the mask + refit statements, with rigorous big-M from `upper_bound`."""
+        W_all, G = self.problem.float64()
+        W = W_all[self.rows]
+        try:
+            L_inv = np.linalg.inv(np.linalg.cholesky(G))
+        except np.linalg.LinAlgError:
+            raise ValueError("exact refit needs a positive definite G: dampen it first "
+                             "(LayerProblem(W, problem.damped_gram(...)))") from None
+        ginv_diag = (L_inv ** 2).sum(0)            # (G^-1)_jj, G = L L^T
+        unit_of = -np.ones(W.shape, dtype=int)
+        row_pos = {int(r): b for b, r in enumerate(self.rows)}
+        for u, (i, j) in enumerate(self.unit_entries):
+            unit_of[[row_pos[int(r)] for r in i], j] = u
+        free = (unit_of >= 0) | self.base_mask.numpy()[self.rows]
+        big_m = np.abs(W) + np.sqrt(max(upper_bound, 0.0) * ginv_diag)[None, :] + 1e-9
+        return RefitData(W, G, unit_of, free, big_m, self.qp.groups, self.qp.n)
 
 
-def _window_groups(pattern: Pattern, window: np.ndarray, cols: int) -> None:
-    if pattern.kind == "nm":
-        if len(window) % pattern.m or window[0] % pattern.m or \
-                not np.array_equal(window, np.arange(window[0], window[0] + len(window))):
-            raise PatternError(f"an N:M window must be contiguous and aligned to M={pattern.m}")
-    if len(np.unique(window)) != len(window) or window.min() < 0 or window.max() >= cols:
-        raise PatternError("window columns must be distinct and inside the layer")
+def _units_in(pattern: Pattern, shape, rows: np.ndarray, window: np.ndarray):
+    """Unit ids of the sub-block in order of appearance (rows, then window), their entries, and
+    the rows they bring in."""
+    unit_id = pattern.unit_ids(*shape).numpy()
+    order = unit_id[np.ix_(rows, window)].reshape(-1)
+    ids = order[np.sort(np.unique(order, return_index=True)[1])]
+    inside = np.zeros(shape[1], bool)
+    inside[window] = True
+    entries = []
+    for u in ids:
+        i, j = np.nonzero(unit_id == u)
+        if not inside[j].all():
+            raise PatternError(f"the window splits a unit of the {pattern.name} pattern: align it to "
+                               f"{pattern.column_period} columns")
+        entries.append((i, j))
+    all_rows = np.unique(np.concatenate([rows] + [i for i, _ in entries]))
+    extra = np.setdiff1d(all_rows, rows)
+    return ids, entries, np.concatenate([rows, extra])
+
+
+def _quadratic_terms(W, G, keep, rows, window, entries):
+    """Q, c, const of the sub-block objective (see the module docstring)."""
+    cols = W.shape[1]
+    fixed = np.setdiff1d(np.arange(cols), window)
+    G_CC, G_CF, G_FF = G[np.ix_(window, window)], G[np.ix_(window, fixed)], G[np.ix_(fixed, fixed)]
+    pos = np.full(cols, -1)
+    pos[window] = np.arange(len(window))
+    n = len(entries)
+    Q, c, const = np.zeros((n, n)), np.zeros(n), 0.0
+    for i in rows:
+        units = [u for u, (ri, _) in enumerate(entries) if i in ri]
+        B = np.zeros((len(units), len(window)))
+        for k, u in enumerate(units):
+            ri, cj = entries[u]
+            j = cj[ri == i]
+            B[k, pos[j]] = W[i, j]
+        r_F = W[i, fixed] * (~keep[i, fixed])
+        Q[np.ix_(units, units)] += B @ G_CC @ B.T
+        c[units] += 2 * B @ (G_CF @ r_F)
+        const += float(r_F @ G_FF @ r_F)
+    return Q, c, const
 
 
 def build_subblock(problem: LayerProblem, pattern: Pattern, base_mask: torch.Tensor,
@@ -95,58 +122,28 @@ def build_subblock(problem: LayerProblem, pattern: Pattern, base_mask: torch.Ten
     problem.check_pattern(pattern)
     out_dim, cols = problem.shape
     base_mask = problem.check_mask_shape(base_mask).cpu()
+    pattern.check(base_mask)
     rows = np.arange(out_dim) if rows is None else np.atleast_1d(np.asarray(rows, dtype=int))
     window = np.arange(cols) if window is None else np.asarray(window, dtype=int)
-    _window_groups(pattern, window, cols)
-    W = problem.W.detach().cpu().double().numpy()
-    G = problem.G.detach().cpu().double().numpy()
-    fixed = np.setdiff1d(np.arange(cols), window)
+    for name, idx, size in (("rows", rows, out_dim), ("window columns", window, cols)):
+        if len(idx) == 0 or len(np.unique(idx)) != len(idx) or idx.min() < 0 or idx.max() >= size:
+            raise PatternError(f"sub-block {name} must be distinct and inside the layer (0..{size - 1})")
+    ids, entries, rows = _units_in(pattern, (out_dim, cols), rows, window)
+    W, G = problem.float64()
     keep = base_mask.numpy()
-    G_CC, G_CF = G[np.ix_(window, window)], G[np.ix_(window, fixed)]
-
-    if pattern.kind == "structured":
-        if pattern.group != 1:
-            raise PatternError("exact sub-blocks of grouped columns are not supported: use group=1")
-        if not (keep[:, window] == keep[:1, window]).all():
-            raise PatternError("base mask is not a column mask")
-        W_R = W[rows]
-        r_F = W_R[:, fixed] * (~keep[rows][:, fixed])
-        Q = G_CC * (W_R[:, window].T @ W_R[:, window])
-        c = 2 * ((r_F @ G_CF.T) * W_R[:, window]).sum(0)
-        const = float(((r_F @ G[np.ix_(fixed, fixed)]) * r_F).sum())
-        units = [[(int(i), int(j)) for i in rows] for j in window]
-        groups = [(np.arange(len(window)), int((~keep[rows[0], window]).sum()))]
-        qp = BinaryQP(Q, c, const, groups)
-        return SubBlock(problem, pattern, rows, window, base_mask, qp, units)
-
-    nC = len(window)
-    n = len(rows) * nC
-    Q = np.zeros((n, n))
-    c = np.zeros(n)
-    const = 0.0
-    groups, units = [], []
-    for b, i in enumerate(rows):
-        w_C = W[i, window]
-        r_F = W[i, fixed] * (~keep[i, fixed])
-        sl = slice(b * nC, (b + 1) * nC)
-        Q[sl, sl] = w_C[:, None] * G_CC * w_C[None, :]
-        c[sl] = 2 * w_C * (G_CF @ r_F)
-        const += float(r_F @ G[np.ix_(fixed, fixed)] @ r_F)
-        units += [[(int(i), int(j))] for j in window]
-        pruned = ~keep[i, window]
-        if pattern.kind == "nm":
-            for s in range(0, nC, pattern.m):
-                groups.append((np.arange(b * nC + s, b * nC + s + pattern.m), int(pruned[s:s + pattern.m].sum())))
-        elif pattern.kind == "per-row":
-            groups.append((np.arange(b * nC, (b + 1) * nC), int(pruned.sum())))
-    if pattern.kind == "unstructured":
-        groups = [(np.arange(n), int((~keep[np.ix_(rows, window)]).sum()))]
-    qp = BinaryQP(Q, c, const, groups)
-    return SubBlock(problem, pattern, rows, window, base_mask, qp, units)
+    Q, c, const = _quadratic_terms(W, G, keep, rows, window, entries)
+    group_id = pattern.group_ids(out_dim, cols).numpy()
+    unit_group = np.array([group_id[i[0], j[0]] for i, j in entries])
+    pruned = np.array([not keep[i[0], j[0]] for i, j in entries])
+    groups = []
+    for g in unit_group[np.sort(np.unique(unit_group, return_index=True)[1])]:
+        members = np.nonzero(unit_group == g)[0]
+        groups.append((members, int(pruned[members].sum())))
+    return SubBlock(problem, pattern, rows, window, base_mask, BinaryQP(Q, c, const, groups), entries)
 
 
 def brute_force(qp: BinaryQP) -> tuple[float, np.ndarray]:
-    """Enumerate every feasible z (tests only: n <= ~16)."""
+    """Enumerate every feasible z (tests only: n <= ~16); returns (optimum, z with 1 = pruned)."""
     from itertools import combinations, product
 
     per_group = [[np.array(ch, dtype=int) for ch in combinations(g, p)] for g, p in qp.groups]

@@ -22,7 +22,7 @@ import torch
 from ..parallel import solve_sharded, world
 from ..patterns import Pattern
 from ..problem import LayerProblem
-from ..solvers import DATA_FREE_MASKS, prune_layer, refit_weights
+from ..solvers import DATA_FREE_MASKS, prune_layer
 from .activations import ActivationStore
 from .model_io import decoder_layers, linear_sublayers
 from .structured import attention_layout, gated_mlp, parameter_matched_split, shrink_attention, shrink_mlp
@@ -169,15 +169,18 @@ def set_structured_config(net) -> None:
 
 
 def row_chunks(rows: int, shards: int, pattern: Pattern) -> list[range]:
-    """Contiguous row ranges of a layer.  With a per-row or N:M budget the objective
-    tr(D G D^T) = sum_i d_i G d_i^T and the constraints separate over rows, so the chunks are
-    independent problems with the same optimum; per-layer and structured budgets couple rows."""
+    """Contiguous row ranges of a layer.  The objective tr(D G D^T) = sum_i d_i G d_i^T separates
+    over rows, and so do the constraints of a pattern whose budgets live in blocks of
+    `pattern.row_block` rows (per-row, N:M: 1), so chunks of whole blocks are independent problems
+    with the same optimum; per-layer and structured budgets couple all rows."""
     if shards < 1:
         raise ValueError(f"row_shards must be >= 1, got {shards}")
-    if shards > 1 and pattern.kind not in ("per-row", "nm"):
-        raise ValueError(f"row sharding needs a row-separable pattern (per-row or N:M), got {pattern.name}")
-    shards = min(shards, rows)
-    edges = [rows * k // shards for k in range(shards + 1)]
+    block = pattern.row_block
+    if shards > 1 and block is None:
+        raise ValueError(f"row sharding needs a row-separable pattern (per-row, N:M, row-block), got {pattern.name}")
+    blocks = rows // (block or 1)
+    shards = min(shards, blocks)
+    edges = [(block or 1) * (blocks * k // shards) for k in range(shards + 1)]
     return [range(edges[k], edges[k + 1]) for k in range(shards)]
 
 
@@ -190,7 +193,7 @@ def mean_layer_error(layers: list[dict]) -> float | None:
 def needs_calibration(method: str, pattern: Pattern, refit: bool = False, layer_errors: bool = False) -> bool:
     """False for a data-free mask (magnitude) kept as is: no forward pass and no Gram is needed,
     unless the layer errors are wanted (they need G)."""
-    return layer_errors or not (method in DATA_FREE_MASKS and not refit and pattern.kind != "structured")
+    return layer_errors or not (method in DATA_FREE_MASKS and not refit and not pattern.removes_inputs)
 
 
 @torch.no_grad()
@@ -263,7 +266,7 @@ def prune_sequential(net, windows: torch.Tensor | None, method: str, pattern: Pa
             grams = block_grams(block, inps, args, kwargs, batch)
             targets = linear_sublayers(block)
             patterns = {name: pattern for name in targets}
-            if pattern.kind == "structured":
+            if pattern.removes_inputs:
                 gated_mlp(block)
                 n_kv, n_rep, hd = attention_layout(block)
                 mlp_sp, attn_sp = ((pattern.sparsity, attn_sparsity) if attn_sparsity is not None
@@ -281,7 +284,7 @@ def prune_sequential(net, windows: torch.Tensor | None, method: str, pattern: Pa
                 problem = LayerProblem(W, G, f"{b}.{name}[{rows.start}:{rows.stop}]")
                 res = prune_layer(problem, pattern, method, **options.get(method, {}))
                 if refit:
-                    res.weight = refit_weights(problem, res.mask, res.weight)
+                    res.weight = problem.refit(res.mask, res.weight)
                 return res.weight, res.mask, dict(seconds=res.seconds, peak_accel_bytes=(
                     torch.cuda.max_memory_allocated(device) if cuda else None))
 
@@ -298,7 +301,7 @@ def prune_sequential(net, windows: torch.Tensor | None, method: str, pattern: Pa
                     peak_accel_bytes=max(peaks) if peaks else None, row_shards=len(parts))))
             for (name, lin), (weight, mask, info) in zip(targets.items(), results):
                 report["layers"].append(info)
-                if pattern.kind != "structured":
+                if not pattern.removes_inputs:
                     lin.weight.data = weight.to(lin.weight.dtype)
                     continue
                 keep = torch.nonzero(mask[0]).flatten()
@@ -325,7 +328,7 @@ def prune_sequential(net, windows: torch.Tensor | None, method: str, pattern: Pa
             block.load_state_dict(torch.load(saved, mmap=True), assign=True)
     inps.release()
     outs.release()
-    if pattern.kind == "structured":
+    if pattern.removes_inputs:
         set_structured_config(net)
     return report
 

@@ -2,7 +2,6 @@
 from .base import METHODS, PruneResult, prune_layer
 from . import baselines, sparsegpt, sparsefw, sparseswaps, maiht, spap  # noqa: F401  (register methods)
 from .baselines import DATA_FREE_MASKS
-from .refit import refit_weights
 from .sparseswaps import swap_search
 
-__all__ = ["DATA_FREE_MASKS", "METHODS", "PruneResult", "prune_layer", "refit_weights", "swap_search"]
+__all__ = ["DATA_FREE_MASKS", "METHODS", "PruneResult", "prune_layer", "swap_search"]

@@ -2,24 +2,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from ..patterns import Pattern, check_mask
+from ..patterns import Pattern
 from ..problem import LayerProblem
-
-
-@dataclass
-class PruneResult:
-    mask: torch.Tensor                 # bool, True = kept
-    weight: torch.Tensor               # W_hat, zero outside the mask
-    method: str
-    objective: float = float("nan")    # tr((W - W_hat) G (W - W_hat)^T)
-    history: list[float] = field(default_factory=list)   # objective per iteration
-    lower_bound: float | None = None   # relaxation bound (SparseFW), valid for the mask-only problem
-    seconds: float = 0.0
+from ..result import PruneResult
 
 
 METHODS: dict[str, Callable[..., PruneResult]] = {}
@@ -42,7 +31,7 @@ def prune_layer(problem: LayerProblem, pattern: Pattern, method: str, **options)
     if problem.device.type == "cuda":
         torch.cuda.synchronize()
     result.seconds = time.perf_counter() - t0
-    check_mask(result.mask, pattern)
+    pattern.check(result.mask)
     result.weight = result.weight * result.mask
     result.objective = problem.objective(W_hat=result.weight)
     return result

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..patterns import Pattern, select_mask
+from ..patterns import Pattern
 from ..problem import LayerProblem
 from .base import PruneResult, register
 
@@ -13,13 +13,13 @@ def wanda_scores(problem: LayerProblem) -> torch.Tensor:
 
 
 def _from_scores(problem, pattern, scores, name) -> PruneResult:
-    mask = select_mask(scores, pattern)
+    mask = pattern.project(scores)
     return PruneResult(mask, problem.W * mask, name)
 
 
 def magnitude_mask(W: torch.Tensor, pattern: Pattern) -> torch.Tensor:
     """Keep the largest |W_ij| (ties broken by index): needs no calibration data."""
-    return select_mask(W.abs(), pattern)
+    return pattern.project(W.abs())
 
 
 DATA_FREE_MASKS = {"magnitude": magnitude_mask}     # methods whose mask depends on W alone

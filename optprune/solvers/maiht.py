@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from ..patterns import Pattern, PatternError, select_mask
+from ..patterns import Pattern, PatternError
 from ..problem import LayerProblem
 from .base import PruneResult, register
-from .refit import refit_weights
 
 
 def _lambda_max(G: torch.Tensor, iters: int = 50) -> float:
@@ -33,11 +32,12 @@ def _lambda_max(G: torch.Tensor, iters: int = 50) -> float:
     return float(v @ G @ v)
 
 
-@register("maiht")
-def maiht(problem: LayerProblem, pattern: Pattern, iters: int = 100, track: float = 0.5,
-          refit: bool = True) -> PruneResult:
-    if pattern.kind == "structured":
-        raise PatternError("maiht handles unstructured, per-row and N:M patterns")
+def maiht_iterates(problem: LayerProblem, pattern: Pattern, iters: int = 100, track: float = 0.5):
+    """The mAIHT iterates: yields (X, lam, s) per step, X in scaled coordinates (V = X / s), lam the
+    l0 penalty (a scalar, or a column per row) under which X was chosen.  With track = 0, lam is
+    fixed and F(V) = f(V) + lam ||V||_0 (`formulations.l0.l0_penalized`) never increases."""
+    if not pattern.entrywise:
+        raise PatternError(f"maiht handles entrywise patterns (unstructured, per-row, N:M), not {pattern.name}")
     W0, G0 = problem.W, problem.G
     s = G0.diagonal().clamp_min(1e-12 * G0.diagonal().max().clamp_min(1e-30)).sqrt()
     G = G0 / s[:, None] / s[None, :]
@@ -46,8 +46,8 @@ def maiht(problem: LayerProblem, pattern: Pattern, iters: int = 100, track: floa
     eta_bold = max(eta, 0.5)
     rows, cols = W.shape
     target_nnz = rows * cols - pattern.pruned_total(rows, cols)
-    per_row = pattern.kind == "per-row"
-    use_penalty = pattern.kind in ("unstructured", "per-row")
+    per_row = pattern.budget_scope == "row"
+    use_penalty = pattern.budget_scope in ("layer", "row")     # one budget per layer or row: track it
 
     def f_and_grad(V):
         """(per-row f, grad f) from one product: D = W - V, f_i = (D G D^T)_ii, grad = -2 D G."""
@@ -55,20 +55,13 @@ def maiht(problem: LayerProblem, pattern: Pattern, iters: int = 100, track: floa
         DG = D @ G
         return (DG * D).sum(1), -2.0 * DG
 
-    X = W * select_mask(W.abs(), pattern)
+    X = W * pattern.project(W.abs())
     fX, gX = f_and_grad(X)
-    # initial threshold: the target-th largest |.| after one step, so lam starts at the right scale
-    U = X - eta * gX
-    k_row = cols - pattern.pruned_per_row(cols)
-    if per_row:
-        thr = U.abs().sort(1, descending=True).values[:, k_row - 1:k_row]
-    else:
-        thr = U.abs().reshape(-1).sort(descending=True).values[target_nnz - 1].reshape(1, 1)
-    lam = thr ** 2 / (2 * eta)
+    lam = _initial_penalty(X - eta * gX, pattern, per_row, target_nnz, eta)
 
     def prox(U):
         if not use_penalty:
-            return U * select_mask(U.abs(), pattern)
+            return U * pattern.project(U.abs())
         return U * (U.abs() > torch.sqrt(2 * lam * eta))
 
     def penalised(V, f):
@@ -77,7 +70,8 @@ def maiht(problem: LayerProblem, pattern: Pattern, iters: int = 100, track: floa
             return f + (lam * nnz)[:, 0]
         return f.sum() + lam[0, 0] * nnz.sum()
 
-    X_prev, history = X, [float(fX.sum())]
+    X_prev = X
+    yield X, lam, s, fX
     for t in range(1, iters + 1):
         Y = X + (t - 1) / (t + 2) * (X - X_prev)
         Va, Vp = prox(Y - eta_bold * f_and_grad(Y)[1]), prox(X - eta * gX)
@@ -89,16 +83,36 @@ def maiht(problem: LayerProblem, pattern: Pattern, iters: int = 100, track: floa
             X, fX, gX = torch.where(pick, Va, Vp), torch.where(pick[:, 0], fa_rows, fp_rows), torch.where(pick, ga, gp)
         else:
             X, fX, gX = (Va, fa_rows, ga) if fa <= fp else (Vp, fp_rows, gp)
+        yield X, lam, s, fX
         if use_penalty:   # sparsity tracking: raise lam when too dense, lower it when too sparse
             if per_row:
-                ratio = (X != 0).sum(1, keepdim=True).to(W.dtype) / k_row
+                ratio = (X != 0).sum(1, keepdim=True).to(W.dtype) / (cols - pattern.pruned_per_row(cols))
             else:
                 ratio = torch.tensor(float((X != 0).sum()) / target_nnz, dtype=W.dtype, device=W.device)
             lam = lam * torch.clamp(ratio, 0.5, 2.0) ** (2 * track)
+
+
+def _initial_penalty(U, pattern, per_row, target_nnz, eta):
+    """lam from the target-th largest |.| after one step, so the threshold starts at the right scale."""
+    cols = U.shape[1]
+    k_row = cols - pattern.pruned_per_row(cols)
+    if per_row:
+        thr = U.abs().sort(1, descending=True).values[:, k_row - 1:k_row]
+    else:
+        thr = U.abs().reshape(-1).sort(descending=True).values[target_nnz - 1].reshape(1, 1)
+    return thr ** 2 / (2 * eta)
+
+
+@register("maiht")
+def maiht(problem: LayerProblem, pattern: Pattern, iters: int = 100, track: float = 0.5,
+          refit: bool = True) -> PruneResult:
+    history = []
+    for X, _, s, fX in maiht_iterates(problem, pattern, iters, track):
         history.append(float(fX.sum()))
     # final projection to the exact pattern (scaled magnitudes), back to raw coordinates, refit
-    mask = select_mask(X.abs() + 1e-12 * W.abs(), pattern)
+    W = problem.W * s[None, :]
+    mask = pattern.project(X.abs() + 1e-12 * W.abs())
     V = (X / s[None, :]) * mask
     if refit:
-        V = refit_weights(problem, mask, V)
-    return PruneResult(mask, V.to(W0.dtype), "maiht", history=history)
+        V = problem.refit(mask, V)
+    return PruneResult(mask, V.to(problem.W.dtype), "maiht", history=history)

@@ -2,8 +2,8 @@
 
 Relaxation over M in C = {M in [0,1]^{out x in}, keep budget of the pattern (<= k)}:
     f(M) = tr((W - W*M) G (W - W*M)^T),   grad f(M) = -2 W * ((W - W*M) G) = -2 W * (H - (W*M) G),  H = W G.
-Each step solves the LMO S = argmin_{S in C} <grad, S> (the k most negative
-gradient entries per layer / row / N:M group), and moves M <- M + 2/(t+2) (S - M).
+Each step solves the LMO S = argmin_{S in C} <grad, S> (`Pattern.lmo`: the k most negative
+gradient entries of every budget group of the pattern), and moves M <- M + 2/(t+2) (S - M).
 A warm start fixes a fraction of Wanda's kept weights to 1 (they use up budget).
 Because f is convex, every iterate certifies the relaxation (hence integer) bound
     f* >= f(M_t) + <grad f(M_t), S*_t - M_t>,
@@ -15,34 +15,10 @@ from __future__ import annotations
 
 import torch
 
-from ..patterns import Pattern, PatternError, select_mask
+from ..patterns import Pattern, PatternError
 from ..problem import LayerProblem
 from .baselines import wanda_scores
 from .base import PruneResult, register
-
-
-def _top_keep(scores: torch.Tensor, pattern: Pattern) -> torch.Tensor:
-    """Keep mask of the pattern's budget of largest scores (ties in any order: a continuous LMO)."""
-    rows, cols = scores.shape
-    if pattern.kind == "nm":
-        groups = scores.reshape(rows, cols // pattern.m, pattern.m)
-        idx = torch.topk(groups, pattern.n, dim=-1, sorted=False).indices
-        return torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, idx, True).reshape(rows, cols)
-    if pattern.kind == "per-row":
-        keep = cols - pattern.pruned_per_row(cols)
-        idx = torch.topk(scores, keep, dim=-1, sorted=False).indices
-        return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, idx, True)
-    return select_mask(scores, pattern)
-
-
-def keep_lmo(grad: torch.Tensor, pattern: Pattern, fixed: torch.Tensor | None = None) -> torch.Tensor:
-    """argmin <grad, S> over the relaxed keep set (budget <= k); fixed entries are forced to 1."""
-    scores = -grad
-    if fixed is not None:
-        scores = torch.where(fixed, torch.full_like(scores, float("inf")), scores)
-    S = _top_keep(scores, pattern)
-    chosen = scores > 0
-    return S & (chosen if fixed is None else (chosen | fixed))
 
 
 def relaxed_objective(W: torch.Tensor, G: torch.Tensor, M: torch.Tensor):
@@ -56,41 +32,35 @@ def sparsefw(problem: LayerProblem, pattern: Pattern, iters: int = 200, warm_fra
              fixed_mask: torch.Tensor | None = None, bound_every: int = 10) -> PruneResult:
     """warm_fraction: share of Wanda's kept weights (highest scores first) fixed to 1;
     the dual bound is evaluated every `bound_every` steps and at the end."""
-    if pattern.kind == "structured":
-        raise PatternError("sparsefw handles unstructured, per-row and N:M patterns")
+    if not pattern.entrywise:
+        raise PatternError(f"sparsefw handles entrywise patterns (unstructured, per-row, N:M), not {pattern.name}")
     if not 0.0 <= warm_fraction < 1.0:
         raise ValueError("warm_fraction must lie in [0, 1)")
     W, G = problem.W, problem.G
     wscore = wanda_scores(problem)
-    start = select_mask(wscore, pattern)
+    start = pattern.project(wscore)
     fixed = fixed_mask
-    if fixed is None and warm_fraction > 0:
-        # the top warm_fraction of each budget group of Wanda's mask, by score
-        frac = Pattern(pattern.kind, 1 - (1 - pattern.sparsity) * warm_fraction) if pattern.kind != "nm" \
-            else None
-        if frac is not None:
-            fixed = select_mask(wscore, frac)
-        else:
-            n_fix = int(pattern.n * warm_fraction)
-            fixed = select_mask(wscore, Pattern("nm", 1 - n_fix / pattern.m, n_fix, pattern.m)) if n_fix else None
+    if fixed is None and warm_fraction > 0:   # the top warm_fraction of each budget group of Wanda's mask
+        warm = pattern.keep_fraction(warm_fraction)
+        fixed = warm.project(wscore) if warm is not None else None
     M = start.to(W.dtype)
     best_lb, history = -float("inf"), []
     for t in range(iters):
         f, grad = relaxed_objective(W, G, M)
         history.append(f)
-        S_free = keep_lmo(grad, pattern).to(W.dtype) if (fixed is None or t % bound_every == 0) else None
+        S_free = pattern.lmo(grad).to(W.dtype) if (fixed is None or t % bound_every == 0) else None
         if S_free is not None:
             best_lb = max(best_lb, f + float((grad * (S_free - M)).sum()))
-        S = keep_lmo(grad, pattern, fixed).to(W.dtype) if fixed is not None else S_free
+        S = pattern.lmo(grad, fixed).to(W.dtype) if fixed is not None else S_free
         M = M + (2.0 / (t + 2.0)) * (S - M)
     f, grad = relaxed_objective(W, G, M)
-    best_lb = max(best_lb, f + float((grad * (keep_lmo(grad, pattern).to(W.dtype) - M)).sum()))
+    best_lb = max(best_lb, f + float((grad * (pattern.lmo(grad).to(W.dtype) - M)).sum()))
     # rounding: largest relaxed values; Wanda's score breaks ties
     tie = wscore / wscore.max().clamp_min(1e-30) * 1e-6
     score = M + tie
     if fixed is not None:
         score = torch.where(fixed, torch.full_like(score, float("inf")), score)
-    mask = select_mask(score, pattern)
+    mask = pattern.project(score)
     if problem.objective(mask) > problem.objective(start):   # rounding can lose: never worse than the warm start
         mask = start
     return PruneResult(mask, W * mask, "sparsefw", history=history, lower_bound=max(best_lb, 0.0))

@@ -5,13 +5,15 @@ are processed left to right.  Pruning w_j (or quantising it to itself when
 kept) leaves error e = (w_j - q_j) / U_jj, which is pushed onto the columns not
 yet processed: w_{j+1:} -= e U_{j, j+1:}.  Masks are chosen per block of B
 columns by the OBS saliency w^2 / U_jj^2, with the budget of the pattern spread
-over the blocks (exact total count), per row for per-row, per group for N:M.
+over the blocks (exact count per group of the pattern), or, for patterns whose groups are local
+in the columns (N:M), lazily when a group's first column is reached (the block size is rounded to a
+multiple of the group span, so a group never straddles two blocks).
 """
 from __future__ import annotations
 
 import torch
 
-from ..patterns import Pattern, PatternError, _stable_keep_top
+from ..patterns import Pattern, PatternError
 from ..problem import LayerProblem
 from .base import PruneResult, register
 
@@ -24,36 +26,34 @@ def _budget(total: int, start: int, stop: int, cols: int) -> int:
 @register("sparsegpt")
 def sparsegpt(problem: LayerProblem, pattern: Pattern, blocksize: int = 128,
               percdamp: float = 0.01) -> PruneResult:
-    if pattern.kind == "structured":
-        raise PatternError("sparsegpt prunes unstructured, per-row or N:M patterns, not structured")
+    if pattern.removes_inputs:
+        raise PatternError("sparsegpt prunes unstructured, per-row, N:M or row-block patterns, not structured")
     rows, cols = problem.shape
     W = problem.W.clone().float()
     H = problem.G.float().clone()
     dead = H.diagonal() == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
-    H += percdamp * H.diagonal().mean() * torch.eye(cols, device=H.device)
+    H = LayerProblem.dampen(H, percdamp)
     U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     keep = torch.ones(rows, cols, dtype=torch.bool, device=W.device)
-    total = pattern.pruned_total(rows, cols)
-    per_row = pattern.pruned_per_row(cols)
+    span = pattern.selection_span(cols)
+    if span:
+        blocksize = span * max(1, blocksize // span)
+    budget = pattern.pruned_per_group(rows, cols)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         W1 = W[:, i1:i2].clone()
         U1 = U[i1:i2, i1:i2]
         Err = torch.zeros_like(W1)
-        saliency = W1 ** 2 / U1.diagonal()[None, :] ** 2
-        if pattern.kind == "unstructured":
-            k = _budget(total, i1, i2, cols)
-            flat = _stable_keep_top(saliency.reshape(-1), W1.numel() - k)
-            keep[:, i1:i2] = flat.reshape(W1.shape)
-        elif pattern.kind == "per-row":
-            keep[:, i1:i2] = _stable_keep_top(saliency, (i2 - i1) - _budget(per_row, i1, i2, cols))
+        if not span:
+            saliency = W1 ** 2 / U1.diagonal()[None, :] ** 2
+            keep[:, i1:i2] = pattern.project(saliency, _budget(budget, i1, i2, cols))
         for j in range(i2 - i1):
             col = i1 + j
-            if pattern.kind == "nm" and col % pattern.m == 0:
-                grp = W1[:, j:j + pattern.m] ** 2 / U1.diagonal()[j:j + pattern.m][None, :] ** 2
-                keep[:, col:col + pattern.m] = _stable_keep_top(grp, pattern.n)
+            if span and col % span == 0:
+                grp = W1[:, j:j + span] ** 2 / U1.diagonal()[j:j + span][None, :] ** 2
+                keep[:, col:col + span] = pattern.project(grp)
             w = W1[:, j]
             q = w * keep[:, col]
             e = (w - q) / U1[j, j]

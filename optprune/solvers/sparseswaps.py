@@ -18,7 +18,6 @@ import torch
 from ..patterns import Pattern, PatternError
 from ..problem import LayerProblem
 from .base import PruneResult, METHODS, register
-from .refit import refit_weights
 
 
 def _best_swaps(W, G, gdiag, pruned, C, rows, cand, m, tol):
@@ -64,7 +63,8 @@ def swap_search(problem: LayerProblem, mask: torch.Tensor, pattern: Pattern, max
     rows, cols = problem.shape
     pruned = ~problem.check_mask_shape(mask)
     gdiag = G.diagonal()[None, :]
-    m = pattern.m if pattern.kind == "nm" else 0
+    span = pattern.swap_span(cols)
+    m = span if span < cols else 0
     if m:
         candidates = None                       # groups are small: always scan them whole
     C = (W * pruned) @ G
@@ -101,8 +101,9 @@ def swap_search(problem: LayerProblem, mask: torch.Tensor, pattern: Pattern, max
 @register("sparseswaps")
 def sparseswaps(problem: LayerProblem, pattern: Pattern, warm_start: str | torch.Tensor = "wanda",
                 max_iter: int = 100, candidates: int | None = 64, refit: bool = False) -> PruneResult:
-    if pattern.kind == "structured":
-        raise PatternError("sparseswaps swaps entries inside rows: use unstructured, per-row or N:M")
+    if pattern.swap_span(problem.shape[1]) is None:
+        raise PatternError(f"sparseswaps swaps single entries inside rows, which {pattern.name} does not allow: "
+                           "use unstructured, per-row or N:M")
     if isinstance(warm_start, str):
         if warm_start == "sparseswaps" or warm_start not in METHODS:
             raise ValueError(f"unknown warm start {warm_start!r}")
@@ -110,5 +111,5 @@ def sparseswaps(problem: LayerProblem, pattern: Pattern, warm_start: str | torch
     else:
         start = warm_start
     mask, history = swap_search(problem, start, pattern, max_iter, candidates)
-    weight = refit_weights(problem, mask) if refit else problem.W * mask
+    weight = problem.refit(mask) if refit else problem.W * mask
     return PruneResult(mask, weight, "sparseswaps", history=history)
