@@ -114,21 +114,10 @@ def solve_block_refit_oa(block: SubBlock, start: np.ndarray | None = None, time_
     """Mask + weight refit on a sub-block: outer approximation with rigorous big-M.
     `start` (unit keep vector) defaults to the base mask; weight = the refit rows (R x d)."""
     t0 = time.perf_counter()
-    base_rows = block.base_mask.numpy()[block.rows]
     start = block.keep_units(block.base_mask) if start is None else np.asarray(start, bool)
 
-    row_pos = {int(r): b for b, r in enumerate(block.rows)}
-
-    def keep_of(z):
-        keep = base_rows.copy()
-        for u, (i, j) in enumerate(block.unit_entries):
-            keep[[row_pos[int(r)] for r in i], j] = z[u] < 0.5
-        return keep
-
     def evaluate(z):
-        V = block.problem.refit_exact(keep_of(z), block.rows)
-        D = W - V
-        return float(((D @ G) * D).sum()), V
+        return block.refit_value(np.asarray(z) < 0.5)
 
     W, G = block.problem.float64()
     W = W[block.rows]
@@ -180,7 +169,4 @@ def block_value(block: SubBlock, keep_units: np.ndarray, method: str = "milp") -
     """A mask's value in the objective the exact method certifies (mask only, or with refit)."""
     if EXACT_METHODS[method].problem == "mask":
         return block.value(keep_units)
-    mask = block.layer_mask(keep_units).numpy()[block.rows]
-    W, G = block.problem.float64()
-    D = W[block.rows] - block.problem.refit_exact(mask, block.rows)
-    return float(((D @ G) * D).sum())
+    return block.refit_value(keep_units)[0]

@@ -54,6 +54,13 @@ class SubBlock:
         """The sub-block objective of a unit keep vector."""
         return self.qp.value(1.0 - np.asarray(keep_units, float))
 
+    def refit_value(self, keep_units: np.ndarray) -> tuple[float, np.ndarray]:
+        """(sum of the sub-block rows' errors, their exact least-squares weights) of a unit keep vector."""
+        W, G = self.problem.float64()
+        V = self.problem.refit_exact(self.layer_mask(keep_units).numpy()[self.rows], self.rows)
+        D = W[self.rows] - V
+        return float(((D @ G) * D).sum()), V
+
     def refit_data(self, upper_bound: float) -> RefitData:
         """The data of the mask + refit statements, with rigorous big-M from `upper_bound`."""
         W_all, G = self.problem.float64()

@@ -32,11 +32,11 @@ class RefitData:
         return np.nonzero(self.free)
 
 
-def _refit_variables(b: StatementBuilder, data: RefitData) -> tuple[np.ndarray, np.ndarray]:
+def _refit_variables(b: StatementBuilder, data: RefitData, v_cost=0.0) -> tuple[np.ndarray, np.ndarray]:
     z = b.add_vars("z", data.n_units, 0, 1, 0.0, integer=True)
     fb, fj = data.free_entries()
     M = data.big_m[fb, fj]
-    v = b.add_vars("v", len(fb), -M, M, 0.0)
+    v = b.add_vars("v", len(fb), -M, M, v_cost)
     for g, p in data.groups:
         b.add_row(z[g], 1.0, p, p)
     for k, (bb, j) in enumerate(zip(fb, fj)):
@@ -50,10 +50,9 @@ def _refit_variables(b: StatementBuilder, data: RefitData) -> tuple[np.ndarray, 
 def refit_ip(data: RefitData) -> Statement:
     """The mask + refit integer program (MIQP): objective sum_b v_bF^T G_FF v_bF - 2 (G w_b)_F^T v_bF + w_b^T G w_b."""
     b = StatementBuilder("mask + refit integer program")
-    z, v = _refit_variables(b, data)
     fb, fj = data.free_entries()
     GW = data.W @ data.G
-    b.cost = list(b.cost[:data.n_units]) + list(-2 * GW[fb, fj])
+    z, v = _refit_variables(b, data, -2 * GW[fb, fj])
     Q = np.zeros((len(b.cost), len(b.cost)))
     for row in range(data.W.shape[0]):
         k = v[fb == row]

@@ -137,8 +137,12 @@ class Pattern:
         return replace(self, sparsity=1 - (1 - self.sparsity) * fraction)
 
     # -- generic combinatorics ------------------------------------------------------
+    def layout(self, rows: int, cols: int) -> tuple[int, int, int]:
+        """(groups, units per group, entries per unit) of a rows x cols layer."""
+        return tuple(self.to_units(torch.empty(rows, cols, dtype=torch.bool, device="meta")).shape)
+
     def pruned_total(self, rows: int, cols: int) -> int:
-        groups, units, entries = self.to_units(torch.empty(rows, cols, dtype=torch.bool, device="meta")).shape
+        groups, units, entries = self.layout(rows, cols)
         return groups * self.pruned_per_group(rows, cols) * entries
 
     def pruned_per_row(self, cols: int) -> int:
@@ -150,7 +154,7 @@ class Pattern:
         return self.to_units(scores).sum(-1)
 
     def _expand(self, unit_mask: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-        entries = self.to_units(torch.empty(rows, cols, dtype=torch.bool, device="meta")).shape[-1]
+        entries = self.layout(rows, cols)[-1]
         return self.from_units(unit_mask[..., None].expand(*unit_mask.shape, entries), rows, cols).clone()
 
     def project(self, scores: torch.Tensor, pruned_per_group: int | None = None) -> torch.Tensor:
@@ -191,12 +195,12 @@ class Pattern:
 
     def unit_ids(self, rows: int, cols: int) -> torch.Tensor:
         """(rows, cols) ids of the unit each entry belongs to (entries of a unit share the id)."""
-        groups, units, entries = self.to_units(torch.empty(rows, cols, dtype=torch.bool, device="meta")).shape
+        groups, units, entries = self.layout(rows, cols)
         ids = torch.arange(groups * units).reshape(groups, units, 1).expand(groups, units, entries)
         return self.from_units(ids, rows, cols).clone()
 
     def group_ids(self, rows: int, cols: int) -> torch.Tensor:
-        groups, units, entries = self.to_units(torch.empty(rows, cols, dtype=torch.bool, device="meta")).shape
+        groups, units, entries = self.layout(rows, cols)
         ids = torch.arange(groups).reshape(groups, 1, 1).expand(groups, units, entries)
         return self.from_units(ids, rows, cols).clone()
 
