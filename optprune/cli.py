@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", default="", help="local path or hub id (default: embedded SmolLM2-135M)")
     pr.add_argument("--gguf-file", default="", help="GGUF file inside --model (or a path)")
     pr.add_argument("--method", default="sparseswaps")
+    pr.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="an option of the method, e.g. --method-arg iters=50 (repeatable; checked against the "
+                         "method's signature)")
     pr.add_argument("--sparsity", type=float, default=0.5)
     pr.add_argument("--pattern", default="per-row", help="unstructured | per-row | N:M | structured (MLP channels)")
     pr.add_argument("--calib", default="c4", help="c4 | wikitext2 | FILE (txt, jsonl, jsonl.gz)")
@@ -145,10 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .patterns import PatternError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, PatternError) as exc:
         print(f"optprune: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,11 +1,11 @@
 """torch.distributed helpers: shard the layer problems of a block across ranks.
 
 Launched with `torchrun --nproc-per-node N -m optprune prune ...` (gloo on CPU,
-nccl on GPUs).  Every rank runs the same calibration forward passes, so every
-rank holds the same Gram matrices.  Layer k of a block is solved on rank k mod N,
-and its new weight and mask are broadcast from there.  The same computation
-happens on whichever rank owns a layer, so the pruned model is identical to a
-single-process run with the same seed.
+nccl on GPUs).  Each rank carries a slice of the calibration windows (rank r the
+windows r, r + N, ...) through the forward passes; the Grams are summed over ranks
+(`all_reduce_sum`), so every rank holds the full Grams, equal to a single process's
+up to the order of the float sums.  Layer k of a block is solved on rank k mod N,
+and its new weight and mask are broadcast from there.
 """
 from __future__ import annotations
 
@@ -27,6 +27,16 @@ def init_from_env() -> tuple[int, int]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return world()
+
+
+def all_reduce_sum(t: torch.Tensor) -> None:
+    """t <- sum of t over the ranks, in place (a no-op in a single process)."""
+    rank, size = world()
+    if size == 1:
+        return
+    buf = t.to("cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(buf)
+    t.copy_(buf)
 
 
 def map_over_ranks(jobs: list, run_share: Callable[[list], list]) -> list:

@@ -139,7 +139,7 @@ class LayerProblem:
 
         mask = self.check_mask_shape(mask)
         start = self.W * mask if W_hat is None else W_hat.to(self.W) * mask
-        V = batched_masked_cg(self.W, self.G, mask, start, iters, percdamp, tol)
+        V = batched_masked_cg(self.W, self.G, mask, start, self.damping(self.G, percdamp), iters, tol)
         better = self.row_errors(W_hat=V) < self.row_errors(W_hat=start)
         return torch.where(better[:, None], V, start)
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import torch
 
-from .problem import LayerProblem
-
 
 def batched_masked_cg(W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, start: torch.Tensor,
-                      iters: int = 100, percdamp: float = 0.01, tol: float = 1e-10) -> torch.Tensor:
-    """Jacobi-preconditioned CG from `start` (zero off the mask); stops when every row's
-    preconditioned residual fell below tol times its first value."""
+                      lam: torch.Tensor | float, iters: int = 100, tol: float = 1e-10) -> torch.Tensor:
+    """Jacobi-preconditioned CG from `start` (zero off the mask) with ridge `lam`; stops when every
+    row's preconditioned residual fell below tol times its first value."""
     M = mask.to(W.dtype)
-    lam = LayerProblem.damping(G, percdamp)
     precond = 1.0 / (G.diagonal() + lam).clamp_min(1e-30)
 
     def apply(V):

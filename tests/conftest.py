@@ -43,6 +43,29 @@ def tiny(tmp_path_factory):
     return model_dir, data
 
 
+@pytest.fixture
+def tiny_net(tiny):
+    """A fresh float32 copy of the tiny Llama, its tokenizer and 4 calibration windows of 32 tokens."""
+    from optprune.data import calibration_windows
+    from optprune.pipeline.model_io import load_model
+
+    model_dir, data = tiny
+    net, tok, _ = load_model(str(model_dir), dtype=torch.float32)
+    return net, tok, calibration_windows(tok, "c4", 4, 32, 0, str(data))
+
+
+@pytest.fixture
+def cli_prune(tiny):
+    """Run `optprune prune` on the tiny model: cli_prune(out, method, pattern, extra args) -> exit code."""
+    from optprune.cli import main
+
+    model_dir, data = tiny
+
+    def run(out, method="wanda", pattern="per-row", extra=(), data_dir=None):
+        return main(["prune", "--model", str(model_dir), "--method", method, "--pattern", pattern,
+                     "--sparsity", "0.5", "--nsamples", "4", "--seqlen", "32", "--data-dir", str(data_dir or data),
+                     "--out", str(out), "--device", "cpu", "--dtype", "float32", *extra])
+    return run
 
 
 def pytest_sessionstart(session):

@@ -7,19 +7,26 @@ import torch.multiprocessing as mp
 from optprune.parallel import solve_sharded, world
 
 
+def _prune(net, windows, method, pattern, folder, row_shards=1):
+    from optprune.adapters import adapter_for
+    from optprune.api import run_pruning
+    from optprune.config import PruneConfig
+
+    config = PruneConfig(method=method, pattern=pattern, sparsity=0.5, dtype="float32", device="cpu",
+                         row_shards=row_shards)
+    return run_pruning(net, windows, config, adapter_for(net), folder)
+
+
 def _run(rank, size, init_file, model_dir, data_dir, out_file, method, pattern_spec, row_shards=1):
-    from optprune.patterns import Pattern
-    from optprune.pipeline.data import calibration_windows
+    from optprune.data import calibration_windows
     from optprune.pipeline.model_io import load_model
-    from optprune.pipeline.sequential import prune_sequential
 
     torch.set_num_threads(1)
     if size > 1:
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
     net, tok, _ = load_model(model_dir, dtype=torch.float32)
     windows = calibration_windows(tok, "c4", 4, 32, 0, data_dir)
-    report = prune_sequential(net, windows, method, Pattern.parse(pattern_spec, 0.5), f"{out_file}.work{rank}",
-                              row_shards=row_shards)
+    report = _prune(net, windows, method, pattern_spec, f"{out_file}.work{rank}", row_shards)
     if rank == 0:
         torch.save({"state": net.state_dict(), "report": report}, out_file)
     if size > 1:
@@ -28,6 +35,8 @@ def _run(rank, size, init_file, model_dir, data_dir, out_file, method, pattern_s
 
 
 def test_two_gloo_ranks_match_one_process(tiny, tmp_path):
+    """Each rank carries half the windows and the Grams are summed over ranks: the same masks, and
+    weights equal up to the order of the float sums."""
     model_dir, data = tiny
     for method, spec, shards in [("sparseswaps", "per-row", 1), ("spap", "structured", 1), ("sparsegpt", "2:4", 3)]:
         one, two = tmp_path / f"{method}1.pt", tmp_path / f"{method}2.pt"
@@ -37,13 +46,17 @@ def test_two_gloo_ranks_match_one_process(tiny, tmp_path):
         a, b = torch.load(one), torch.load(two)
         assert a["state"].keys() == b["state"].keys()
         for k in a["state"]:
-            assert torch.equal(a["state"][k], b["state"][k]), (method, k)
+            assert torch.equal(a["state"][k] == 0, b["state"][k] == 0), (method, k)
+            diff = (a["state"][k] - b["state"][k]).norm() / a["state"][k].norm()
+            assert diff < 1e-3, (method, k, float(diff))     # refits amplify the rounding of G's sums
         assert [r["layer"] for r in a["report"]["layers"]] == [r["layer"] for r in b["report"]["layers"]]
+        assert [r["rel_error"] for r in a["report"]["layers"]] == pytest.approx(
+            [r["rel_error"] for r in b["report"]["layers"]], rel=1e-4)
 
 
 def test_row_chunks_split_rows_only_for_row_separable_patterns():
     from optprune.patterns import Pattern
-    from optprune.pipeline.sequential import row_chunks
+    from optprune.pruner import row_chunks
 
     assert row_chunks(10, 3, Pattern("per-row", 0.5)) == [range(0, 3), range(3, 6), range(6, 10)]
     assert row_chunks(2, 5, Pattern.parse("2:4")) == [range(0, 1), range(1, 2)]
@@ -56,18 +69,15 @@ def test_row_chunks_split_rows_only_for_row_separable_patterns():
 
 
 def test_row_shards_solve_the_rows_as_independent_problems(tiny, tmp_path):
-    from optprune.patterns import Pattern
-    from optprune.pipeline.data import calibration_windows
+    from optprune.data import calibration_windows
     from optprune.pipeline.model_io import load_model
-    from optprune.pipeline.sequential import prune_sequential
 
     model_dir, data = tiny
     states = []
     for shards in (1, 4):
         net, tok, _ = load_model(str(model_dir), dtype=torch.float32)
         windows = calibration_windows(tok, "c4", 4, 32, 0, str(data))
-        rep = prune_sequential(net, windows, "wanda", Pattern("per-row", 0.5), tmp_path / f"s{shards}",
-                               row_shards=shards)
+        rep = _prune(net, windows, "wanda", "per-row", tmp_path / f"s{shards}", shards)
         assert {r["row_shards"] for r in rep["layers"]} == {shards}
         states.append(net.state_dict())
     for k in states[0]:                  # Wanda's per-row choice only reads its own row

@@ -112,7 +112,7 @@ def test_structured_column_groups():
 
 def test_row_blocks_keep_whole_vertical_tiles_and_shard_in_blocks():
     """The pattern added as one class: 2 x 1 tiles, the same count in every 2-row block."""
-    from optprune.pipeline.sequential import row_chunks
+    from optprune.pruner import row_chunks
 
     pat = Pattern.parse("row-block:2", 0.5)
     scores = torch.rand(6, 8, generator=torch.Generator().manual_seed(0))

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from optprune.pipeline.data import calibration_windows
+from optprune.data import calibration_windows
 from optprune.pipeline.model_io import load_model
-from optprune.pipeline.sequential import dense_layer_problems
+from optprune.api import dense_layer_problems
 
 
 def main():

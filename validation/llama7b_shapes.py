@@ -5,7 +5,7 @@ gate/up, 4096x11008 down); G = X^T X from n calibration tokens whose channels ha
 scales (LLM activations have a few large channels), so G is as ill-conditioned as a real one.
 Seconds per layer of each method at 50% per-row on the device (GPU when present).
 Block: a 2-block LlamaForCausalLM with LLaMA-7B block shapes (hidden 4096, MLP 11008, 32 heads,
-vocab 32000), random weights, pruned by `prune_sequential` from `--nsamples` x `--seqlen` random
+vocab 32000), random weights, pruned by the engine (`optprune.api.run_pruning`) from `--nsamples` x `--seqlen` random
 tokens, with and without block offload: seconds and peak accelerator memory per block (CUDA),
 peak host RSS otherwise.  Writes docs/results/llama7b_shapes_<device>.md (+ .json).
 Usage: python validation/llama7b_shapes.py [--methods wanda,sparsegpt,...] [--block-method sparsegpt]
@@ -53,7 +53,9 @@ def layer_seconds(methods: list[str], tokens: int, device) -> dict:
 def block_run(method: str, nsamples: int, seqlen: int, device, offload: bool, work: Path) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from optprune.pipeline.sequential import prune_sequential
+    from optprune.adapters import adapter_for
+    from optprune.api import run_pruning
+    from optprune.config import PruneConfig
 
     cfg = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
                       num_hidden_layers=2, vocab_size=32000, max_position_embeddings=seqlen)
@@ -61,14 +63,12 @@ def block_run(method: str, nsamples: int, seqlen: int, device, offload: bool, wo
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     net = LlamaForCausalLM(cfg).to(dtype).eval()
     net.config.use_cache = False
-    net.model.embed_tokens.to(device)
-    net.model.rotary_emb.to(device)
     if not offload:
         net.to(device)
     windows = torch.randint(0, cfg.vocab_size, (nsamples, seqlen))
     t0 = time.perf_counter()
-    report = prune_sequential(net, windows, method, Pattern("per-row", 0.5), work, device=device, offload=offload,
-                              resume=False)
+    config = PruneConfig(method=method, pattern="per-row", sparsity=0.5, device=str(device), offload=offload)
+    report = run_pruning(net, windows, config, adapter_for(net), work, resume=False)
     peaks = [r["peak_accel_bytes"] for r in report["layers"] if r["peak_accel_bytes"] is not None]
     return dict(seconds=time.perf_counter() - t0, peak_accel_gib=max(peaks) / 2 ** 30 if peaks else None,
                 peak_host_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,

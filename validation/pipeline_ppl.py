@@ -19,10 +19,12 @@ from pathlib import Path
 import torch
 
 from optprune import Pattern
-from optprune.pipeline.data import calibration_windows
-from optprune.pipeline.model_io import decoder_layers, load_model, resolve_dtype
-from optprune.pipeline.run import eval_ppl, machine_name
-from optprune.pipeline.sequential import mean_layer_error, needs_calibration, prune_sequential
+from optprune.adapters import adapter_for
+from optprune.api import calibration_for, run_pruning
+from optprune.config import PruneConfig, resolve_dtype
+from optprune.pipeline.model_io import load_model
+from optprune.pipeline.run import eval_ppl, machine_name, mean_layer_error
+from optprune.pruner import BlockPruner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,11 +56,14 @@ def main():
             base, _, refit = method.partition("+")      # "sparseswaps+refit": least-squares refit of kept weights
             if refit not in ("", "refit"):
                 raise SystemExit(f"unknown method suffix in {method!r}: only '+refit' exists")
-            if windows is None and needs_calibration(base, pattern, refit == "refit"):
-                windows = calibration_windows(tok, "c4", args.nsamples, args.seqlen, 0, args.data_dir)
-            rep = prune_sequential(net, windows, base, pattern, Path(args.work) / tag / method, device=device,
-                                   refit=refit == "refit")
-            row.update(prune_timing(rep, len(decoder_layers(net))))
+            config = PruneConfig(method=base, pattern=pattern.name, sparsity=pattern.sparsity, refit=refit == "refit",
+                                 nsamples=args.nsamples, seqlen=args.seqlen, data_dir=args.data_dir,
+                                 device=str(device))
+            adapter = adapter_for(net)
+            if windows is None and BlockPruner(adapter, base, pattern, refit=config.refit).needs_calibration():
+                windows = calibration_for(net, tok, adapter, config)
+            rep = run_pruning(net, windows, config, adapter, Path(args.work) / tag / method)
+            row.update(prune_timing(rep, len(adapter.blocks(net))))
             row["mean_rel_error"] = mean_layer_error(rep["layers"])
             row["sparsity"] = sum(r["sparsity"] for r in rep["layers"]) / len(rep["layers"])
         t0 = time.perf_counter()

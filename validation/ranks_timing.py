@@ -2,9 +2,9 @@
 
 Prunes the embedded SmolLM2-135M with the same settings three ways: 1 process with 1 thread,
 1 process with 2 threads, and `torchrun --nproc-per-node 2` (gloo, 1 thread per rank: each rank
-repeats the calibration forward passes and solves its share of the layer problems).  Reports
-wall time and the pruning time each run measured, and checks that every saved tensor is
-bit-identical to the 1-process result.  Writes docs/results/ranks_timing.md (+ .json).
+carries half the calibration windows, the Grams are all-reduced, each rank solves its share of
+the layer problems).  Reports wall time and the pruning time each run measured, and compares
+every saved tensor with the 1-process result: same zero pattern, largest relative difference.  Writes docs/results/ranks_timing.md (+ .json).
 Usage: python validation/ranks_timing.py --method sparsegpt --pattern per-row --nsamples 32
 """
 from __future__ import annotations
@@ -40,9 +40,14 @@ def prune(out: Path, ranks: int, threads: int, args) -> dict:
                 solver_seconds=sum(r["seconds"] for r in report["layers"]), mean_rel_error=report["mean_rel_error"])
 
 
-def identical(a: Path, b: Path) -> bool:
+def compare(a: Path, b: Path) -> dict:
+    """Share of pruned weights whose zero pattern differs, and the largest relative weight difference."""
     ta, tb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
-    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert ta.keys() == tb.keys()
+    flips = sum(int(((ta[k] == 0) != (tb[k] == 0)).sum()) for k in ta)
+    total = sum(ta[k].numel() for k in ta)
+    diff = max(float((ta[k].float() - tb[k].float()).norm() / ta[k].float().norm().clamp_min(1e-30)) for k in ta)
+    return dict(mask_flips=flips / total, max_rel_weight_diff=diff)
 
 
 def main():
@@ -59,7 +64,7 @@ def main():
     rows = []
     for ranks, threads in ((1, 1), (1, 2), (2, 1)):
         rows.append(prune(work / f"r{ranks}t{threads}", ranks, threads, args))
-        rows[-1]["identical_to_1_process"] = identical(work / "r1t1", work / f"r{ranks}t{threads}")
+        rows[-1].update(compare(work / "r1t1", work / f"r{ranks}t{threads}"))
         print(rows[-1], flush=True)
     out = ROOT / "docs" / "results" / "ranks_timing"
     out.with_suffix(".json").write_text(json.dumps(dict(settings=vars(args), runs=rows), indent=2))
@@ -68,15 +73,19 @@ def main():
              f"tokens (local C4, seed 0), row shards {args.row_shards}, bf16 forward passes, gloo backend. Solver "
              "seconds are summed over the layer problems, as each owning rank measured them. Command: "
              f"`python validation/ranks_timing.py --method {args.method} --pattern {args.pattern} "
-             f"--nsamples {args.nsamples} --row-shards {args.row_shards}`. Identity is checked against the 1-process, "
-             "1-thread run: 2 threads change the floating-point reduction order of the bf16 forward passes, so that "
-             "row is expected to differ in the last bits. Every rank repeats the calibration forward passes, so on "
-             "one 2-core machine sharding only splits the solver time; it pays with one accelerator per rank.\n",
-             "| ranks | threads per rank | wall s | prune s | solver s (sum) | mean layer rel. error | identical weights |",
-             "|---|---|---|---|---|---|---|"]
+             f"--nsamples {args.nsamples} --row-shards {args.row_shards}`. Each run is compared with the 1-process, "
+             "1-thread run: the share of weights whose zero pattern differs and the largest relative (Frobenius) "
+             "difference of a saved tensor. 2 threads change the reduction order of the bf16 forward passes, 2 "
+             "ranks the order of the Gram sums (each rank carries half the windows, the Grams are all-reduced); "
+             "both differ from the reference in float rounding only. On one 2-core machine 2 ranks of 1 thread "
+             "use the same cores as 1 process of 2 threads.\n",
+             "| ranks | threads per rank | wall s | prune s | solver s (sum) | mean layer rel. error | "
+             "mask entries differing | max rel. weight difference |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['ranks']} | {r['threads_per_rank']} | {r['wall_seconds']:.0f} | {r['prune_seconds']:.0f} | "
-                     f"{r['solver_seconds']:.0f} | {r['mean_rel_error']:.5g} | {'yes' if r['identical_to_1_process'] else 'NO'} |")
+                     f"{r['solver_seconds']:.0f} | {r['mean_rel_error']:.5g} | {r['mask_flips']:.2e} | "
+                     f"{r['max_rel_weight_diff']:.2e} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

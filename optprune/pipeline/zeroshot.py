@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data import find_data_dir
+from ..data import find_data_dir
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -1,7 +1,7 @@
 """Render docs/formulations.md from the statements the code solves (their docstrings, their sizes
 on an example, the exact-method registry and the pattern classes), so the guide cannot drift.
 
-    python -m optprune.formulations.docs > docs/formulations.md
+    python -m optprune.formulation_guide > docs/formulations.md
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 
 INTRO = """# The layer problem and its formulations
 
-*This page is generated from the code (`python -m optprune.formulations.docs > docs/formulations.md`);
+*This page is generated from the code (`python -m optprune.formulation_guide > docs/formulations.md`);
 a test fails when it differs from what the code states.*
 
 A linear layer `y = W x` (W is `out x d`) sees calibration inputs `X` (`d x T`); `G = X X^T`.
@@ -34,9 +34,9 @@ def _doc(obj) -> str:
 
 def _example():
     """A 2 x 6 per-row sub-block at 50%: the sizes quoted for every statement."""
-    from ..exact.subblock import build_subblock
-    from ..patterns import Pattern
-    from ..problem import random_problem
+    from .exact.subblock import build_subblock
+    from .patterns import Pattern
+    from .problem import random_problem
 
     prob = random_problem(2, 6, seed=0)
     pat = Pattern("per-row", 0.5)
@@ -49,7 +49,7 @@ def _size(st) -> str:
 
 
 def _statements():
-    from . import l0, mask, penalty, refit
+    from .formulations import l0, mask, penalty, refit
 
     prob, block = _example()
     W, G = prob.float64()
@@ -73,7 +73,7 @@ def _statements():
 
 
 def _patterns_section() -> str:
-    from ..patterns import PATTERNS
+    from .patterns import PATTERNS
 
     rows = ["| pattern | spec | unit | rows separate in blocks of | single-entry swaps |",
             "|---|---|---|---|---|"]
@@ -82,22 +82,22 @@ def _patterns_section() -> str:
         block = cls.row_block if isinstance(cls.row_block, int) else ("H" if cls.KIND == "row-block" else "no")
         swaps = "yes" if cls.entrywise else "no"
         rows.append(f"| {cls.KIND} | `{cls.SPEC}` | {unit} | {block} | {swaps} |")
-    from ..patterns import base
+    from .patterns import base
     return ("## Patterns\n\n" + _doc(base).strip("\n") + "\n\n" + "\n".join(rows) + "\n")
 
 
 def _exact_section() -> str:
-    from ..exact import solve
+    from .exact import solve
 
-    from ..exact.solve import EXACT_METHODS
+    from .exact.solve import EXACT_METHODS
     rows = ["| exact method | problem | statement |", "|---|---|---|"]
     rows += [f"| `{m.name}` | {m.problem} | {m.statement} |" for m in EXACT_METHODS.values()]
     return "## Exact methods (`optprune certify --exact`)\n\n" + _doc(solve) + "\n\n" + "\n".join(rows) + "\n"
 
 
 def render() -> str:
-    from . import l0, mask, penalty, refit, statement
-    from ..exact import subblock
+    from .formulations import l0, mask, penalty, refit, statement
+    from .exact import subblock
 
     parts = [INTRO, "## Statements\n\n" + _doc(statement) + "\n",
              "## Sub-blocks\n\n" + _doc(subblock) + "\n"]

@@ -70,8 +70,10 @@ def tokenize_long(tok, text: str) -> torch.Tensor:
     return ids
 
 
-def calibration_windows(tok, name: str, nsamples: int, seqlen: int, seed: int = 0, data_dir: str = "") -> torch.Tensor:
-    """(nsamples, seqlen) token windows from the concatenated corpus (seeded)."""
+def calibration_windows(tok, name: str, nsamples: int, seqlen: int, seed: int = 0, data_dir: str = "",
+                        bos_id: int | None = None) -> torch.Tensor:
+    """(nsamples, seqlen) token windows from the concatenated corpus (seeded); with bos_id each
+    window is BOS + seqlen - 1 corpus tokens (the same seeded starts)."""
     if nsamples <= 0 or seqlen <= 1:
         raise ValueError("nsamples must be positive and seqlen > 1")
     ids = tokenize_long(tok, "\n\n".join(corpus_documents(name, data_dir)))
@@ -79,4 +81,18 @@ def calibration_windows(tok, name: str, nsamples: int, seqlen: int, seed: int = 
         raise ValueError(f"calibration corpus has {len(ids)} tokens, fewer than seqlen={seqlen}")
     gen = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, len(ids) - seqlen, (nsamples,), generator=gen)
-    return torch.stack([ids[s:s + seqlen] for s in starts.tolist()])
+    if bos_id is None:
+        return torch.stack([ids[s:s + seqlen] for s in starts.tolist()])
+    bos = torch.tensor([bos_id], dtype=ids.dtype)
+    return torch.stack([torch.cat([bos, ids[s:s + seqlen - 1]]) for s in starts.tolist()])
+
+
+def window_bos_id(adapter, tok, config) -> int | None:
+    """The BOS id when the family's windows start with BOS (adapter.window_bos), else None."""
+    if not adapter.window_bos:
+        return None
+    bos = getattr(tok, "bos_token_id", None) if tok is not None else None
+    bos = bos if bos is not None else getattr(config, "bos_token_id", None)
+    if bos is None:
+        raise ValueError(f"{adapter.model_type} windows start with BOS, but neither tokenizer nor config has one")
+    return int(bos)

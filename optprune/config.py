@@ -1,0 +1,116 @@
+"""One description of a pruning run (`PruneConfig`), checked before anything is loaded."""
+from __future__ import annotations
+
+import ast
+import inspect
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .patterns import Pattern
+from .solvers import METHODS
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """method and its options; pattern (spec and sparsity); calibration; numerics and placement."""
+    method: str = "sparseswaps"
+    method_options: dict = field(default_factory=dict)
+    pattern: str = "per-row"
+    sparsity: float = 0.5
+    refit: bool = False
+    attn_sparsity: float | None = None
+    calib: str = "c4"
+    nsamples: int = 128
+    seqlen: int = 2048
+    seed: int = 0
+    data_dir: str = ""
+    dtype: str = "auto"
+    device: str = "auto"
+    batch: int = 8
+    max_memory: str = ""
+    offload: bool | None = None          # move each block back to the CPU when done; None: on accelerators
+    row_shards: int = 1
+    mmap_weights: bool = False
+    layer_errors: bool = False
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {sorted(METHODS)}")
+        check_method_options(self.method, self.method_options)
+        self.parsed_pattern()
+        if self.nsamples < 1 or self.seqlen < 2 or self.batch < 1 or self.row_shards < 1:
+            raise ValueError("nsamples, batch and row_shards must be >= 1 and seqlen >= 2")
+        resolve_dtype(self.dtype)
+
+    def parsed_pattern(self) -> Pattern:
+        return Pattern.parse(self.pattern, self.sparsity)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """'auto' is bf16 on the CPU (about 2x faster than fp32 there), fp16 on CUDA."""
+    if name in ("", "auto"):
+        return torch.bfloat16 if not torch.cuda.is_available() else torch.float16
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}: use auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def method_parameters(method: str) -> dict[str, inspect.Parameter]:
+    """The options a method takes (its keyword parameters after problem and pattern)."""
+    params = list(inspect.signature(METHODS[method]).parameters.values())[2:]
+    return {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_method_options(method: str, options: dict) -> None:
+    params = method_parameters(method)
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise ValueError(f"{method} has no option {', '.join(unknown)}; its options: "
+                         + (", ".join(f"{n}={p.default!r}" for n, p in params.items()) or "none"))
+    for name, value in options.items():
+        default = params[name].default
+        if default is not None and default is not inspect.Parameter.empty and not _fits(value, default):
+            raise ValueError(f"{method} option {name}={value!r}: expected {type(default).__name__} "
+                             f"like the default {default!r}")
+
+
+def _fits(value, default) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def parse_method_args(items: list[str]) -> dict:
+    """['iters=50', 'warm_start=magnitude'] -> {'iters': 50, 'warm_start': 'magnitude'}."""
+    options = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--method-arg {item!r}: write key=value")
+        try:
+            options[key.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            options[key.strip()] = text
+    return options
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when present, else the CPU; a CUDA device without CUDA is refused."""
+    if name in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this machine has no CUDA device (use cpu or auto)")
+    return device

@@ -1,0 +1,10 @@
+"""The block-wise engine (capture, Grams, walk, streamed evaluation): no architectures, no methods."""
+from .activations import ActivationStore, parse_memory
+from .capture import BlockCalls, call_block, capture_block_calls, replay_head
+from .evaluate import eval_windows, streamed_perplexity, window_nll
+from .grams import GramHooks, accumulate_gram, finish_gram
+from .state import ResumeState
+from .walk import Engine
+
+__all__ = ["ActivationStore", "BlockCalls", "Engine", "GramHooks", "ResumeState", "accumulate_gram", "finish_gram", "call_block",
+           "capture_block_calls", "eval_windows", "parse_memory", "replay_head", "streamed_perplexity", "window_nll"]
