@@ -27,12 +27,12 @@ def prune(model, data, method: str = "sparseswaps", pattern: str = "per-row", sp
     error, sparsity and seconds; per-block time breakdown).  `settings`: any PruneConfig field."""
     config = config or PruneConfig(method=method, pattern=pattern, sparsity=sparsity, **settings)
     adapter = adapter_for(model)
-    windows = data if isinstance(data, torch.Tensor) or data is None else calibration_for(model, data, adapter, config)
+    tokenizer = not isinstance(data, torch.Tensor) and data is not None
+    windows = calibration_for(model, data, adapter, config) if tokenizer and config.needs_calibration() else data
     return run_pruning(model, windows, config, adapter, resume_dir, progress)
 
 
 def calibration_for(model, tokenizer, adapter: ModelAdapter, config: PruneConfig) -> torch.Tensor:
-
     return calibration_windows(tokenizer, config.calib, config.nsamples, config.seqlen, config.seed,
                                config.data_dir, window_bos_id(adapter, tokenizer, model.config))
 
@@ -43,17 +43,17 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
     device = resolve_device(config.device)
     step = BlockPruner(adapter, config.method, config.parsed_pattern(), dict(config.method_options), config.refit,
                        config.row_shards, config.attn_sparsity, device)
-    offload = device.type != "cpu" if config.offload is None else config.offload
-    engine = Engine(net, adapter, device, config.batch, offload=offload,
+    engine = Engine(net, adapter, device, config.batch, offload=config.offload,
                     max_memory=parse_memory(config.max_memory), mmap_weights=config.mmap_weights)
-    if not step.needs_calibration(config.layer_errors):
+    calibrated = config.needs_calibration()
+    if not calibrated:
         report = engine.run_without_data(step, progress)
     elif windows is None:
         raise ValueError(f"{config.method} needs calibration windows")
     else:
         report = engine.run(windows, step, ResumeState(resume_dir, adapter, resume), progress)
     step.finish(net)
-    report["calibrated"] = windows is not None and step.needs_calibration(config.layer_errors)
+    report["calibrated"] = calibrated
     report["adapter"] = adapter.model_type + (" (layout inferred)" if adapter.inferred else "")
     return report
 
@@ -62,13 +62,12 @@ def evaluate(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 2048, *
              max_windows: int = 0, device: str = "auto", batch: int = 8, progress=None) -> dict:
     """WikiText-2 perplexity of `model`, streamed one block at a time through `device`;
     windows start with BOS where the family's adapter says so (`bos` in the result)."""
-
     if dataset != "wikitext2":
         raise ValueError(f"unknown perplexity set {dataset!r}: use wikitext2")
     adapter = adapter_for(model)
     dev = resolve_device(device)
     ids = tokenize_long(tokenizer, wikitext_test_text(data_dir))
-    engine = Engine(model, adapter, dev, batch, offload=dev.type != "cpu")
+    engine = Engine(model, adapter, dev, batch)
     return streamed_perplexity(engine, ids, seqlen, window_bos_id(adapter, tokenizer, model.config), max_windows,
                                progress)
 
@@ -80,15 +79,13 @@ def dense_layer_problems(net, windows: torch.Tensor, blocks: list[int], device: 
     layers = adapter.blocks(net)
     if any(b < 0 or b >= len(layers) for b in blocks):
         raise ValueError(f"blocks must lie in [0, {len(layers)})")
-    engine = Engine(net, adapter, resolve_device(device), batch)
-    calls = engine.capture(windows)
-    inps, outs, out = calls.inputs, calls.inputs.like(), {}
-    for b in range(max(blocks) + 1):
-        block = layers[b].to(engine.device)
+    engine = Engine(net, adapter, resolve_device(device), batch, offload=False)
+    calls, out = engine.capture(windows), {}
+
+    def collect(b, block, inps):
         if b in blocks:
             grams = engine.grams(block, b, calls, inps)[0]
             out.update({f"{b}.{name}": (lin.weight.detach().float().cpu(), grams[name].cpu())
                         for name, lin in adapter.targets(block).items()})
-        engine.propagate(block, b, calls, inps, outs)
-        inps, outs = outs, inps
+    engine.dense_pass(calls, collect, stop=max(blocks) + 1).release()
     return out

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .patterns import Pattern
-from .solvers import METHODS
+from .solvers import DATA_FREE_MASKS, METHODS
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -48,6 +48,12 @@ class PruneConfig:
 
     def parsed_pattern(self) -> Pattern:
         return Pattern.parse(self.pattern, self.sparsity)
+
+    def needs_calibration(self) -> bool:
+        """False for a data-free mask (magnitude) kept as is: no forward pass and no Gram is needed,
+        unless the layer errors are wanted (they need G)."""
+        data_free = self.method in DATA_FREE_MASKS and not self.refit and not self.parsed_pattern().removes_inputs
+        return self.layer_errors or not data_free
 
     def as_dict(self) -> dict:
         return asdict(self)

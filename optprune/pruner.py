@@ -123,9 +123,3 @@ class BlockPruner:
         """After the last block: record structured widths in the config."""
         if self.pattern.removes_inputs:
             set_structured_config(net, self.adapter)
-
-    def needs_calibration(self, layer_errors: bool = False) -> bool:
-        """False for a data-free mask (magnitude) kept as is: no forward pass and no Gram is needed,
-        unless the layer errors are wanted (they need G)."""
-        return layer_errors or not (self.method in DATA_FREE_MASKS and not self.refit
-                                    and not self.pattern.removes_inputs)

@@ -133,17 +133,12 @@ def test_mmap_weights_swap_pruned_blocks_to_disk_with_identical_results(tiny, tm
         assert torch.equal(states[0][k], states[1][k]), k
 
 
-def test_only_a_data_free_mask_kept_as_is_skips_calibration(tiny_net):
-    from optprune.patterns import Pattern
-    from optprune.pruner import BlockPruner
-
-    adapter = adapter_for(tiny_net[0])
-    per_row = Pattern("per-row", 0.5)
-    assert not BlockPruner(adapter, "magnitude", per_row).needs_calibration()
-    assert BlockPruner(adapter, "magnitude", per_row, refit=True).needs_calibration()          # the refit needs G
-    assert BlockPruner(adapter, "magnitude", Pattern("structured", 0.5)).needs_calibration()   # channels use G
-    assert BlockPruner(adapter, "wanda", per_row).needs_calibration()
-    assert BlockPruner(adapter, "magnitude", per_row).needs_calibration(layer_errors=True)
+def test_only_a_data_free_mask_kept_as_is_skips_calibration():
+    assert not PruneConfig(method="magnitude").needs_calibration()
+    assert PruneConfig(method="magnitude", refit=True).needs_calibration()                # the refit needs G
+    assert PruneConfig(method="magnitude", pattern="structured").needs_calibration()     # channels use G
+    assert PruneConfig(method="wanda").needs_calibration()
+    assert PruneConfig(method="magnitude", layer_errors=True).needs_calibration()
 
 
 def test_the_python_api_prunes_in_memory_and_writes_nothing(tiny, tmp_path, monkeypatch):

@@ -24,7 +24,6 @@ from optprune.api import calibration_for, run_pruning
 from optprune.config import PruneConfig, resolve_dtype
 from optprune.pipeline.model_io import load_model
 from optprune.pipeline.run import eval_ppl, machine_name, mean_layer_error
-from optprune.pruner import BlockPruner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +59,7 @@ def main():
                                  nsamples=args.nsamples, seqlen=args.seqlen, data_dir=args.data_dir,
                                  device=str(device))
             adapter = adapter_for(net)
-            if windows is None and BlockPruner(adapter, base, pattern, refit=config.refit).needs_calibration():
+            if windows is None and config.needs_calibration():
                 windows = calibration_for(net, tok, adapter, config)
             rep = run_pruning(net, windows, config, adapter, Path(args.work) / tag / method)
             row.update(prune_timing(rep, len(adapter.blocks(net))))

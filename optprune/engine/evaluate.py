@@ -46,20 +46,11 @@ def streamed_perplexity(engine, ids: torch.Tensor, seqlen: int, bos_id: int | No
     """Perplexity of engine.net on `ids`, one block at a time on engine.device (module doc)."""
     windows = eval_windows(ids, seqlen, bos_id, max_windows)
     calls = engine.capture(windows, shard=False)
-    inps, outs = calls.inputs, calls.inputs.like()
+    last = engine.dense_pass(calls, (lambda b, block, inps: progress(b)) if progress else None)
     try:
-        for b, block in enumerate(engine.adapter.blocks(engine.net)):
-            block.to(engine.device)
-            engine.propagate(block, b, calls, inps, outs)
-            if engine.offload:
-                block.to("cpu")
-            inps, outs = outs, inps
-            if progress:
-                progress(b)
         nlls = [float(window_nll(replay_head(engine.net, engine.adapter, windows[i:i + 1].to(engine.device),
-                                             inps.data[i:i + 1]), windows[i:i + 1].to(engine.device)))
+                                             last.data[i:i + 1]), windows[i:i + 1].to(engine.device)))
                 for i in range(len(windows))]
     finally:
-        inps.release()
-        outs.release()
+        last.release()
     return perplexity_of(nlls, windows, len(ids), bos_id is not None)

@@ -57,11 +57,12 @@ class GramHooks:
         return hook
 
     def _new_or_shared(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        first = None if self.owner is not None else next((n for t, n in self._seen if t is x), None)
-        if first is not None:
-            self._aliases.add(name)
-            return self.grams[first]
-        self._seen.append((x, name))         # holding x keeps its address from being reused
+        if self.owner is None:               # no declared groups: share with a linear fed the same tensor
+            first = next((n for t, n in self._seen if t is x), None)
+            if first is not None:
+                self._aliases.add(name)
+                return self.grams[first]
+            self._seen.append((x, name))     # holding x keeps its address from being reused
         return torch.zeros(x.shape[-1], x.shape[-1], dtype=torch.float32, device=x.device)
 
     def close(self) -> dict[str, torch.Tensor]:

@@ -47,9 +47,13 @@ class Engine:
     adapter: ModelAdapter
     device: torch.device = torch.device("cpu")
     batch: int = 8
-    offload: bool = False
+    offload: bool | None = None          # back to the CPU after each block; None: on an accelerator
     max_memory: int | None = None
     mmap_weights: bool = False
+
+    def __post_init__(self):
+        if self.offload is None:
+            self.offload = torch.device(self.device).type != "cpu"
 
     @torch.no_grad()
     def capture(self, windows: torch.Tensor, spill_dir=None, shard: bool = True) -> BlockCalls:
@@ -60,7 +64,7 @@ class Engine:
                                    spill_dir)
 
     @torch.no_grad()
-    def propagate(self, block, b: int, calls: BlockCalls, inps, outs=None, hooks: GramHooks | None = None):
+    def propagate(self, block, b: int, calls: BlockCalls, inps, outs=None):
         """Block b's outputs for every stored input, batch by batch on the block's device."""
         for s in range(0, len(inps), self.batch):
             y = call_block(block, inps.data[s:s + self.batch].to(self.device), calls.args[b], calls.kwargs[b])
@@ -81,6 +85,28 @@ class Engine:
             all_reduce_sum(G)
         total = time.perf_counter() - t0
         return grams, total - hooks.seconds, hooks.seconds
+
+    @torch.no_grad()
+    def dense_pass(self, calls: BlockCalls, visit=None, stop: int | None = None):
+        """Carry the captured inputs through blocks 0..stop-1 unchanged, one block on the device at a
+        time, calling visit(b, block, inputs of b) first; returns the last outputs (the other buffer
+        is released)."""
+        inps, outs = calls.inputs, calls.inputs.like()
+        try:
+            for b, block in enumerate(self.adapter.blocks(self.net)[:stop]):
+                block.to(self.device)
+                if visit:
+                    visit(b, block, inps)
+                self.propagate(block, b, calls, inps, outs)
+                if self.offload:
+                    block.to("cpu")
+                inps, outs = outs, inps
+        except BaseException:
+            inps.release()
+            raise
+        finally:
+            outs.release()
+        return inps
 
     def run(self, windows: torch.Tensor, step: BlockStep, state: ResumeState,
             progress: Callable[[int, float], None] | None = None) -> dict:

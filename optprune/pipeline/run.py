@@ -16,7 +16,6 @@ from ..adapters import adapter_for
 from ..api import calibration_for, evaluate, run_pruning
 from ..config import PruneConfig, parse_method_args, resolve_device, resolve_dtype
 from ..parallel import init_from_env
-from ..pruner import BlockPruner
 from .model_io import check_output_dir, load_model, save_model
 
 
@@ -54,9 +53,7 @@ def prune_main(args) -> int:
     out = Path(args.out)
     check_output_dir(out, source)
     t0 = time.perf_counter()
-    calibrated = BlockPruner(adapter, config.method, config.parsed_pattern(),
-                             refit=config.refit).needs_calibration(config.layer_errors)
-    windows = calibration_for(net, tok, adapter, config) if calibrated else None
+    windows = calibration_for(net, tok, adapter, config) if config.needs_calibration() else None
     with tqdm(total=len(adapter.blocks(net)), desc=f"prune {config.method}", file=sys.stderr,
               disable=None if rank == 0 else True) as bar:
         report = run_pruning(net, windows, config, adapter, out / ".resume", lambda b, s: bar.update(1),
