@@ -9,6 +9,7 @@ or a LongTensor of token windows (n, seqlen).  Nothing is written unless `resume
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -16,11 +17,12 @@ import torch
 from .adapters import ModelAdapter, adapter_for
 from .data import calibration_windows, tokenize_long, wikitext_test_text, window_bos_id
 from .config import PruneConfig, resolve_device
-from .engine import Engine, ResumeState, parse_memory, streamed_perplexity
+from .engine import Engine, ResumeState, model_digest, parse_memory, streamed_perplexity
+from .parallel import world
 from .pruner import BlockPruner
 
 
-def prune(model, data, method: str = "sparseswaps", pattern: str = "per-row", sparsity: float = 0.5, *,
+def prune(model, data, method: str = "sparseswaps", pattern: str = "per-row", sparsity: float | None = None, *,
           config: PruneConfig | None = None, resume_dir: str | Path | None = None, progress=None,
           **settings) -> dict:
     """Prune `model` in place with one method and pattern; returns the report (every layer's
@@ -37,23 +39,41 @@ def calibration_for(model, tokenizer, adapter: ModelAdapter, config: PruneConfig
                                config.data_dir, window_bos_id(adapter, tokenizer, model.config))
 
 
+def run_fingerprint(net, windows: torch.Tensor | None, config: PruneConfig, **extra) -> dict:
+    """Everything that changes a run's result: settings, model, calibration windows, ranks."""
+    data = hashlib.sha256(windows.cpu().numpy().tobytes()).hexdigest() if windows is not None else None
+    return dict(config.result_settings(), **model_digest(net), windows=data, ranks=world()[1], **extra)
+
+
+def pruner_for(net, config: PruneConfig, adapter: ModelAdapter | None = None) -> BlockPruner:
+    """The step that applies `config`'s method and pattern to one block of `net`."""
+    return BlockPruner(adapter or adapter_for(net), config.method, config.parsed_pattern(),
+                       dict(config.method_options), config.refit, config.row_shards, config.attn_sparsity,
+                       resolve_device(config.device))
+
+
 def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter: ModelAdapter,
-                resume_dir=None, progress=None, resume: bool = True) -> dict:
-    """The engine with a BlockPruner step; the data-free path when no calibration is needed."""
+                resume_dir=None, progress=None, resume: bool = True, identity: dict | None = None) -> dict:
+    """The engine with a BlockPruner step; the data-free path when no calibration is needed.
+    With `resume_dir`, a state of the same fingerprint (plus `identity`) is resumed, another refused;
+    the report's `sessions` lists the seconds of every process that worked on the run."""
     device = resolve_device(config.device)
-    step = BlockPruner(adapter, config.method, config.parsed_pattern(), dict(config.method_options), config.refit,
-                       config.row_shards, config.attn_sparsity, device)
+    step = pruner_for(net, config, adapter)
+    step.check_fits(net)
     engine = Engine(net, adapter, device, config.batch, offload=config.offload,
                     max_memory=parse_memory(config.max_memory), mmap_weights=config.mmap_weights)
     calibrated = config.needs_calibration()
+    fingerprint = run_fingerprint(net, windows if calibrated else None, config, **(identity or {}))
     if not calibrated:
         report = engine.run_without_data(step, progress)
     elif windows is None:
         raise ValueError(f"{config.method} needs calibration windows")
     else:
-        report = engine.run(windows, step, ResumeState(resume_dir, adapter, resume), progress)
+        state = ResumeState(resume_dir, adapter, resume, fingerprint)
+        report = engine.run(windows, step, state, progress)
+        report["sessions"] = state.sessions()
     step.finish(net)
-    report["calibrated"] = calibrated
+    report["calibrated"], report["fingerprint"] = calibrated, fingerprint
     report["adapter"] = adapter.model_type + (" (layout inferred)" if adapter.inferred else "")
     return report
 

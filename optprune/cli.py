@@ -7,26 +7,64 @@ import sys
 from pathlib import Path
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(t) for t in text.split(",") if t.strip()]
+def _rows(text: str) -> list[int]:
+    """--rows: distinct non-negative row indices, at least one."""
+    try:
+        rows = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--rows {text!r}: give row indices like 0,1") from None
+    if not rows or min(rows) < 0 or len(set(rows)) != len(rows):
+        raise ValueError(f"--rows {text!r}: give at least one row, each once, none negative")
+    return rows
+
+
+def layer_job(args):
+    """Everything `certify` / `report` need, checked before any solve: (pattern, methods, rows, problems)."""
+    from .config import resolve_device
+    from .patterns import Pattern
+    from .problem import load_layer_problems
+    from .solvers.base import check_method
+
+    pattern = Pattern.parse(args.pattern, args.sparsity, default=0.5)
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    for m in methods or [""]:
+        check_method(m, pattern)
+    rows = _rows(args.rows)
+    if args.window is not None and args.window < 1:
+        raise ValueError(f"--window {args.window}: the sub-block needs at least one column")
+    if args.workers < 1 or not args.time_limit > 0:
+        raise ValueError("--workers must be >= 1 and --time-limit > 0")
+    device = resolve_device(args.device)
+    problems = load_layer_problems(args.layer, args.name.split(",") if args.name else None)
+    for problem in problems.values():
+        problem.check_certifiable()
+        problem.check_pattern(pattern)
+        if max(rows) >= problem.shape[0]:
+            raise ValueError(f"--rows {args.rows}: layer {problem.name} has rows 0..{problem.shape[0] - 1}")
+    return pattern, methods, rows, {n: p.to(device) for n, p in problems.items()}
+
+
+def _window(args, problem) -> int:
+    """--window, or 24 columns (at most the layer's) when not given."""
+    cols = problem.shape[1]
+    if args.window is not None and args.window > cols:
+        raise ValueError(f"--window {args.window} is wider than layer {problem.name} ({cols} columns)")
+    return args.window if args.window is not None else min(24, cols)
 
 
 def cmd_certify(args) -> int:
-    from .compare import compare, run_methods, to_device
+    from .compare import compare, run_methods
     from .parallel import init_from_env
-    from .patterns import Pattern
-    from .problem import load_layer_problems
+    from .pipeline.output import check_writable_file
 
-    pattern = Pattern.parse(args.pattern, args.sparsity)
+    if args.json:
+        check_writable_file(args.json, "--json")
+    pattern, methods, rows, problems = layer_job(args)
     rank, _ = init_from_env()       # under torchrun the exact sub-block solves are shared by the ranks
-    names = args.name.split(",") if args.name else None
-    problems = load_layer_problems(args.layer, names)
-    methods = [m.strip() for m in args.method.split(",")]
     reports = []
     for name, problem in problems.items():
-        problem = to_device(problem, args.device)
         results = run_methods(problem, pattern, methods)
-        cmp = compare(problem, pattern, results, rows=_int_list(args.rows), window_size=args.window,
+        cmp = compare(problem, pattern, results, rows=rows, window_size=_window(args, problem),
                       exact_method=args.exact, time_limit=args.time_limit, workers=args.workers)
         if rank == 0:
             print(cmp.to_markdown())
@@ -37,18 +75,15 @@ def cmd_certify(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .compare import to_device
-    from .patterns import Pattern
-    from .problem import load_layer_problems
+    from .pipeline.output import check_writable
     from .report import layer_report
 
-    pattern = Pattern.parse(args.pattern, args.sparsity)
-    problems = load_layer_problems(args.layer, args.name.split(",") if args.name else None)
+    check_writable(Path(args.out))
+    pattern, methods, rows, problems = layer_job(args)
     for name, problem in problems.items():
         out = Path(args.out) / name if len(problems) > 1 else Path(args.out)
-        path = layer_report(to_device(problem, args.device), pattern, [m.strip() for m in args.method.split(",")],
-                            out, rows=_int_list(args.rows), window_size=args.window, exact_method=args.exact,
-                            time_limit=args.time_limit, workers=args.workers)
+        path = layer_report(problem, pattern, methods, out, rows=rows, window_size=_window(args, problem),
+                            exact_method=args.exact, time_limit=args.time_limit, workers=args.workers)
         print(f"wrote {path}")
     return 0
 
@@ -68,9 +103,10 @@ def _add_layer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="", help="comma-separated layer names (default: all in the file)")
     p.add_argument("--method", default="magnitude,wanda,sparsegpt,sparsefw,sparseswaps,maiht")
     p.add_argument("--pattern", default="per-row", help="unstructured | per-row | N:M | structured")
-    p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--sparsity", type=float, default=None, help="default 0.5 (N:M implies its own)")
     p.add_argument("--rows", default="0", help="rows of the certified sub-block, e.g. 0,1")
-    p.add_argument("--window", type=int, default=24, help="columns of the certified sub-block")
+    p.add_argument("--window", type=int, default=None, help="columns of the certified sub-block (default 24, "
+                   "at most the layer's)")
     from .exact import EXACT_METHODS
     p.add_argument("--exact", default="milp", choices=sorted(EXACT_METHODS),
                    help="; ".join(f"{m.name}: {m.problem} problem, {m.statement}" for m in EXACT_METHODS.values()))
@@ -100,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
                     help="an option of the method, e.g. --method-arg iters=50 (repeatable; checked against the "
                          "method's signature)")
-    pr.add_argument("--sparsity", type=float, default=0.5)
+    pr.add_argument("--sparsity", type=float, default=None, help="default 0.5 (N:M implies its own)")
     pr.add_argument("--pattern", default="per-row", help="unstructured | per-row | N:M | structured (MLP channels)")
     pr.add_argument("--calib", default="c4", help="c4 | wikitext2 | FILE (txt, jsonl, jsonl.gz)")
     pr.add_argument("--data-dir", default="", help="local data folder (shared/data layout)")
@@ -148,13 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .patterns import PatternError
+    """Exit 2 with one line when the input is wrong (arguments, paths, data that cannot be used:
+    fix the command or the file); exit 1 with one line when the run fails (disk, solver, evaluation)."""
+    from .result import ExactSolveError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, PatternError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         print(f"optprune: error: {exc}", file=sys.stderr)
         return 2
+    except (OSError, ExactSolveError) as exc:
+        print(f"optprune: failed: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

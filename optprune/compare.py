@@ -112,6 +112,7 @@ def _certify_local(jobs: list, workers: int) -> list:
 def compare(problem: LayerProblem, pattern: Pattern, results: dict[str, PruneResult],
             rows=(0,), window=None, window_size: int = 24, exact_method: str = "milp",
             time_limit: float = 60.0, bound_iters: int = 300, workers: int = 1) -> Comparison:
+    problem.check_certifiable()
     rows = [int(r) for r in rows]
     window = default_window(pattern, problem.shape[1], window_size) if window is None else np.asarray(window)
     energy = problem.dense_energy()

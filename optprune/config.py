@@ -9,6 +9,7 @@ import torch
 
 from .patterns import Pattern
 from .solvers import DATA_FREE_MASKS, METHODS
+from .solvers.base import check_method
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -20,7 +21,7 @@ class PruneConfig:
     method: str = "sparseswaps"
     method_options: dict = field(default_factory=dict)
     pattern: str = "per-row"
-    sparsity: float = 0.5
+    sparsity: float | None = None          # None: 0.5, or what N:M implies
     refit: bool = False
     attn_sparsity: float | None = None
     calib: str = "c4"
@@ -38,16 +39,15 @@ class PruneConfig:
     layer_errors: bool = False
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose from {sorted(METHODS)}")
+        check_method(self.method, self.parsed_pattern())
         check_method_options(self.method, self.method_options)
-        self.parsed_pattern()
         if self.nsamples < 1 or self.seqlen < 2 or self.batch < 1 or self.row_shards < 1:
             raise ValueError("nsamples, batch and row_shards must be >= 1 and seqlen >= 2")
         resolve_dtype(self.dtype)
+        resolve_device(self.device)
 
     def parsed_pattern(self) -> Pattern:
-        return Pattern.parse(self.pattern, self.sparsity)
+        return Pattern.parse(self.pattern, self.sparsity, default=0.5)
 
     def needs_calibration(self) -> bool:
         """False for a data-free mask (magnitude) kept as is: no forward pass and no Gram is needed,
@@ -57,6 +57,17 @@ class PruneConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def result_settings(self) -> dict:
+        """The settings that change the pruned weights (a run's fingerprint, with the model's and the
+        calibration windows' digests): not paths, memory budgets or placement."""
+        from . import __version__
+        pattern = self.parsed_pattern()
+        return dict(optprune=__version__, method=self.method, method_options=dict(self.method_options),
+                    pattern=pattern.name, sparsity=pattern.sparsity, refit=self.refit,
+                    attn_sparsity=self.attn_sparsity, calib=self.calib, nsamples=self.nsamples, seqlen=self.seqlen,
+                    seed=self.seed, dtype=str(resolve_dtype(self.dtype)), device=resolve_device(self.device).type,
+                    batch=self.batch, row_shards=self.row_shards)
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -21,12 +21,13 @@ WIKI_VALID = "wikitext2/valid.tokens.txt"
 
 
 def find_data_dir(data_dir: str = "") -> Path | None:
-    """--data-dir, else $OPTPRUNE_DATA_DIR, else ./shared/data or ../shared/data if present."""
+    """--data-dir (which must exist when given), else $OPTPRUNE_DATA_DIR, else ./shared/data or
+    ../shared/data if present."""
+    if data_dir and not Path(data_dir).is_dir():
+        raise FileNotFoundError(f"no data folder at {data_dir}")
     for cand in (data_dir, os.environ.get("OPTPRUNE_DATA_DIR", ""), "shared/data", "../shared/data"):
         if cand and Path(cand).is_dir():
             return Path(cand)
-    if data_dir:
-        raise FileNotFoundError(f"no data folder at {data_dir}")
     return None
 
 
@@ -55,6 +56,38 @@ def corpus_documents(name: str, data_dir: str = "") -> list[str]:
         ds = load_dataset("allenai/c4", data_files={"train": "en/c4-train.00000-of-01024.json.gz"}, split="train")
         return list(ds["text"][:5000])
     return ["\n\n".join(load_dataset("wikitext", "wikitext-2-raw-v1", split="validation")["text"])]
+
+
+def check_text_source(name: str, data_dir: str = "", test: bool = False) -> None:
+    """One line, before any model is loaded, when a corpus cannot be read: a missing file, or no local
+    folder and no way to reach the hub."""
+    if name not in ("c4", "wikitext2"):
+        if not Path(name).is_file():
+            raise FileNotFoundError(f"--calib {name}: no such file (use c4, wikitext2 or a txt/jsonl file)")
+        return
+    root = find_data_dir(data_dir)
+    wanted = WIKI_TEST if test else (C4_FILE if name == "c4" else WIKI_VALID)
+    if root is not None:
+        if not (root / wanted).is_file():
+            raise FileNotFoundError(f"data folder {root} has no {wanted}")
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("datasets") is None or not hub_reachable():
+        raise FileNotFoundError(f"no local data for {name} (looked in --data-dir, $OPTPRUNE_DATA_DIR, shared/data, "
+                                "../shared/data) and the hub cannot be used: give --data-dir")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def wikitext_test_text(data_dir: str = "") -> str:

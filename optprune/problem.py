@@ -122,6 +122,20 @@ class LayerProblem:
     def relative_error(self, mask=None, W_hat=None) -> float:
         return self.objective(mask, W_hat) / max(self.dense_energy(), 1e-30)
 
+    def check_certifiable(self) -> None:
+        """Refuse what no Gram X X^T gives or what has nothing to compare: an indefinite G (its smallest
+        eigenvalue below -1e-6 times the largest: then f can go negative and no optimum exists) and
+        f(0) = tr(W G W^T) = 0 (W or G all zero: every mask is exact)."""
+        if not torch.isfinite(self.W).all() or not torch.isfinite(self.G).all():
+            raise ProblemError(f"{self.name}: W or G holds NaN or inf")
+        eig = torch.linalg.eigvalsh(self.G.double().cpu())
+        if eig[0] < -1e-6 * max(float(eig[-1]), 1e-30):
+            raise ProblemError(f"{self.name}: G is not positive semidefinite (smallest eigenvalue {float(eig[0]):.4g}, "
+                               f"largest {float(eig[-1]):.4g}): it cannot be a Gram X X^T")
+        if self.dense_energy() <= 0.0:
+            what = "W" if not self.W.any() else "G" if not self.G.any() else "W G W^T"
+            raise ProblemError(f"{self.name}: {what} is zero, so every mask has error 0: nothing to compare")
+
     def row(self, i: int) -> "LayerProblem":
         return LayerProblem(self.W[i:i + 1], self.G, f"{self.name}[{i}]")
 
@@ -174,7 +188,10 @@ def load_layer_problems(path: str | Path, names: list[str] | None = None) -> dic
     path = Path(path)
     if not path.exists():
         raise ProblemError(f"no such layer file: {path}")
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:        # noqa: BLE001 - safetensors raises its own error types
+        raise ProblemError(f"{path} is not a safetensors layer file ({str(exc).splitlines()[0]})") from None
     found = sorted(k[: -len(".weight")] for k in tensors if k.endswith(".weight"))
     missing = [n for n in found if f"{n}.gram" not in tensors]
     if missing:

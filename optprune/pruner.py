@@ -66,6 +66,17 @@ class BlockPruner:
             self._write(block, name, lin, weight, mask, patterns[name])
         return infos
 
+    def check_fits(self, net) -> None:
+        """Every target of every block takes its pattern (N:M divides its inputs, ...): one line
+        before any calibration instead of an error at the first block that does not."""
+        for b, block in enumerate(self.adapter.blocks(net)):
+            targets, patterns = self.layer_patterns(block)
+            for name, lin in targets.items():
+                try:
+                    patterns[name].check_shape(lin.out_features, lin.in_features)
+                except ValueError as exc:
+                    raise type(exc)(f"block {b} {name}: {exc}") from None
+
     def layer_patterns(self, block) -> tuple[dict, dict]:
         """(targets, pattern of each): the structured pattern splits into MLP channels and KV groups."""
         targets = self.adapter.targets(block)

@@ -88,6 +88,7 @@ def layer_report(problem: LayerProblem, pattern: Pattern, methods: list[str], ou
                  rows=(0,), window_size: int = 24, exact_method: str = "milp", time_limit: float = 60.0,
                  workers: int = 1) -> Path:
     """Run `methods`, certify sub-blocks, draw the figures; returns the path of report.md."""
+    problem.check_certifiable()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = run_methods(problem, pattern, methods)

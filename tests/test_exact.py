@@ -25,7 +25,7 @@ CASES = [  # (rows, cols, pattern, sparsity)
 @pytest.mark.parametrize("method", ["milp", "oa"])
 def test_exact_mask_optimum_equals_brute_force(seed, rows, cols, spec, sparsity, method):
     prob = random_problem(rows, cols, seed=seed)
-    pat = Pattern.parse(spec, sparsity)
+    pat = Pattern.parse(spec, default=sparsity)
     sb = build_subblock(prob, pat, select_mask(prob.W.abs(), pat))
     best, _ = brute_force(sb.qp)
     start = sb.keep_units(sb.base_mask)

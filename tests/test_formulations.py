@@ -21,7 +21,7 @@ BLOCKS = [(1, 12, "per-row", 0.5), (2, 6, "unstructured", 0.5), (1, 12, "2:4", N
 def block(request):
     rows, cols, spec, sp = request.param
     prob = random_problem(rows, cols, seed=11)
-    pat = Pattern.parse(spec, sp)
+    pat = Pattern.parse(spec, default=sp)
     return build_subblock(prob, pat, select_mask(prob.W.abs(), pat))
 
 

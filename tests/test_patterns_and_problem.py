@@ -26,7 +26,7 @@ SPECS = ["unstructured", "per-row", "2:4", "4:8", "structured", "row-block:2"]
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_select_mask_meets_the_pattern(spec):
-    pat = Pattern.parse(spec, 0.6)
+    pat = Pattern.parse(spec, default=0.6)
     mask = select_mask(torch.rand(6, 16), pat)
     check_mask(mask, pat)   # raises if wrong
     assert (~mask).sum() == pat.pruned_total(6, 16)
@@ -37,7 +37,7 @@ def test_projection_is_the_best_mask_of_the_pattern_by_brute_force(spec):
     """project() maximises the kept score over every valid mask (enumerated on an 8-entry layer)."""
     from itertools import product
 
-    pat = Pattern.parse(spec, 0.5)
+    pat = Pattern.parse(spec, default=0.5)
     shape = (1, 8) if spec == "4:8" else (2, 4)
     scores = torch.rand(*shape, generator=torch.Generator().manual_seed(3))
     masks = [torch.tensor(bits).reshape(shape).bool() for bits in product([0, 1], repeat=8)]
@@ -56,7 +56,7 @@ def _valid(mask, pat):
 @pytest.mark.parametrize("spec", SPECS)
 def test_lmo_is_the_linear_minimiser_over_the_relaxed_keep_set(spec):
     """<grad, lmo(grad)> <= <grad, M> for every valid mask (budget <= k, so never above 0 either)."""
-    pat = Pattern.parse(spec, 0.5)
+    pat = Pattern.parse(spec, default=0.5)
     grad = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
     S = pat.lmo(grad)
     for seed in range(20):

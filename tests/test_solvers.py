@@ -17,7 +17,7 @@ PATTERNS = [("per-row", 0.5), ("unstructured", 0.5), ("2:4", None)]
 @pytest.mark.parametrize("spec,sparsity", PATTERNS)
 def test_no_method_beats_the_certified_optimum(seed, spec, sparsity):
     prob = random_problem(2, 8, seed=seed)
-    pat = Pattern.parse(spec, sparsity)
+    pat = Pattern.parse(spec, default=sparsity)
     sb = build_subblock(prob, pat, select_mask(prob.W.abs(), pat))
     mask_opt = certify_block(sb, "milp")
     refit_opt = certify_block(sb, "refit-oa")
@@ -32,7 +32,7 @@ def test_no_method_beats_the_certified_optimum(seed, spec, sparsity):
 @pytest.mark.parametrize("spec,sparsity", PATTERNS)
 def test_sparsefw_bound_is_below_the_optimum(spec, sparsity):
     prob = random_problem(2, 8, seed=4)
-    pat = Pattern.parse(spec, sparsity)
+    pat = Pattern.parse(spec, default=sparsity)
     sb = build_subblock(prob, pat, select_mask(prob.W.abs(), pat))
     res = prune_layer(prob, pat, "sparsefw", iters=500, warm_fraction=0.5)
     assert 0 <= res.lower_bound <= certify_block(sb).objective + 1e-9
@@ -60,7 +60,7 @@ def _best_one_swap(prob, mask, m=0):
 @pytest.mark.parametrize("spec,candidates", [("per-row", 4), ("per-row", None), ("2:4", 4), ("unstructured", 3)])
 def test_sparseswaps_descends_to_a_one_swap_local_optimum(spec, candidates):
     prob = random_problem(4, 16, seed=5)
-    pat = Pattern.parse(spec, 0.5)
+    pat = Pattern.parse(spec, default=0.5)
     start = select_mask(prob.W.abs(), pat)
     mask, history = swap_search(prob, start, pat, max_iter=1000, candidates=candidates)
     check_mask(mask, pat)

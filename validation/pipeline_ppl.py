@@ -31,14 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pattern", default="per-row")
-    ap.add_argument("--sparsity", type=float, default=0.5)
+    ap.add_argument("--sparsity", type=float, default=None)
     ap.add_argument("--methods", default="dense,wanda,sparsegpt,sparseswaps,maiht,sparsefw,magnitude")
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=2048)
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--work", default=str(ROOT / "runs" / "pipeline_ppl"))
     args = ap.parse_args()
-    pattern = Pattern.parse(args.pattern, args.sparsity)
+    pattern = Pattern.parse(args.pattern, args.sparsity, default=0.5)
     tag = setting_tag(pattern)
     results_path = ROOT / "docs" / "results" / f"smollm2_ppl_{tag}.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}

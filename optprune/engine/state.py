@@ -1,27 +1,111 @@
 """Resume state of a run: each finished block's weights and the report so far, in one folder.
 
 An interrupted run restarts at the first unfinished block (earlier blocks are loaded, their
-outputs recomputed).  Structured-pruned blocks are shrunk to the saved widths before loading."""
+outputs recomputed), so a rerun finishes bit-identical to an uninterrupted run.  The folder holds
+the run's fingerprint (everything that changes the result: model, settings, calibration windows,
+optprune version); a rerun with a different fingerprint is refused with the differences named.
+Every file is written atomically (temporary file, then rename) and the report before the block,
+so a kill at any point leaves a state that resumes.  Structured-pruned blocks are shrunk to the
+saved widths before loading."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import time
 from pathlib import Path
 
 import torch
 
 from ..adapters import ModelAdapter, shrink_to_state
+from ..parallel import world
+
+FINGERPRINT = "fingerprint.json"
+
+
+class StaleStateError(ValueError):
+    """A resume state or output folder made by a different run."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """write(tmp_path), then rename over `path`: a reader sees the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def tensor_digest(t: torch.Tensor, sample: int = 4096) -> str:
+    """sha256 of a tensor's shape, dtype and up to `sample` evenly strided values (cheap at any size)."""
+    flat = t.detach().reshape(-1)
+    step = max(1, flat.numel() // sample)
+    values = flat[::step][:sample].to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return hashlib.sha256(f"{tuple(t.shape)}{t.dtype}".encode() + values).hexdigest()
+
+
+def model_digest(net) -> dict:
+    """The model's part of a fingerprint: its config and its weights' names, shapes and sampled values."""
+    config = {k: v for k, v in net.config.to_dict().items()
+              if k not in ("_name_or_path", "transformers_version", "use_cache", "dtype", "torch_dtype")}
+    weights = hashlib.sha256()
+    for name, p in net.state_dict().items():
+        weights.update(name.encode() + tensor_digest(p).encode())
+    return {"model_config": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest(),
+            "weights": weights.hexdigest()}
+
+
+def fingerprint_differences(saved: dict, current: dict) -> list[str]:
+    """'key: saved -> current' for every entry that differs."""
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+
+
+def check_fingerprint(folder: Path, current: dict, what: str) -> None:
+    """Refuse a folder whose fingerprint differs from `current` (entries absent from `current` are
+    not compared: the settings are checked before the model is loaded, the rest after)."""
+    path = folder / FINGERPRINT
+    if not path.exists():
+        raise StaleStateError(f"{folder} holds {what} without a fingerprint: delete it or use --no-resume")
+    saved = json.loads(path.read_text())
+    diff = fingerprint_differences({k: saved.get(k) for k in current}, current)
+    if diff:
+        raise StaleStateError(f"{folder} holds {what} of a different run ({'; '.join(diff)}): rerun with the "
+                              "same settings, or --no-resume to start over")
 
 
 class ResumeState:
-    """folder=None: an in-memory run that writes nothing (nothing to resume from)."""
+    """folder=None: an in-memory run that writes nothing (nothing to resume from).  resume=False
+    discards what the folder holds; otherwise a state of another fingerprint is refused."""
 
-    def __init__(self, folder: str | Path | None, adapter: ModelAdapter, resume: bool = True):
+    def __init__(self, folder: str | Path | None, adapter: ModelAdapter, resume: bool = True,
+                 fingerprint: dict | None = None):
         self.folder = Path(folder) if folder is not None else None
+        self.adapter, self.resume, self.fingerprint = adapter, resume, fingerprint or {}
+        self.started = time.perf_counter()
+        self.previous_sessions: list[float] = []
         if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        self.adapter = adapter
-        self.report_path = self.folder / "report.json" if self.folder is not None else None
-        self.resume = resume
+            self._open()
+
+    def _open(self) -> None:
+        """Check (every rank) or discard (rank 0) what the folder holds; rank 0 writes the fingerprint."""
+        holds_state = self.folder.is_dir() and any(self.folder.iterdir())
+        if holds_state and self.resume:
+            check_fingerprint(self.folder, self.fingerprint, "a resume state")
+        if world()[0] != 0:
+            return
+        if holds_state and not self.resume:
+            if not (self.folder / FINGERPRINT).exists():
+                raise StaleStateError(f"{self.folder} is not an optprune resume state: refusing to delete it")
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.folder / FINGERPRINT, lambda p: p.write_text(json.dumps(self.fingerprint, indent=1)))
+
+    @property
+    def report_path(self) -> Path | None:
+        return self.folder / "report.json" if self.folder is not None else None
 
     def block_path(self, b: int) -> Path:
         return self.folder / f"block{b:03d}.pt"
@@ -40,17 +124,24 @@ class ResumeState:
         report["layers"] = [r for r in report.get("layers", []) if r["block"] < done]
         for key in ("block_seconds", "breakdown"):
             report[key] = {k: v for k, v in report.get(key, {}).items() if int(k) < done}
+        self.previous_sessions = report.pop("sessions", []) if done else []
         return done, report
+
+    def sessions(self) -> list[float]:
+        """Seconds of each process that worked on this run (the last one: so far)."""
+        return self.previous_sessions + [time.perf_counter() - self.started]
 
     @property
     def spill_dir(self) -> Path | None:
         return self.folder / "acts" if self.folder is not None else None
 
     def save(self, b: int, block, report: dict) -> None:
+        """The report first, then the block: a kill between the two recomputes block b."""
         if self.folder is None:
             return
-        torch.save(block.state_dict(), self.block_path(b))
-        self.report_path.write_text(json.dumps(report))
+        saved = dict(report, sessions=self.sessions())
+        atomic_write(self.report_path, lambda p: p.write_text(json.dumps(saved)))
+        atomic_write(self.block_path(b), lambda p: torch.save(block.state_dict(), p))
 
     def map_block(self, b: int, block) -> None:
         """Re-point a finished block's parameters to a memory map of its saved state."""

@@ -154,10 +154,10 @@ class Engine:
         """Block b's seconds into the report; rank 0 saves the block and the report for resuming."""
         t1 = time.perf_counter()
         walk.report["block_seconds"][str(b)] = t1 - t0
+        walk.report["breakdown"][str(b)] = times
         if world()[0] == 0:
             walk.state.save(b, block, walk.report)
-        times["io"] = time.perf_counter() - t1
-        walk.report["breakdown"][str(b)] = times
+        times["io"] = time.perf_counter() - t1      # saved with the next block
         if walk.progress:
             walk.progress(b, walk.report["block_seconds"][str(b)])
 

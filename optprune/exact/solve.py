@@ -32,6 +32,8 @@ def _close(ub: float, lb: float, tol: float) -> bool:
 
 
 def _result(method, keep, objective, bound, status, t0, iterations=0, weight=None) -> Result:
+    """Every objective here is a squared norm (G is PSD), so 0 is a proven bound before HiGHS has one."""
+    bound = max(bound, 0.0)
     bound = min(bound, objective) if np.isfinite(objective) else bound
     return Result(keep, weight, method, float(objective), lower_bound=float(bound), status=status,
                   seconds=time.perf_counter() - t0, iterations=int(iterations))

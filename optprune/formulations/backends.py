@@ -12,6 +12,8 @@ here, so a model is never refused because cvxpy's or Pyomo's HiGHS started the s
 """
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from itertools import product
 
@@ -68,12 +70,34 @@ def _highs_hessian(Q: np.ndarray) -> highspy.HighsHessian:
     return hess
 
 
+_BANNER_SHOWN = False
+
+
+def quiet_highs() -> "highspy.Highs":
+    """A Highs instance; the first one is built with file descriptor 1 silenced, since HiGHS prints
+    its banner on stdout then (it would land in a Markdown table or a JSON on stdout)."""
+    global _BANNER_SHOWN
+    if _BANNER_SHOWN:
+        return highspy.Highs()
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+    _BANNER_SHOWN = True
+    return h
+
+
 def solve_highs(st: Statement, time_limit: float = 60.0, start: np.ndarray | None = None,
                 mip_rel_gap: float = 1e-9) -> HighsOutcome:
     """Solve an LP, MILP or convex QP statement with HiGHS (`start`: a feasible incumbent)."""
     if st.kind == "MIQP":
         raise ExactSolveError(f"{st.name}: HiGHS has no MIQP; solve its MILP linearisation or by outer approximation")
-    h = highspy.Highs()
+    h = quiet_highs()
     for k, v in dict(output_flag=False, time_limit=float(time_limit), mip_rel_gap=mip_rel_gap, mip_abs_gap=0.0,
                      mip_feasibility_tolerance=1e-9, primal_feasibility_tolerance=1e-9).items():
         h.setOptionValue(k, v)

@@ -55,6 +55,7 @@ class Pattern:
     KIND: ClassVar[str] = ""
     entrywise: ClassVar[bool] = True          # every unit is one entry
     removes_inputs: ClassVar[bool] = False    # units are whole input columns (the model can shrink)
+    implies_sparsity: ClassVar[bool] = False  # the spec fixes the sparsity (N:M)
     budget_scope: ClassVar[str] = "local"     # "layer" | "row" | "local": where one budget lives
 
     def __init_subclass__(cls, **kw):
@@ -77,11 +78,14 @@ class Pattern:
             raise PatternError("group > 1 is only for the structured pattern")
 
     @classmethod
-    def parse(cls, spec: str, sparsity: float | None = None) -> "Pattern":
-        """'unstructured' | 'per-row' | 'structured' | 'N:M' | 'row-block:H' (see each class's from_spec)."""
+    def parse(cls, spec: str, sparsity: float | None = None, default: float | None = None) -> "Pattern":
+        """'unstructured' | 'per-row' | 'structured' | 'N:M' | 'row-block:H' (see each class's from_spec).
+        `default` is the sparsity of a pattern that needs one when `sparsity` is None; N:M implies its
+        own (1 - N/M) and refuses a different `sparsity`."""
         spec = spec.strip().lower()
         for kind_cls in PATTERNS.values():
-            found = kind_cls.from_spec(spec, sparsity)
+            given = sparsity if sparsity is not None or kind_cls.implies_sparsity else default
+            found = kind_cls.from_spec(spec, given)
             if found is not None:
                 return found
         raise PatternError(f"unknown pattern {spec!r}; expected one of "

@@ -11,6 +11,7 @@ class NM(Pattern):
     KIND: ClassVar[str] = "nm"
     SPEC: ClassVar[str] = "N:M"
     row_block: ClassVar[int] = 1
+    implies_sparsity: ClassVar[bool] = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -24,6 +25,9 @@ class NM(Pattern):
         n, m = (int(s) for s in spec.split(":"))
         if m <= 0 or not (0 < n < m):
             raise PatternError(f"N:M needs 0 < N < M, got {spec!r}")
+        if sparsity is not None and abs(float(sparsity) - (1.0 - n / m)) > 1e-9:
+            raise PatternError(f"sparsity {sparsity} contradicts {n}:{m}, which prunes {1 - n / m:.4g} of every "
+                               "row: leave the sparsity out")
         return cls(cls.KIND, 1.0 - n / m, n, m)
 
     @property

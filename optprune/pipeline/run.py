@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -13,10 +12,12 @@ import torch
 from tqdm import tqdm
 
 from ..adapters import adapter_for
-from ..api import calibration_for, evaluate, run_pruning
+from ..api import calibration_for, evaluate, pruner_for, run_pruning
 from ..config import PruneConfig, parse_method_args, resolve_device, resolve_dtype
 from ..parallel import init_from_env
-from .model_io import check_output_dir, load_model, save_model
+from ..data import check_text_source
+from .model_io import check_model_argument, load_model, model_source
+from .output import OutputFolder, check_writable_file
 
 
 def machine_name() -> str:
@@ -41,37 +42,61 @@ def eval_ppl(net, tok, seqlen: int, data_dir: str = "", max_windows: int = 0, de
                         progress=lambda b: bar.update(1))
 
 
+def check_prune_inputs(args, config: PruneConfig) -> tuple[OutputFolder, bool]:
+    """Every check that needs no model: data, model path, output folder (and its resume state).
+    Returns the folder and whether it already holds this run's finished output."""
+    if config.needs_calibration():
+        check_text_source(config.calib, config.data_dir)
+    if args.eval_ppl:
+        check_text_source("wikitext2", config.data_dir, test=True)
+    check_model_argument(args.model, args.gguf_file)
+    folder = OutputFolder(args.out, model_source(args.model, args.gguf_file))
+    settings = dict(config.result_settings(), model=folder.source)
+    return folder, folder.check(settings, resume=not args.no_resume)
+
+
 def prune_main(args) -> int:
     config = config_from_args(args)
+    folder, finished = check_prune_inputs(args, config)
+    if finished and not args.no_resume:
+        print(f"{folder.path} already holds this run's finished output: nothing to do")
+        return 0
     rank, size = init_from_env()
-    device = resolve_device(config.device)
-    if device.type == "cuda" and size > 1:
+    if resolve_device(config.device).type == "cuda" and size > 1:
         config = dataclasses.replace(config, device=f"cuda:{rank % torch.cuda.device_count()}")
     torch.manual_seed(config.seed)
-    net, tok, source = load_model(args.model, args.gguf_file, resolve_dtype(config.dtype))
-    adapter = adapter_for(net)
-    out = Path(args.out)
-    check_output_dir(out, source)
     t0 = time.perf_counter()
+    net, tok, source = load_model(args.model, args.gguf_file, resolve_dtype(config.dtype), config.seqlen,
+                                  check_skeleton=lambda skeleton: pruner_for(skeleton, config).check_fits(skeleton))
+    adapter = adapter_for(net)
+    if rank == 0:
+        folder.begin()
     windows = calibration_for(net, tok, adapter, config) if config.needs_calibration() else None
     with tqdm(total=len(adapter.blocks(net)), desc=f"prune {config.method}", file=sys.stderr,
               disable=None if rank == 0 else True) as bar:
-        report = run_pruning(net, windows, config, adapter, out / ".resume", lambda b, s: bar.update(1),
-                             resume=not args.no_resume)
-    prune_seconds = time.perf_counter() - t0
-    if rank != 0:          # rank 0 evaluates and writes; the others are done
+        report = run_pruning(net, windows, config, adapter, folder.resume_dir, lambda b, s: bar.update(1),
+                             resume=not args.no_resume, identity={"model": source})
+    if rank != 0:          # rank 0 writes and evaluates; the others are done
         return 0
+    prune_seconds = sum(report.get("sessions", [0.0])[:-1]) + time.perf_counter() - t0
     summary = run_summary(net, source, config, report, prune_seconds, size, windows)
-    if args.eval_ppl:
+    folder.save(net, tok, summary, report["fingerprint"])
+    print(f"pruned with {config.method} ({summary['pattern']}, sparsity {summary['sparsity']:.2f}) in "
+          f"{prune_seconds:.0f}s; " + (f"mean layer rel. error {summary['mean_rel_error']:.4g}; "
+                                       if windows is not None else "no calibration; ") + f"saved to {folder.path}")
+    return evaluate_saved(folder, net, tok, config, summary) if args.eval_ppl else 0
+
+
+def evaluate_saved(folder: OutputFolder, net, tok, config: PruneConfig, summary: dict) -> int:
+    """--eval-ppl after the save: a failure costs the evaluation, never the pruned model."""
+    try:
         summary["wikitext2"] = eval_ppl(net, tok, config.seqlen, config.data_dir, device=config.device)
-        print(f"wikitext2 ppl {summary['wikitext2']['ppl']:.3f}")
-    save_model(net, tok, out, source)
-    (out / "optprune_report.json").write_text(json.dumps(summary, indent=2))
-    shutil.rmtree(out / ".resume", ignore_errors=True)
-    pattern = config.parsed_pattern()
-    print(f"pruned with {config.method} ({pattern.name}, sparsity {pattern.sparsity:.2f}) in {prune_seconds:.0f}s; "
-          + (f"mean layer rel. error {summary['mean_rel_error']:.4g}; " if windows is not None else "no calibration; ")
-          + f"saved to {out}")
+    except Exception as exc:       # noqa: BLE001 - any failure: the model is saved, say so and exit 1
+        print(f"optprune: failed: evaluation stopped ({type(exc).__name__}: {exc}); the pruned model is saved "
+              f"in {folder.path}: evaluate it with `optprune eval --model {folder.path}`", file=sys.stderr)
+        return 1
+    folder.update_report(summary)
+    print(f"wikitext2 ppl {summary['wikitext2']['ppl']:.3f}")
     return 0
 
 
@@ -85,7 +110,7 @@ def run_summary(net, source: str, config: PruneConfig, report: dict, prune_secon
                 calib=config.calib, nsamples=config.nsamples, seqlen=config.seqlen, seed=config.seed,
                 window_bos=bool(windows is not None and adapter_for(net).window_bos),
                 dtype=str(resolve_dtype(config.dtype)), machine=machine_name(), ranks=ranks,
-                row_shards=config.row_shards, prune_seconds=prune_seconds,
+                row_shards=config.row_shards, prune_seconds=prune_seconds, sessions=report.get("sessions"),
                 mean_rel_error=mean_layer_error(layers),
                 achieved_sparsity=sum(r["sparsity"] for r in layers) / max(len(layers), 1),
                 breakdown=report.get("breakdown", {}), layers=layers)
@@ -100,7 +125,15 @@ def mean_layer_error(layers: list[dict]) -> float | None:
 def eval_main(args) -> int:
     dtype = resolve_dtype(args.dtype)
     resolve_device(args.device)
-    net, tok, source = load_model(args.model, args.gguf_file, dtype)
+    if args.json:
+        check_writable_file(args.json, "--json")
+    if args.ppl:
+        check_text_source("wikitext2", args.data_dir, test=True)
+    if args.ppl not in ("", "wikitext2"):
+        raise ValueError(f"--ppl {args.ppl}: the perplexity set is wikitext2 (or \"\" for none)")
+    if args.seqlen < 2 or args.limit < 0 or args.max_windows < 0:
+        raise ValueError("--seqlen must be >= 2, --limit and --max-windows >= 0")
+    net, tok, source = load_model(args.model, args.gguf_file, dtype, args.seqlen if args.ppl else 0)
     result = dict(model=source, machine=machine_name(), dtype=str(dtype))
     if args.ppl:
         result["wikitext2"] = eval_ppl(net, tok, args.seqlen, args.data_dir, args.max_windows, args.device)

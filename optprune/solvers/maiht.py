@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from ..patterns import Pattern, PatternError
+from ..patterns import Pattern
 from ..problem import LayerProblem
-from .base import PruneResult, register
+from .base import PruneResult, check_method, register
 
 
 def _lambda_max(G: torch.Tensor, iters: int = 50) -> float:
@@ -36,8 +36,7 @@ def maiht_iterates(problem: LayerProblem, pattern: Pattern, iters: int = 100, tr
     """The mAIHT iterates: yields (X, lam, s) per step, X in scaled coordinates (V = X / s), lam the
     l0 penalty (a scalar, or a column per row) under which X was chosen.  With track = 0, lam is
     fixed and F(V) = f(V) + lam ||V||_0 (`formulations.l0.l0_penalized`) never increases."""
-    if not pattern.entrywise:
-        raise PatternError(f"maiht handles entrywise patterns (unstructured, per-row, N:M), not {pattern.name}")
+    check_method("maiht", pattern)
     W0, G0 = problem.W, problem.G
     s = G0.diagonal().clamp_min(1e-12 * G0.diagonal().max().clamp_min(1e-30)).sqrt()
     G = G0 / s[:, None] / s[None, :]
@@ -103,7 +102,7 @@ def _initial_penalty(U, pattern, per_row, target_nnz, eta):
     return thr ** 2 / (2 * eta)
 
 
-@register("maiht")
+@register("maiht", accepts=lambda p: p.entrywise, handles="entrywise (unstructured, per-row, N:M)")
 def maiht(problem: LayerProblem, pattern: Pattern, iters: int = 100, track: float = 0.5,
           refit: bool = True) -> PruneResult:
     history = []

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from ..patterns import Pattern, PatternError
+from ..patterns import Pattern
 from ..problem import LayerProblem
-from .base import PruneResult, register
+from .base import PruneResult, check_method, register
 
 
 def spap_v_step(WG: torch.Tensor, Gd: torch.Tensor, m: torch.Tensor, d: torch.Tensor, rho: float) -> torch.Tensor:
@@ -41,11 +41,10 @@ def spap_m_step(V: torch.Tensor, d: torch.Tensor, keep: int, group: int) -> torc
     return m_units.repeat_interleave(group)
 
 
-@register("spap")
+@register("spap", accepts=lambda p: p.removes_inputs, handles="column (structured)")
 def spap(problem: LayerProblem, pattern: Pattern, rho0: float = 1e-3, growth: float = 2.0, steps: int = 24,
          inner: int = 2, percdamp: float = 0.01) -> PruneResult:
-    if not pattern.removes_inputs:
-        raise PatternError("spap prunes whole columns: use the structured pattern")
+    check_method("spap", pattern)
     W, G = problem.W, problem.G
     rows, cols = W.shape
     g = pattern.group                     # columns per unit: 1, or e.g. a KV group of heads

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import torch
 
-from ..patterns import Pattern, PatternError
+from ..patterns import Pattern
 from ..problem import LayerProblem
 from .baselines import wanda_scores
-from .base import PruneResult, register
+from .base import PruneResult, check_method, register
 
 
 def relaxed_objective(W: torch.Tensor, G: torch.Tensor, M: torch.Tensor):
@@ -27,13 +27,12 @@ def relaxed_objective(W: torch.Tensor, G: torch.Tensor, M: torch.Tensor):
     return float((DG * D).sum()), -2 * W * DG
 
 
-@register("sparsefw")
+@register("sparsefw", accepts=lambda p: p.entrywise, handles="entrywise (unstructured, per-row, N:M)")
 def sparsefw(problem: LayerProblem, pattern: Pattern, iters: int = 200, warm_fraction: float = 0.5,
              fixed_mask: torch.Tensor | None = None, bound_every: int = 10) -> PruneResult:
     """warm_fraction: share of Wanda's kept weights (highest scores first) fixed to 1;
     the dual bound is evaluated every `bound_every` steps and at the end."""
-    if not pattern.entrywise:
-        raise PatternError(f"sparsefw handles entrywise patterns (unstructured, per-row, N:M), not {pattern.name}")
+    check_method("sparsefw", pattern)
     if not 0.0 <= warm_fraction < 1.0:
         raise ValueError("warm_fraction must lie in [0, 1)")
     W, G = problem.W, problem.G

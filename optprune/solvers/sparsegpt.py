@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from ..patterns import Pattern, PatternError
+from ..patterns import Pattern
 from ..problem import LayerProblem
-from .base import PruneResult, register
+from .base import PruneResult, check_method, register
 
 
 def _budget(total: int, start: int, stop: int, cols: int) -> int:
@@ -23,11 +23,11 @@ def _budget(total: int, start: int, stop: int, cols: int) -> int:
     return round(total * stop / cols) - round(total * start / cols)
 
 
-@register("sparsegpt")
+@register("sparsegpt", accepts=lambda p: not p.removes_inputs,
+          handles="unstructured, per-row, N:M and row-block")
 def sparsegpt(problem: LayerProblem, pattern: Pattern, blocksize: int = 128,
               percdamp: float = 0.01) -> PruneResult:
-    if pattern.removes_inputs:
-        raise PatternError("sparsegpt prunes unstructured, per-row, N:M or row-block patterns, not structured")
+    check_method("sparsegpt", pattern)
     rows, cols = problem.shape
     W = problem.W.clone().float()
     H = problem.G.float().clone()

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from ..patterns import Pattern, PatternError
+from ..patterns import Pattern
 from ..problem import LayerProblem
-from .base import PruneResult, METHODS, register
+from .base import PruneResult, METHODS, check_method, register
 
 
 def _best_swaps(W, G, gdiag, pruned, C, rows, cand, m, tol):
@@ -98,12 +98,11 @@ def swap_search(problem: LayerProblem, mask: torch.Tensor, pattern: Pattern, max
     return ~pruned, history
 
 
-@register("sparseswaps")
+@register("sparseswaps", accepts=lambda p: p.swap_span(1) is not None,
+          handles="single-entry swap (unstructured, per-row, N:M)")
 def sparseswaps(problem: LayerProblem, pattern: Pattern, warm_start: str | torch.Tensor = "wanda",
                 max_iter: int = 100, candidates: int | None = 64, refit: bool = False) -> PruneResult:
-    if pattern.swap_span(problem.shape[1]) is None:
-        raise PatternError(f"sparseswaps swaps single entries inside rows, which {pattern.name} does not allow: "
-                           "use unstructured, per-row or N:M")
+    check_method("sparseswaps", pattern)
     if isinstance(warm_start, str):
         if warm_start == "sparseswaps" or warm_start not in METHODS:
             raise ValueError(f"unknown warm start {warm_start!r}")

@@ -1,0 +1,93 @@
+"""The `--out` folder of `optprune prune`: checked before anything is loaded, written atomically.
+
+A folder is optprune's when it holds a completion marker (`optprune_complete.json`, a finished
+output) or a resume state (`.resume/fingerprint.json`, a run in progress); any other non-empty
+folder is refused, and so is an output or a state of a different run (the settings are compared
+before the model is loaded, the whole fingerprint after).  The model is saved into `.staging/`,
+its files are renamed into place one by one, and the marker is written last: a folder without
+the marker is never a finished output, and its resume state finishes it bit-identically.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from ..engine.state import FINGERPRINT, StaleStateError, atomic_write, check_fingerprint, fingerprint_differences
+from .model_io import check_output_dir, save_model
+
+MARKER = "optprune_complete.json"
+REPORT = "optprune_report.json"
+
+
+class OutputFolder:
+    def __init__(self, path: str | Path, source: str):
+        self.path, self.source = Path(path), source
+        self.resume_dir, self.staging = self.path / ".resume", self.path / ".staging"
+
+    def check(self, settings: dict, resume: bool) -> bool:
+        """Refuse an unusable folder (one line); True when it already holds this run's finished output."""
+        check_output_dir(self.path, self.source)
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"--out {self.path} is a file: choose a folder")
+        check_writable(self.path)
+        if (self.path / MARKER).exists():
+            return self._finished(settings)
+        ours = (self.resume_dir / FINGERPRINT).exists()
+        if self.path.is_dir() and any(self.path.iterdir()) and not ours:
+            raise ValueError(f"--out {self.path} is not empty and holds no optprune run: choose a new or empty "
+                             "folder")
+        if ours and resume:
+            check_fingerprint(self.resume_dir, settings, "a resume state")
+        return False
+
+    def _finished(self, settings: dict) -> bool:
+        saved = json.loads((self.path / MARKER).read_text())
+        diff = fingerprint_differences({k: saved.get(k) for k in settings}, settings)
+        if diff:
+            raise StaleStateError(f"--out {self.path} holds the finished output of a different run "
+                                  f"({'; '.join(diff)}): choose another folder or delete it")
+        return True
+
+    def begin(self) -> None:
+        """The run starts: whatever finished output the folder held is no longer this folder's result."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / MARKER).unlink(missing_ok=True)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def save(self, net, tok, summary: dict, fingerprint: dict) -> None:
+        """Stage, rename into place, marker last; then the resume state is no longer needed."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        save_model(net, tok, self.staging, self.source)
+        (self.staging / REPORT).write_text(json.dumps(summary, indent=2))
+        for item in sorted(self.staging.iterdir()):
+            os.replace(item, self.path / item.name)
+        atomic_write(self.path / MARKER, lambda p: p.write_text(json.dumps(fingerprint, indent=1)))
+        shutil.rmtree(self.staging, ignore_errors=True)
+        shutil.rmtree(self.resume_dir, ignore_errors=True)
+
+    def update_report(self, summary: dict) -> None:
+        atomic_write(self.path / REPORT, lambda p: p.write_text(json.dumps(summary, indent=2)))
+
+
+def check_writable(path: Path) -> None:
+    """The folder (or its nearest existing parent) must accept new files."""
+    path = Path(path).absolute()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write into {path}: {probe} is not a writable folder")
+
+
+def check_writable_file(path: str | Path, flag: str) -> None:
+    """An output file (--json) must be creatable before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder: give a file name")
+    if not path.parent.exists():
+        raise ValueError(f"{flag} {path}: no folder {path.parent}")
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK):
+        raise ValueError(f"{flag} {path} cannot be written (permission denied)")
