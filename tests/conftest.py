@@ -17,10 +17,15 @@ TEXT = ("The quick brown fox jumps over the lazy dog. " * 40 + "\n\n") * 6
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
+    return build_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+def build_tiny(root):
+    """A 2-block random Llama (hidden 32, 128 positions) with a character tokenizer, and a data
+    folder in the shared/data layout: (model folder, data folder)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    root = tmp_path_factory.mktemp("tiny")
     chars = sorted(set(TEXT))
     vocab = {c: i for i, c in enumerate(chars)}
     vocab["<unk>"] = len(vocab)

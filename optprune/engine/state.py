@@ -78,15 +78,16 @@ def check_fingerprint(folder: Path, current: dict, what: str) -> None:
 
 class ResumeState:
     """folder=None: an in-memory run that writes nothing (nothing to resume from).  resume=False
-    discards what the folder holds; otherwise a state of another fingerprint is refused."""
+    discards what the folder holds; otherwise a state of another fingerprint is refused.
+    fingerprint=None: only read a finished state (a benchmark rebuilding a model), unchecked."""
 
     def __init__(self, folder: str | Path | None, adapter: ModelAdapter, resume: bool = True,
                  fingerprint: dict | None = None):
         self.folder = Path(folder) if folder is not None else None
-        self.adapter, self.resume, self.fingerprint = adapter, resume, fingerprint or {}
+        self.adapter, self.resume, self.fingerprint = adapter, resume, fingerprint
         self.started = time.perf_counter()
         self.previous_sessions: list[float] = []
-        if self.folder is not None:
+        if self.folder is not None and fingerprint is not None:
             self._open()
 
     def _open(self) -> None:

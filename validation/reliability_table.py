@@ -1,0 +1,115 @@
+"""Run every bad-input case of tests/test_bad_input.py through the command line and write
+docs/reliability.md: the case, the exit code and the one line the user sees.
+
+Usage: python validation/reliability_table.py   (a few seconds; tiny random model, no ../shared)
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+
+from conftest import build_tiny  # noqa: E402
+from test_bad_input import CERTIFY_USAGE, PATH_CASES, PRUNE_USAGE, _layer_files, _prune_args, path_case  # noqa: E402
+
+from optprune.cli import main  # noqa: E402
+
+INTRO = """# Reliability: what a user sees when something is wrong
+
+optprune never returns a result it cannot stand behind.  Every argument, path, method/pattern pair
+and pattern fit is checked before a model or data is loaded; the exit code says whose move it is:
+
+* **2**: the input is wrong (fix the command or the file); one line `optprune: error: ...`.
+* **1**: the run failed (disk, solver, evaluation); one line `optprune: failed: ...`, and what was
+  finished is kept (the resume state, or the saved model when only the evaluation failed).
+
+**Resume and output folder.**  `<out>/.resume` and the finished output carry the run's fingerprint:
+optprune version, method and options, pattern and sparsity, refit, calibration source, nsamples,
+seqlen, seed, dtype, device type, batch, row shards, ranks, the model source, a hash of its config
+and of its weights' names, shapes and sampled values, and a hash of the calibration windows.  The
+settings are compared before the model is loaded, the rest after; a difference is refused with
+each differing entry named, and `--no-resume` starts over.  Every resume file is written to a
+temporary name and renamed; the report is written before its block, so a kill between the two
+recomputes that block.  The model is saved into `<out>/.staging`, renamed into place file by file,
+and the completion marker `optprune_complete.json` is written last: a folder without it is never
+taken for a finished output, and rerunning the same command finishes it.  A kill -9 after a block
+and one inside the final save both resume to a `model.safetensors` byte-identical to an
+uninterrupted run (`tests/test_faults.py`); the report's `sessions` lists each process's seconds
+and `prune_seconds` adds them up.
+
+**Exact results.**  Every exact method (`milp`, `oa`, `refit-oa`) reports one status from
+`optprune.result.STATUSES`; only `optimal` comes with an optimum.  Any other status shows the
+incumbent and the proven lower bound (at least 0: every objective is a squared norm) and the
+largest gap they allow, never an optimum.
+
+This file is written by `python validation/reliability_table.py`, which runs the cases of
+`tests/test_bad_input.py` through the command line.  Read-only folders are refused by the same
+check as a folder under a file (`os.access`); as root (CI) permissions are not enforced, so that
+case is shown with a file in the way instead.
+"""
+
+FAULTS = [
+    ("`.resume` left by `sparsegpt --sparsity 0.7`, then `wanda --sparsity 0.3` into the same --out", "2",
+     "`optprune: error: <out>/.resume holds a resume state of a different run (method: 'sparsegpt' -> 'wanda'; "
+     "sparsity: 0.7 -> 0.3): rerun with the same settings, or --no-resume to start over`"),
+    ("same command again after a finished run", "0", "`<out> already holds this run's finished output: nothing to do`"),
+    ("other settings into a finished output", "2", "`optprune: error: --out <out> holds the finished output of a "
+     "different run (...): choose another folder or delete it`"),
+    ("disk full (any OSError) while saving", "1", "`optprune: failed: [Errno 28] No space left on device`; "
+     "`.resume` kept, the same command finishes the run"),
+    ("`--eval-ppl` fails after pruning", "1", "`optprune: failed: evaluation stopped (...); the pruned model is saved "
+     "in <out>: evaluate it with optprune eval --model <out>`"),
+    ("kill -9 after a block, or inside the final save", "-9", "no completion marker; rerunning the command "
+     "finishes bit-identical to an uninterrupted run, `sessions` holds both processes' seconds"),
+]
+
+
+def run(argv: list[str], tmp: Path | None = None) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    lines = [line for line in err.getvalue().splitlines() if line.startswith("optprune")]
+    line = lines[-1] if lines else ""
+    return code, line.replace(str(tmp), "<tmp>") if tmp else line
+
+
+def rows_for(cases, make_argv, tmp: Path) -> list[str]:
+    out = []
+    for case in cases:
+        code, line = run(make_argv(case), tmp)
+        out.append(f"| `{' '.join(case[-2]) or '(defaults)'}` | {code} | `{line.replace('|', '/')}` |")
+    return out
+
+
+def main_table() -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tiny = build_tiny(tmp / "tiny")
+        prune = rows_for(PRUNE_USAGE, lambda c: _prune_args(tiny, tmp / "out", c[0]), tmp)
+        paths = []
+        for k, (case, _) in enumerate(PATH_CASES):
+            (tmp / f"p{k}").mkdir()
+            out, extra = path_case(case, tmp / f"p{k}")
+            code, line = run(_prune_args(tiny, out, extra), tmp)
+            paths.append(f"| {case} | {code} | `{line}` |")
+        files = _layer_files(tmp)
+        certify = rows_for([(f, e, m) for f, e, m in CERTIFY_USAGE],
+                           lambda c: ["certify", "--layer", str(files[c[0]]), *c[1]], tmp)
+    head = "| arguments | exit | what the user sees |\n|---|---|---|\n"
+    certify = [row.replace("| `", f"| {case[0]}: `", 1) for row, case in zip(certify, CERTIFY_USAGE)]
+    faults = "| case | exit | what the user sees |\n|---|---|---|\n" + "\n".join(
+        f"| {c} | {e} | {s} |" for c, e, s in FAULTS)
+    return (INTRO + "\n## `optprune prune` on a tiny Llama (nothing loaded, nothing written)\n\n" + head
+            + "\n".join(prune) + "\n" + "\n".join(paths) + "\n\n## `optprune certify` on layer files (`report` gives the same lines)\n\n"
+            + head.replace("arguments", "layer file: arguments") + "\n".join(certify)
+            + "\n\n## Stale state and faults (tests/test_bad_input.py, tests/test_faults.py)\n\n" + faults + "\n")
+
+
+if __name__ == "__main__":
+    (ROOT / "docs" / "reliability.md").write_text(main_table())
+    print("wrote docs/reliability.md")
