@@ -57,12 +57,12 @@ def test_refuses_to_overwrite_the_input_model(tiny, cli_prune, capsys):
     assert _digest(model_dir) == before
 
 
-def test_an_encoder_is_refused_with_one_line(tmp_path, capsys):
+def test_an_encoder_is_refused_with_one_line(tiny, tmp_path, capsys):
     from transformers import BertConfig
 
     BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                intermediate_size=8).save_pretrained(tmp_path)
-    assert main(["eval", "--model", str(tmp_path)]) == 2
+    assert main(["eval", "--model", str(tmp_path), "--data-dir", str(tiny[1])]) == 2
     assert "is an encoder" in capsys.readouterr().err
 
 
