@@ -21,6 +21,7 @@ PRUNE_USAGE = [   # (extra arguments replacing the defaults, message)
     (["--pattern", "4:2"], "N:M needs 0 < N < M"),
     (["--dtype", "fp8"], "unknown dtype 'fp8'"),
     (["--device", "banana"], "unknown device 'banana'"),
+    (["--device", "cuda:99"], "--device cuda:99: "),
     (["--nsamples", "0"], "nsamples, batch and row_shards must be >= 1"),
     (["--row-shards", "0"], "nsamples, batch and row_shards must be >= 1"),
     (["--method-arg", "iters=3"], "wanda has no option iters"),
