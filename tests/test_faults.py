@@ -36,9 +36,9 @@ sys.exit(main(args))
 """
 
 
-def _prune(tiny, out, where=None):
+def _prune(tiny, out, where=None, method="sparsegpt"):
     model_dir, data = tiny
-    args = ["prune", "--model", str(model_dir), "--method", "sparsegpt", "--pattern", "per-row", "--nsamples", "4",
+    args = ["prune", "--model", str(model_dir), "--method", method, "--pattern", "per-row", "--nsamples", "4",
             "--seqlen", "32", "--data-dir", str(data), "--out", str(out), "--device", "cpu", "--dtype", "float32"]
     cmd = [sys.executable, "-c", KILLER, where, *args] if where else [sys.executable, "-m", "optprune", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -66,3 +66,14 @@ def test_a_killed_run_resumes_bit_identical(tiny, tmp_path, uninterrupted, where
     assert report["prune_seconds"] >= sum(report["sessions"])
     assert sorted({r["block"] for r in report["layers"]}) == [0, 1] and len(report["layers"]) == 14
     assert not (out / ".resume").exists() and not (out / ".staging").exists()
+
+
+def test_a_data_free_run_killed_in_its_final_save_is_redone(tiny, tmp_path):
+    """magnitude keeps no resume state: the cut-short save (.staging) marks the folder as optprune's."""
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    assert _prune(tiny, whole, method="magnitude").returncode == 0
+    assert _prune(tiny, out, "inside the final save", method="magnitude").returncode == -9
+    assert not (out / "optprune_complete.json").exists() and (out / ".staging").is_dir()
+    rerun = _prune(tiny, out, method="magnitude")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert (out / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()

@@ -1,7 +1,8 @@
 """The `--out` folder of `optprune prune`: checked before anything is loaded, written atomically.
 
 A folder is optprune's when it holds a completion marker (`optprune_complete.json`, a finished
-output) or a resume state (`.resume/fingerprint.json`, a run in progress); any other non-empty
+output), a resume state (`.resume/fingerprint.json`, a run in progress) or `.staging/` (a final
+save that was cut short; a data-free run has no resume state); any other non-empty
 folder is refused, and so is an output or a state of a different run (the settings are compared
 before the model is loaded, the whole fingerprint after).  The model is saved into `.staging/`,
 its files are renamed into place one by one, and the marker is written last: a folder without
@@ -34,11 +35,12 @@ class OutputFolder:
         check_writable(self.path)
         if (self.path / MARKER).exists():
             return self._finished(settings)
-        ours = (self.resume_dir / FINGERPRINT).exists()
+        in_progress = (self.resume_dir / FINGERPRINT).exists()
+        ours = in_progress or self.staging.is_dir()        # a run, or its cut-short final save
         if self.path.is_dir() and any(self.path.iterdir()) and not ours:
             raise ValueError(f"--out {self.path} is not empty and holds no optprune run: choose a new or empty "
                              "folder")
-        if ours and resume:
+        if in_progress and resume:
             check_fingerprint(self.resume_dir, settings, "a resume state")
         return False
 
