@@ -35,13 +35,14 @@ def layer_job(args):
     if args.workers < 1 or not args.time_limit > 0:
         raise ValueError("--workers must be >= 1 and --time-limit > 0")
     device = resolve_device(args.device)
-    problems = load_layer_problems(args.layer, args.name.split(",") if args.name else None)
+    problems = {n: p.to(device) for n, p in load_layer_problems(args.layer, args.name.split(",") if args.name
+                                                               else None).items()}
     for problem in problems.values():
         problem.check_certifiable()
         problem.check_pattern(pattern)
         if max(rows) >= problem.shape[0]:
             raise ValueError(f"--rows {args.rows}: layer {problem.name} has rows 0..{problem.shape[0] - 1}")
-    return pattern, methods, rows, {n: p.to(device) for n, p in problems.items()}
+    return pattern, methods, rows, problems
 
 
 def _window(args, problem) -> int:

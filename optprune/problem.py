@@ -44,6 +44,7 @@ class LayerProblem:
     G: torch.Tensor
     name: str = "layer"
     _float64: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _certifiable: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         W = _as_float_tensor(self.W, "W")
@@ -125,7 +126,10 @@ class LayerProblem:
     def check_certifiable(self) -> None:
         """Refuse what no Gram X X^T gives or what has nothing to compare: an indefinite G (its smallest
         eigenvalue below -1e-6 times the largest: then f can go negative and no optimum exists) and
-        f(0) = tr(W G W^T) = 0 (W or G all zero: every mask is exact)."""
+        f(0) = tr(W G W^T) = 0 (W or G all zero: every mask is exact).  Checked once per problem (the
+        CLI, `layer_report` and `compare` each ask; the eigenvalues cost O(n^3))."""
+        if self._certifiable:
+            return
         if not torch.isfinite(self.W).all() or not torch.isfinite(self.G).all():
             raise ProblemError(f"{self.name}: W or G holds NaN or inf")
         eig = torch.linalg.eigvalsh(self.G.double().cpu())
@@ -135,6 +139,7 @@ class LayerProblem:
         if self.dense_energy() <= 0.0:
             what = "W" if not self.W.any() else "G" if not self.G.any() else "W G W^T"
             raise ProblemError(f"{self.name}: {what} is zero, so every mask has error 0: nothing to compare")
+        self._certifiable = True
 
     def row(self, i: int) -> "LayerProblem":
         return LayerProblem(self.W[i:i + 1], self.G, f"{self.name}[{i}]")

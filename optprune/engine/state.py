@@ -63,17 +63,18 @@ def fingerprint_differences(saved: dict, current: dict) -> list[str]:
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
 
 
-def check_fingerprint(folder: Path, current: dict, what: str) -> None:
-    """Refuse a folder whose fingerprint differs from `current` (entries absent from `current` are
-    not compared: the settings are checked before the model is loaded, the rest after)."""
-    path = folder / FINGERPRINT
+RESUME_FIX = "rerun with the same settings, or --no-resume to start over"
+
+
+def check_fingerprint(path: Path, current: dict, holder: str, fix: str = RESUME_FIX) -> None:
+    """Refuse when the fingerprint saved at `path` differs from `current` (entries absent from `current`
+    are not compared: the settings are checked before the model is loaded, the rest after)."""
     if not path.exists():
-        raise StaleStateError(f"{folder} holds {what} without a fingerprint: delete it or use --no-resume")
+        raise StaleStateError(f"{holder} without a fingerprint: delete it or use --no-resume")
     saved = json.loads(path.read_text())
     diff = fingerprint_differences({k: saved.get(k) for k in current}, current)
     if diff:
-        raise StaleStateError(f"{folder} holds {what} of a different run ({'; '.join(diff)}): rerun with the "
-                              "same settings, or --no-resume to start over")
+        raise StaleStateError(f"{holder} of a different run ({'; '.join(diff)}): {fix}")
 
 
 class ResumeState:
@@ -94,7 +95,7 @@ class ResumeState:
         """Check (every rank) or discard (rank 0) what the folder holds; rank 0 writes the fingerprint."""
         holds_state = self.folder.is_dir() and any(self.folder.iterdir())
         if holds_state and self.resume:
-            check_fingerprint(self.folder, self.fingerprint, "a resume state")
+            check_fingerprint(self.folder / FINGERPRINT, self.fingerprint, f"{self.folder} holds a resume state")
         if world()[0] != 0:
             return
         if holds_state and not self.resume:

@@ -84,13 +84,17 @@ def check_model_argument(model: str, gguf_file: str = "") -> None:
                                 "cannot be reached: download it first or give a local folder")
 
 
+def gguf_path(model: str, gguf_file: str) -> Path:
+    """--gguf-file as a path: itself when absolute or without --model, else inside --model."""
+    return Path(gguf_file) if Path(gguf_file).is_absolute() or not model else Path(model) / gguf_file
+
+
 def model_source(model: str = "", gguf_file: str = "") -> str:
     """What a run was made from, as load_model will name it (an absolute path when local)."""
     if not model and not gguf_file:
         return str((cache_dir() / DEFAULT_GGUF).absolute())
     if gguf_file:
-        gpath = Path(gguf_file) if Path(gguf_file).is_absolute() or not model else Path(model) / gguf_file
-        return str(gpath.absolute())
+        return str(gguf_path(model, gguf_file).absolute())
     return str(Path(model).absolute()) if Path(model).exists() else model
 
 
@@ -113,7 +117,7 @@ def load_model(model: str = "", gguf_file: str = "", dtype: torch.dtype = torch.
         gguf = default_gguf_path()
         model, gguf_file = str(gguf.parent), gguf.name
     if gguf_file:
-        gpath = Path(gguf_file) if Path(gguf_file).is_absolute() or not model else Path(model) / gguf_file
+        gpath = gguf_path(model, gguf_file)
         if not gpath.exists():
             raise FileNotFoundError(f"no GGUF file at {gpath}")
         tok = AutoTokenizer.from_pretrained(str(gpath.parent), gguf_file=gpath.name)

@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..engine.state import FINGERPRINT, StaleStateError, atomic_write, check_fingerprint, fingerprint_differences
+from ..engine.state import FINGERPRINT, atomic_write, check_fingerprint
 from .model_io import check_output_dir, save_model
 
 MARKER = "optprune_complete.json"
@@ -33,30 +33,24 @@ class OutputFolder:
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"--out {self.path} is a file: choose a folder")
         check_writable(self.path)
-        if (self.path / MARKER).exists():
-            return self._finished(settings)
+        if (self.path / MARKER).exists():          # a finished output: this run's, or refused
+            check_fingerprint(self.path / MARKER, settings, f"--out {self.path} holds the finished output",
+                              "choose another folder or delete it")
+            return True
         in_progress = (self.resume_dir / FINGERPRINT).exists()
         ours = in_progress or self.staging.is_dir()        # a run, or its cut-short final save
         if self.path.is_dir() and any(self.path.iterdir()) and not ours:
             raise ValueError(f"--out {self.path} is not empty and holds no optprune run: choose a new or empty "
                              "folder")
         if in_progress and resume:
-            check_fingerprint(self.resume_dir, settings, "a resume state")
+            check_fingerprint(self.resume_dir / FINGERPRINT, settings, f"{self.resume_dir} holds a resume state")
         return False
 
-    def _finished(self, settings: dict) -> bool:
-        saved = json.loads((self.path / MARKER).read_text())
-        diff = fingerprint_differences({k: saved.get(k) for k in settings}, settings)
-        if diff:
-            raise StaleStateError(f"--out {self.path} holds the finished output of a different run "
-                                  f"({'; '.join(diff)}): choose another folder or delete it")
-        return True
-
     def begin(self) -> None:
-        """The run starts: whatever finished output the folder held is no longer this folder's result."""
+        """The run starts: whatever finished output the folder held is no longer this folder's result.
+        A cut-short save's `.staging` stays until `save` replaces it: it marks the folder as optprune's."""
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / MARKER).unlink(missing_ok=True)
-        shutil.rmtree(self.staging, ignore_errors=True)
 
     def save(self, net, tok, summary: dict, fingerprint: dict) -> None:
         """Stage, rename into place, marker last; then the resume state is no longer needed."""

@@ -127,10 +127,10 @@ def eval_main(args) -> int:
     resolve_device(args.device)
     if args.json:
         check_writable_file(args.json, "--json")
-    if args.ppl:
-        check_text_source("wikitext2", args.data_dir, test=True)
     if args.ppl not in ("", "wikitext2"):
         raise ValueError(f"--ppl {args.ppl}: the perplexity set is wikitext2 (or \"\" for none)")
+    if args.ppl:
+        check_text_source("wikitext2", args.data_dir, test=True)
     if args.seqlen < 2 or args.limit < 0 or args.max_windows < 0:
         raise ValueError("--seqlen must be >= 2, --limit and --max-windows >= 0")
     net, tok, source = load_model(args.model, args.gguf_file, dtype, args.seqlen if args.ppl else 0)
