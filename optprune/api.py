@@ -17,7 +17,7 @@ import torch
 from .adapters import ModelAdapter, adapter_for
 from .data import calibration_windows, tokenize_long, wikitext_test_text, window_bos_id
 from .config import PruneConfig, resolve_device
-from .engine import Engine, ResumeState, model_digest, parse_memory, streamed_perplexity
+from .engine import BlockReconstruction, Engine, ResumeState, model_digest, parse_memory, streamed_perplexity
 from .parallel import world
 from .pruner import BlockPruner
 
@@ -49,19 +49,23 @@ def pruner_for(net, config: PruneConfig, adapter: ModelAdapter | None = None) ->
     """The step that applies `config`'s method and pattern to one block of `net`."""
     return BlockPruner(adapter or adapter_for(net), config.method, config.parsed_pattern(),
                        dict(config.method_options), config.refit, config.row_shards, config.attn_sparsity,
-                       resolve_device(config.device))
+                       resolve_device(config.device), config.target_ridge)
 
 
 def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter: ModelAdapter,
-                resume_dir=None, progress=None, resume: bool = True, identity: dict | None = None) -> dict:
-    """The engine with a BlockPruner step; the data-free path when no calibration is needed.
+                resume_dir=None, progress=None, resume: bool = True, identity: dict | None = None,
+                say=None) -> dict:
+    """The engine with a BlockPruner step; the data-free path when no calibration is needed
+    (`say`: a line of progress within a block, e.g. the reconstruction's epochs).
     With `resume_dir`, a state of the same fingerprint (plus `identity`) is resumed, another refused;
     the report's `sessions` lists the seconds of every process that worked on the run."""
     device = resolve_device(config.device)
     step = pruner_for(net, config, adapter)
     step.check_fits(net)
     engine = Engine(net, adapter, device, config.batch, offload=config.offload,
-                    max_memory=parse_memory(config.max_memory), mmap_weights=config.mmap_weights)
+                    max_memory=parse_memory(config.max_memory), mmap_weights=config.mmap_weights,
+                    dense_target=config.target == "dense", sequential=config.runs_sequential(),
+                    reconstruct=reconstruction_for(config, adapter, say))
     calibrated = config.needs_calibration()
     fingerprint = run_fingerprint(net, windows if calibrated else None, config, **(identity or {}))
     if not calibrated:
@@ -76,6 +80,13 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
     report["calibrated"], report["fingerprint"] = calibrated, fingerprint
     report["adapter"] = adapter.model_type + (" (layout inferred)" if adapter.inferred else "")
     return report
+
+
+def reconstruction_for(config: PruneConfig, adapter: ModelAdapter, say=None) -> BlockReconstruction | None:
+    """The block reconstruction `config` asks for (None: none); `say` gets its epoch lines."""
+    if config.reconstruct == "none":
+        return None
+    return BlockReconstruction(adapter.targets, config.reconstruct_epochs, config.reconstruct_lr, progress=say)
 
 
 def evaluate(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 2048, *, data_dir: str = "",

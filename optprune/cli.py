@@ -163,6 +163,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="host RAM holds about one block: input safetensors stay memory-mapped and each pruned "
                          "block is read back from its saved state on disk")
     pr.add_argument("--refit", action="store_true", help="least-squares refit of the kept weights after any method")
+    pr.add_argument("--target", default="pruned", choices=["pruned", "dense"],
+                    help="what each layer reproduces from the pruned model's inputs X_hat: its own output on them "
+                         "(pruned: min ||W X_hat - W_hat X_hat||) or the dense model's output (dense: "
+                         "min ||W X - W_hat X_hat||, which carries a second activation stream and implies "
+                         "--sequential)")
+    pr.add_argument("--target-ridge", type=float, default=0.3,
+                    help="dense target: the corrected weights W* = W + (B - W G)(G + r mean(diag G) I)^-1 that "
+                         "the methods prune are pulled towards W by this ridge r (less overfitting of the "
+                         "calibration tokens)")
+    pr.add_argument("--sequential", action="store_true",
+                    help="within a block, prune input group after input group (q/k/v, o, gate/up, down), each "
+                         "calibrated on the block with the earlier groups already pruned")
+    pr.add_argument("--reconstruct", default="none", choices=["none", "block"],
+                    help="block: after each block is pruned, fit its kept weights (masks fixed) to the dense "
+                         "block's outputs by Adam; 1/8 of the windows held out, never worse than before")
+    pr.add_argument("--reconstruct-epochs", type=int, default=2)
+    pr.add_argument("--reconstruct-lr", type=float, default=1e-4)
     pr.add_argument("--layer-errors", action="store_true",
                     help="measure every layer's error even for a data-free method (magnitude), which then runs "
                          "the calibration passes it does not otherwise need")

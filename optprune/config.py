@@ -11,6 +11,8 @@ from .patterns import Pattern
 from .solvers import DATA_FREE_MASKS, METHODS
 from .solvers.base import check_method
 
+TARGETS = ("pruned", "dense")
+RECONSTRUCTIONS = ("none", "block")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -24,6 +26,12 @@ class PruneConfig:
     sparsity: float | None = None          # None: 0.5, or what N:M implies
     refit: bool = False
     attn_sparsity: float | None = None
+    target: str = "pruned"               # the layer problems' target: "pruned" (W X_hat) or "dense" (W X)
+    target_ridge: float = 0.3            # dense target: ridge of the corrected weights W*, times mean diag G
+    sequential: bool = False             # within a block, later linears see the earlier ones pruned
+    reconstruct: str = "none"            # "block": fit each pruned block's kept weights to the dense outputs
+    reconstruct_epochs: int = 2
+    reconstruct_lr: float = 1e-4
     calib: str = "c4"
     nsamples: int = 128
     seqlen: int = 2048
@@ -45,6 +53,14 @@ class PruneConfig:
             raise ValueError("nsamples, batch and row_shards must be >= 1 and seqlen >= 2")
         resolve_dtype(self.dtype)
         resolve_device(self.device)
+        if self.target not in TARGETS:
+            raise ValueError(f"unknown target {self.target!r}: use {' or '.join(TARGETS)}")
+        if self.reconstruct not in RECONSTRUCTIONS:
+            raise ValueError(f"unknown reconstruction {self.reconstruct!r}: use {' or '.join(RECONSTRUCTIONS)}")
+        if not self.target_ridge > 0:
+            raise ValueError(f"target_ridge must be > 0, got {self.target_ridge}")
+        if self.reconstruct_epochs < 1 or not self.reconstruct_lr > 0:
+            raise ValueError("reconstruct_epochs must be >= 1 and reconstruct_lr > 0")
 
     def parsed_pattern(self) -> Pattern:
         return Pattern.parse(self.pattern, self.sparsity, default=0.5)
@@ -52,8 +68,14 @@ class PruneConfig:
     def needs_calibration(self) -> bool:
         """False for a data-free mask (magnitude) kept as is: no forward pass and no Gram is needed,
         unless the layer errors are wanted (they need G)."""
-        data_free = self.method in DATA_FREE_MASKS and not self.refit and not self.parsed_pattern().removes_inputs
+        data_free = (self.method in DATA_FREE_MASKS and not self.refit and not self.parsed_pattern().removes_inputs
+                     and self.target == "pruned" and self.reconstruct == "none")
         return self.layer_errors or not data_free
+
+    def runs_sequential(self) -> bool:
+        """Within-block sequential: asked for, or implied by the dense target (a layer fitted to the dense
+        output on inputs that the block's earlier layers then change would correct twice)."""
+        return self.sequential or self.target == "dense"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -65,7 +87,12 @@ class PruneConfig:
         pattern = self.parsed_pattern()
         return dict(optprune=__version__, method=self.method, method_options=dict(self.method_options),
                     pattern=pattern.name, sparsity=pattern.sparsity, refit=self.refit,
-                    attn_sparsity=self.attn_sparsity, calib=self.calib, nsamples=self.nsamples, seqlen=self.seqlen,
+                    attn_sparsity=self.attn_sparsity, target=self.target, sequential=self.runs_sequential(),
+                    **({"target_ridge": self.target_ridge} if self.target == "dense" else {}),
+                    reconstruct=self.reconstruct,
+                    **({"reconstruct_epochs": self.reconstruct_epochs, "reconstruct_lr": self.reconstruct_lr}
+                       if self.reconstruct != "none" else {}),
+                    calib=self.calib, nsamples=self.nsamples, seqlen=self.seqlen,
                     seed=self.seed, dtype=str(resolve_dtype(self.dtype)), device=resolve_device(self.device).type,
                     batch=self.batch, row_shards=self.row_shards)
 
@@ -91,6 +118,10 @@ def check_method_options(method: str, options: dict) -> None:
     if unknown:
         raise ValueError(f"{method} has no option {', '.join(unknown)}; its options: "
                          + (", ".join(f"{n}={p.default!r}" for n, p in params.items()) or "none"))
+    warm = options.get("warm_start")
+    if isinstance(warm, str) and (warm == method or warm not in METHODS):
+        raise ValueError(f"{method}: unknown warm start {warm!r}; choose from "
+                         + ", ".join(m for m in sorted(METHODS) if m != method))
     for name, value in options.items():
         default = params[name].default
         if default is not None and default is not inspect.Parameter.empty and not _fits(value, default):

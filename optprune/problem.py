@@ -7,6 +7,17 @@ For a linear layer y = W x with calibration inputs X (d x T) and Gram G = X X^T:
 with W_hat supported on the keep mask M (W_hat = W * M without refit).
 Row i decouples given M:  f_i = r_i^T G r_i,  r_i = w_i - w_hat_i.
 The relative error reported everywhere is f / tr(W G W^T).
+
+The dense-target problem: the layer sees the pruned model's inputs X_hat while its target stays the
+dense model's output W X.  With G = X_hat X_hat^T (the Gram of what the layer sees), C = X X_hat^T
+(`cross`) and G_t = X X^T (`target_gram`),
+
+    f(W_hat) = ||W X - W_hat X_hat||_F^2 = tr(W_hat G W_hat^T) - 2 tr(B W_hat^T) + tr(W G_t W^T),   B = W C;
+
+with X_hat = X (C = G_t = G) it is the problem above.  The torch methods solve it through its
+symmetric equivalent (W*, G), W* = W + (B - W G)(G + lam I)^-1 (lam = target_ridge * mean diag G: the
+least-squares correction, pulled towards W, overfits the calibration tokens otherwise), since for lam = 0
+f(W_hat) = tr((W_hat - W*) G (W_hat - W*)^T) + const; the refits and the exact solvers use B directly.
 """
 from __future__ import annotations
 
@@ -43,6 +54,9 @@ class LayerProblem:
     W: torch.Tensor
     G: torch.Tensor
     name: str = "layer"
+    cross: torch.Tensor | None = None          # C = X X_hat^T: the dense-target problem (with target_gram)
+    target_gram: torch.Tensor | None = None    # G_t = X X^T
+    target_ridge: float = 0.3                  # ridge of W* (a fraction of mean diag G; see symmetric_equivalent)
     _float64: tuple | None = field(default=None, init=False, repr=False, compare=False)
     _certifiable: bool = field(default=False, init=False, repr=False, compare=False)
 
@@ -63,6 +77,18 @@ class LayerProblem:
         if G.diagonal().min() < -1e-6 * scale:
             raise ProblemError("G has a negative diagonal entry: not a Gram matrix")
         self.W, self.G = W, 0.5 * (G + G.T)
+        if (self.cross is None) != (self.target_gram is None):
+            raise ProblemError("a dense-target problem needs both cross (X X_hat^T) and target_gram (X X^T)")
+        if self.cross is not None:
+            self.cross = self._second_gram(self.cross, "cross")
+            target = self._second_gram(self.target_gram, "target_gram")
+            self.target_gram = 0.5 * (target + target.T)
+
+    def _second_gram(self, M, name: str) -> torch.Tensor:
+        M = _as_float_tensor(M, name)
+        if tuple(M.shape) != tuple(self.G.shape):
+            raise ProblemError(f"{name} must be {tuple(self.G.shape)} like G, got {tuple(M.shape)}")
+        return M.to(dtype=self.G.dtype, device=self.G.device)
 
     # -- basic facts -------------------------------------------------------------
     @property
@@ -73,12 +99,42 @@ class LayerProblem:
     def device(self) -> torch.device:
         return self.W.device
 
+    @property
+    def dense_target(self) -> bool:
+        """True for the dense-target problem (inputs X_hat, target W X)."""
+        return self.cross is not None
+
+    def _extras(self, f) -> tuple:
+        return (None, None) if not self.dense_target else (f(self.cross), f(self.target_gram))
+
     def to(self, device) -> "LayerProblem":
-        return LayerProblem(self.W.to(device), self.G.to(device), self.name)
+        return LayerProblem(self.W.to(device), self.G.to(device), self.name, *self._extras(lambda t: t.to(device)),
+                            self.target_ridge)
 
     def dense_energy(self) -> float:
-        """tr(W G W^T): the error of pruning everything."""
-        return float(((self.W @ self.G) * self.W).sum())
+        """tr(W G_t W^T) = ||W X||^2: the error of pruning everything (G_t = G unless dense target)."""
+        return float(((self.W @ (self.target_gram if self.dense_target else self.G)) * self.W).sum())
+
+    def linear_term(self) -> torch.Tensor:
+        """B = W C (W G unless dense target): f = tr(W_hat G W_hat^T) - 2 tr(B W_hat^T) + f(0)."""
+        return self.W @ (self.cross if self.dense_target else self.G)
+
+    def target_weights(self, percdamp: float = 0.01) -> torch.Tensor:
+        """W* = W + (B - W G)(G + lam I)^-1: the dense weights that best map X_hat onto W X, ridge-pulled
+        towards W (so W* = W exactly when X_hat = X)."""
+        if not self.dense_target:
+            return self.W
+        W, G = self.W.double(), self.G.double()
+        L = torch.linalg.cholesky(self.dampen(G, percdamp))
+        shift = torch.cholesky_solve((self.linear_term().double() - W @ G).T, L).T
+        return (W + shift).to(self.W.dtype)
+
+    def symmetric_equivalent(self, ridge: float | None = None) -> "LayerProblem":
+        """(W*, G): the problem every torch method solves for a dense-target layer (module doc; ridge:
+        default target_ridge); the problem itself when it has no cross term or its cross term is G."""
+        if not self.dense_target or torch.equal(self.cross, self.G):
+            return self
+        return LayerProblem(self.target_weights(self.target_ridge if ridge is None else ridge), self.G, self.name)
 
     @staticmethod
     def damping(G: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
@@ -100,6 +156,21 @@ class LayerProblem:
             self._float64 = (self.W.detach().cpu().double().numpy(), self.G.detach().cpu().double().numpy())
         return self._float64
 
+    def linear64(self) -> tuple[np.ndarray, np.ndarray]:
+        """(B, kappa) in float64: f_i(v) = v^T G v - 2 b_i^T v + kappa_i for row i (kappa_i = f_i(0))."""
+        W, G = self.float64()
+        if not self.dense_target:
+            B = W @ G
+            return B, (B * W).sum(1)
+        C, Gt = (t.detach().cpu().double().numpy() for t in (self.cross, self.target_gram))
+        return W @ C, ((W @ Gt) * W).sum(1)
+
+    def errors64(self, V: np.ndarray, rows) -> np.ndarray:
+        """Float64 errors f_i(v_i) of `rows` with weights V (len(rows) x d)."""
+        W, G = self.float64()
+        B, kappa = self.linear64()
+        return ((V @ G) * V).sum(1) - 2 * (B[rows] * V).sum(1) + kappa[rows]
+
     # -- objective ---------------------------------------------------------------
     def check_mask_shape(self, mask: torch.Tensor) -> torch.Tensor:
         if tuple(mask.shape) != self.shape:
@@ -117,6 +188,10 @@ class LayerProblem:
             W_hat = self.W * self.check_mask_shape(mask)
         if tuple(W_hat.shape) != self.shape:
             raise ProblemError(f"W_hat shape {tuple(W_hat.shape)} != W shape {self.shape}")
+        if self.dense_target:
+            V, W = W_hat.to(self.W).double(), self.W.double()
+            quad = ((V @ self.G.double()) * V).sum(1) - 2 * (self.linear_term().double() * V).sum(1)
+            return (quad + ((W @ self.target_gram.double()) * W).sum(1)).to(self.W.dtype)
         D = self.W - W_hat.to(self.W)
         return ((D @ self.G) * D).sum(1)
 
@@ -142,7 +217,7 @@ class LayerProblem:
         self._certifiable = True
 
     def row(self, i: int) -> "LayerProblem":
-        return LayerProblem(self.W[i:i + 1], self.G, f"{self.name}[{i}]")
+        return LayerProblem(self.W[i:i + 1], self.G, f"{self.name}[{i}]", self.cross, self.target_gram, self.target_ridge)
 
     def check_pattern(self, pattern: Pattern) -> None:
         pattern.check_shape(*self.shape)
@@ -151,27 +226,29 @@ class LayerProblem:
     def refit(self, mask: torch.Tensor, W_hat: torch.Tensor | None = None, iters: int = 100,
               percdamp: float = 0.01, tol: float = 1e-10) -> torch.Tensor:
         """Least-squares refit of the kept weights, all rows at once by preconditioned CG on
-            P (G + lam I) P v = P G w   (P = diag(mask_i), lam = percdamp * mean diag G),
+            P (G + lam I) P v = P b   (P = diag(mask_i), lam = percdamp * mean diag G, b = G w or C^T w),
         started from W_hat (default W * mask).  One CG step is one (rows x d) @ (d x d) product, so
         it is GPU-native.  A row keeps the refit only where it lowers the true (undamped) error."""
         from .refit import batched_masked_cg
 
         mask = self.check_mask_shape(mask)
         start = self.W * mask if W_hat is None else W_hat.to(self.W) * mask
-        V = batched_masked_cg(self.W, self.G, mask, start, self.damping(self.G, percdamp), iters, tol)
+        V = batched_masked_cg(self.linear_term(), self.G, mask, start, self.damping(self.G, percdamp), iters, tol)
         better = self.row_errors(W_hat=V) < self.row_errors(W_hat=start)
         return torch.where(better[:, None], V, start)
 
     def refit_exact(self, keep: np.ndarray, rows=None) -> np.ndarray:
-        """Exact per-row least squares on the kept support (float64): G_SS v_S = (G w)_S for each row
-        of `rows` (default all), keep being (len(rows), d).  Tests and the exact solvers use it."""
+        """Exact per-row least squares on the kept support (float64): G_SS v_S = b_S (b = G w, or C^T w
+        for a dense target) for each row of `rows` (default all), keep being (len(rows), d)."""
         W, G = self.float64()
-        W = W if rows is None else W[np.asarray(rows)]
-        V = np.zeros_like(W)
-        for i in range(W.shape[0]):
+        rows = np.arange(W.shape[0]) if rows is None else np.asarray(rows)
+        B = self.linear64()[0] if self.dense_target else None
+        V = np.zeros((len(rows), W.shape[1]))
+        for i, r in enumerate(rows):
             S = np.nonzero(keep[i])[0]
+            b = G @ W[r] if B is None else B[r]
             if len(S):
-                V[i, S] = np.linalg.lstsq(G[np.ix_(S, S)], (G @ W[i])[S], rcond=None)[0]
+                V[i, S] = np.linalg.lstsq(G[np.ix_(S, S)], b[S], rcond=None)[0]
         return V
 
     def refit_columns(self, keep_cols: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
@@ -182,7 +259,7 @@ class LayerProblem:
         L = torch.linalg.cholesky(G_SS + self.damping(self.G, percdamp)
                                   * torch.eye(len(S), dtype=self.G.dtype, device=self.G.device))
         V = torch.zeros_like(self.W)
-        V[:, S] = torch.cholesky_solve((self.W @ self.G[:, S]).T, L).T
+        V[:, S] = torch.cholesky_solve((self.W @ (self.cross if self.dense_target else self.G)[:, S]).T, L).T
         return V
 
 
@@ -207,6 +284,11 @@ def load_layer_problems(path: str | Path, names: list[str] | None = None) -> dic
             raise ProblemError(f"{path}: no layer(s) {unknown}; the file has {found}")
         found = names
     return {n: LayerProblem(tensors[f"{n}.weight"].float(), tensors[f"{n}.gram"].float(), n) for n in found}
+
+
+def dense_target_problem(W: torch.Tensor, X: torch.Tensor, X_hat: torch.Tensor, name: str = "layer") -> LayerProblem:
+    """The dense-target problem of weights W with dense inputs X and pruned inputs X_hat (d x T each)."""
+    return LayerProblem(W, X_hat @ X_hat.T, name, X @ X_hat.T, X @ X.T)
 
 
 def random_problem(rows: int, cols: int, tokens: int | None = None, seed: int = 0,

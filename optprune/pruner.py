@@ -14,12 +14,21 @@ import time
 
 import torch
 
+from .engine.grams import DenseTargetGrams
 from .adapters import (ModelAdapter, attention_layout, mlp_width, parameter_matched_split, set_structured_config,
                        shrink_attention, shrink_mlp)
 from .parallel import solve_sharded
 from .patterns import Pattern
 from .problem import LayerProblem
 from .solvers import DATA_FREE_MASKS, prune_layer
+
+
+def layer_problem(W: torch.Tensor, stats, name: str, target_ridge: float = 0.3) -> LayerProblem:
+    """The layer problem of weights W and the engine's statistics of its inputs (a Gram, or the
+    dense-target triple)."""
+    if isinstance(stats, DenseTargetGrams):
+        return LayerProblem(W, stats.G, name, stats.cross, stats.target, target_ridge)
+    return LayerProblem(W, stats, name)
 
 
 def row_chunks(rows: int, shards: int, pattern: Pattern) -> list[range]:
@@ -48,12 +57,16 @@ class BlockPruner:
     row_shards: int = 1
     attn_sparsity: float | None = None
     device: torch.device = torch.device("cpu")
+    target_ridge: float = 0.3
+    _patterns: dict = field(default_factory=dict, repr=False)
 
     def __call__(self, b: int, block, grams: dict | None) -> list[dict]:
-        """Prune block b in place; one report entry per pruned linear."""
-        targets, patterns = self.layer_patterns(block)
+        """Prune block b in place; one report entry per pruned linear (those `grams` holds: the engine
+        may hand a block over one input group at a time)."""
+        targets, patterns = self.layer_patterns(block, b)
         if grams is None:
             return [self._data_free(b, name, lin, patterns[name]) for name, lin in targets.items()]
+        targets = {name: lin for name, lin in targets.items() if name in grams}
         jobs = [(name, rows, lin.weight.detach().float()[rows.start:rows.stop], grams[name], patterns[name])
                 for name, lin in targets.items()
                 for rows in row_chunks(lin.out_features, self.row_shards, patterns[name])]
@@ -77,11 +90,15 @@ class BlockPruner:
                 except ValueError as exc:
                     raise type(exc)(f"block {b} {name}: {exc}") from None
 
-    def layer_patterns(self, block) -> tuple[dict, dict]:
-        """(targets, pattern of each): the structured pattern splits into MLP channels and KV groups."""
+    def layer_patterns(self, block, b: int | None = None) -> tuple[dict, dict]:
+        """(targets, pattern of each): the structured pattern splits into MLP channels and KV groups,
+        in the shares block b had before its first step (kept while its groups are pruned one by one)."""
         targets = self.adapter.targets(block)
         if not self.pattern.removes_inputs:
             return targets, {name: self.pattern for name in targets}
+        if b is not None and b in self._patterns:
+            patterns = self._patterns[b]
+            return {n: targets[n] for n in patterns if n in targets}, patterns
         mlp_sp, attn_sp = ((self.pattern.sparsity, self.attn_sparsity) if self.attn_sparsity is not None
                            else parameter_matched_split(block, self.adapter, self.pattern.sparsity))
         patterns = {self.adapter.mlp.output: Pattern("structured", mlp_sp)}
@@ -91,10 +108,12 @@ class BlockPruner:
             patterns[self.adapter.attention.o] = Pattern("structured", attn_sp, group=n_rep * hd)
             widths[self.adapter.attention.o] = n_kv * n_rep * hd
         keep = [n for n in patterns if patterns[n].pruned_per_row(widths[n])]
+        if b is not None:
+            self._patterns[b] = {n: patterns[n] for n in keep}
         return {n: targets[n] for n in keep}, patterns
 
     def _solve(self, b, name, rows, W, G, pattern):
-        problem = LayerProblem(W, G, f"{b}.{name}[{rows.start}:{rows.stop}]")
+        problem = layer_problem(W, G, f"{b}.{name}[{rows.start}:{rows.stop}]", self.target_ridge)
         res = prune_layer(problem, pattern, self.method, **self.options)
         if self.refit:
             res.weight = problem.refit(res.mask, res.weight)
@@ -104,7 +123,8 @@ class BlockPruner:
 
     @staticmethod
     def _layer_info(b, name, lin, G, weight, mask, parts: list[dict]) -> dict:
-        problem = LayerProblem(lin.weight.detach().float(), G, f"{b}.{name}")
+        """The layer's report entry (its error in the problem it solved: the ridge does not enter it)."""
+        problem = layer_problem(lin.weight.detach().float(), G, f"{b}.{name}")
         peaks = [p["peak_accel_bytes"] for p in parts if p["peak_accel_bytes"] is not None]
         return dict(block=b, layer=name, rel_error=problem.relative_error(W_hat=weight),
                     sparsity=float(1 - mask.float().mean()), seconds=sum(p["seconds"] for p in parts),

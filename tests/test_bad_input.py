@@ -27,6 +27,10 @@ PRUNE_USAGE = [   # (extra arguments replacing the defaults, message)
     (["--method-arg", "iters=3"], "wanda has no option iters"),
     (["--calib", "/nonexistent/corpus.txt"], "--calib /nonexistent/corpus.txt: no such file"),
     (["--data-dir", "/nonexistent/data"], "no data folder at /nonexistent/data"),
+    (["--target-ridge", "0"], "target_ridge must be > 0"),
+    (["--reconstruct", "block", "--reconstruct-epochs", "0"], "reconstruct_epochs must be >= 1"),
+    (["--method", "admm", "--pattern", "structured"], "admm handles entrywise"),
+    (["--method", "admm", "--method-arg", "warm_start=admm"], "unknown warm start 'admm'"),
     (["--seqlen", "4096"], "--seqlen 4096 is longer than this model's max_position_embeddings (128)"),
 ]
 

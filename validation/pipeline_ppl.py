@@ -7,7 +7,10 @@ All methods run on one machine with the same code; results are kept in a JSON fi
 next to the table, so an interrupted run resumes with the next method (and a method
 interrupted mid-way resumes at its first unfinished block).
 Usage: python validation/pipeline_ppl.py --pattern per-row --sparsity 0.5 [--methods dense,wanda,...]
-A method name may end in "+refit" (e.g. sparseswaps+refit): the kept weights are then refit by least squares.
+A method name may carry ingredients after "+" (RECIPE_SUFFIXES): "+refit" (least-squares refit of the kept
+weights), "+dense" (dense-target layer problems), "+seq" (within-block sequential), "+recon" (block
+reconstruction), e.g. admm+dense+seq+recon.  --prefix ablation writes smollm2_ablation_<setting>.json/.md
+(the 32-window ablation) instead of the full-protocol tables.
 """
 from __future__ import annotations
 
@@ -37,10 +40,11 @@ def main():
     ap.add_argument("--seqlen", type=int, default=2048)
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--work", default=str(ROOT / "runs" / "pipeline_ppl"))
+    ap.add_argument("--prefix", default="smollm2_ppl", help="results file prefix (smollm2_ppl: the full protocol)")
     args = ap.parse_args()
     pattern = Pattern.parse(args.pattern, args.sparsity, default=0.5)
     tag = setting_tag(pattern)
-    results_path = ROOT / "docs" / "results" / f"smollm2_ppl_{tag}.json"
+    results_path = ROOT / "docs" / "results" / f"{args.prefix}_{tag}.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     dtype = resolve_dtype("auto")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -52,12 +56,13 @@ def main():
         net.to(device)
         row = dict(method=method, machine=machine_name(), nsamples=args.nsamples, seqlen=args.seqlen)
         if method != "dense":
-            base, _, refit = method.partition("+")      # "sparseswaps+refit": least-squares refit of kept weights
-            if refit not in ("", "refit"):
-                raise SystemExit(f"unknown method suffix in {method!r}: only '+refit' exists")
-            config = PruneConfig(method=base, pattern=pattern.name, sparsity=pattern.sparsity, refit=refit == "refit",
-                                 nsamples=args.nsamples, seqlen=args.seqlen, data_dir=args.data_dir,
-                                 device=str(device))
+            base, *suffixes = method.split("+")
+            unknown = [x for x in suffixes if x not in RECIPE_SUFFIXES]
+            if unknown:
+                raise SystemExit(f"unknown ingredient {unknown} in {method!r}: use {', '.join(RECIPE_SUFFIXES)}")
+            settings = {k: v for x in suffixes for k, v in RECIPE_SUFFIXES[x].items()}
+            config = PruneConfig(method=base, pattern=pattern.name, sparsity=pattern.sparsity, nsamples=args.nsamples,
+                                 seqlen=args.seqlen, data_dir=args.data_dir, device=str(device), **settings)
             adapter = adapter_for(net)
             if windows is None and config.needs_calibration():
                 windows = calibration_for(net, tok, adapter, config)
@@ -65,14 +70,23 @@ def main():
             row.update(prune_timing(rep, len(adapter.blocks(net))))
             row["mean_rel_error"] = mean_layer_error(rep["layers"])
             row["sparsity"] = sum(r["sparsity"] for r in rep["layers"]) / len(rep["layers"])
+            if rep.get("reconstruction"):
+                recon = rep["reconstruction"].values()
+                row["reconstruction"] = {f"{slice_}_{when}": sum(r[f"error_{when}"][slice_] for r in recon) / len(recon)
+                                         for slice_ in ("train", "held_out") for when in ("before", "after")}
         t0 = time.perf_counter()
         row.update(eval_ppl(net, tok, args.seqlen, args.data_dir))
         row["eval_seconds"] = time.perf_counter() - t0
         results[method] = row
         results_path.write_text(json.dumps(results, indent=2))
-        write_table(results, pattern, results_path.with_suffix(".md"))
-        write_summary(results_path.parent)
+        write_table(results, pattern, results_path.with_suffix(".md"), args)
+        if args.prefix == "smollm2_ppl":
+            write_summary(results_path.parent)
         print(method, row, flush=True)
+
+
+RECIPE_SUFFIXES = {"refit": dict(refit=True), "dense": dict(target="dense"), "seq": dict(sequential=True),
+                   "recon": dict(reconstruct="block")}
 
 
 def prune_timing(report: dict, n_blocks: int) -> dict:
@@ -84,14 +98,16 @@ def prune_timing(report: dict, n_blocks: int) -> dict:
                 solver_seconds=sum(r["seconds"] for r in report["layers"]))
 
 
-def write_table(results: dict, pattern: Pattern, path: Path) -> None:
+def write_table(results: dict, pattern: Pattern, path: Path, args) -> None:
     any_row = next(iter(results.values()))
+    extra = "" if args.prefix == "smollm2_ppl" else f" --nsamples {args.nsamples} --prefix {args.prefix}"
     lines = [f"# SmolLM2-135M-Instruct, {pattern.name} {pattern.sparsity:.0%}: WikiText-2 perplexity\n",
              f"Machine: {any_row['machine']} (every method on this machine, same code and protocol). Calibration: {any_row['nsamples']} windows x "
              f"{any_row['seqlen']} tokens sampled with seed 0 from the concatenated local C4 sample; "
              f"evaluation: whole WikiText-2 raw test ({any_row['tokens']} tokens, {any_row['windows']} "
              f"non-overlapping windows of {any_row['seqlen']}); bf16 forward passes. "
-             f"Command: `python validation/pipeline_ppl.py --pattern {pattern.name} --sparsity {pattern.sparsity}`.\n",
+             f"Command: `python validation/pipeline_ppl.py --pattern {pattern.name} --sparsity {pattern.sparsity}{extra} "
+             f"--methods {','.join(results)}`.\n",
              "Prune seconds: wall time of calibration forward passes, Grams, solves and propagation "
              "(for a resumed run, the sum of its timed blocks; '-' where a block was pruned untimed); "
              "solver seconds: the layer solves alone. Magnitude needs no calibration: it prunes without forward "
@@ -109,6 +125,10 @@ def write_table(results: dict, pattern: Pattern, path: Path) -> None:
         lines.append(f"| {m} | {r['ppl']:.2f} | {secs(r.get('prune_seconds'))} | {secs(r.get('solver_seconds'))} | "
                      f"{err(r.get('mean_rel_error', 0))} | {r.get('sparsity', 0):.3f} |")
     lines += [f"\n{m}: {r['note']}" for m, r in results.items() if r.get("note")]
+    lines += [f"\n{m}: block reconstruction, mean relative block output error over the blocks: training windows "
+              f"{r['reconstruction']['train_before']:.4g} -> {r['reconstruction']['train_after']:.4g}, held-out windows "
+              f"{r['reconstruction']['held_out_before']:.4g} -> {r['reconstruction']['held_out_after']:.4g}."
+              for m, r in results.items() if r.get("reconstruction")]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -75,6 +76,63 @@ class GramHooks:
         if self.owner is not None:
             return {name: self.grams[owner] for name, owner in self.owner.items() if owner in self.grams}
         return self.grams
+
+
+@dataclass
+class DenseTargetGrams:
+    """A dense-target layer's statistics: G = X_hat X_hat^T (what it sees), cross = X X_hat^T, target =
+    X X^T (X: the dense model's inputs of the same tokens); see `LayerProblem`."""
+    G: torch.Tensor
+    cross: torch.Tensor
+    target: torch.Tensor
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.G, self.cross, self.target
+
+
+class DenseTargetHooks:
+    """Hooks on a block (pruned stream) and its dense copy (dense stream), called batch for batch in
+    lockstep, the dense copy first: its hooks keep each shared input x, the block's hooks then add
+    G += x_hat^T x_hat, cross += x^T x_hat and target += x^T x.  Without declared groups every linear
+    gets its own statistics."""
+
+    def __init__(self, linears: dict[str, torch.nn.Linear], dense_linears: dict[str, torch.nn.Linear], groups=None):
+        self.owner = _owners(linears, groups) or {name: name for name in linears}
+        self.grams: dict[str, DenseTargetGrams] = {}
+        self.pending: dict[str, torch.Tensor] = {}
+        self.seconds = 0.0
+        owners = sorted(set(self.owner.values()))
+        self._hooks = ([dense_linears[n].register_forward_hook(self._keep(n)) for n in owners]
+                       + [linears[n].register_forward_hook(self._accumulate(n)) for n in owners])
+
+    def _keep(self, name):
+        def hook(_mod, inp, _out):
+            self.pending[name] = inp[0].detach()
+        return hook
+
+    def _accumulate(self, name):
+        def hook(_mod, inp, _out):
+            t0 = time.perf_counter()
+            x_hat = inp[0].reshape(-1, inp[0].shape[-1]).float()
+            x = self.pending.pop(name).reshape(x_hat.shape).float()
+            if name not in self.grams:
+                d = x_hat.shape[1]
+                self.grams[name] = DenseTargetGrams(*(torch.zeros(d, d, device=x.device) for _ in range(3)))
+            stats = self.grams[name]
+            accumulate_gram(stats.G, x_hat)
+            stats.cross.addmm_(x.T, x_hat)
+            accumulate_gram(stats.target, x)
+            self.seconds += time.perf_counter() - t0
+        return hook
+
+    def close(self) -> dict[str, DenseTargetGrams]:
+        for h in self._hooks:
+            h.remove()
+        self.pending.clear()
+        for stats in self.grams.values():
+            finish_gram(stats.G)
+            finish_gram(stats.target)
+        return {name: self.grams[owner] for name, owner in self.owner.items() if owner in self.grams}
 
 
 def _owners(linears: dict, groups) -> dict[str, str] | None:

@@ -112,22 +112,35 @@ class ResumeState:
     def block_path(self, b: int) -> Path:
         return self.folder / f"block{b:03d}.pt"
 
-    def load(self, net) -> tuple[int, dict]:
-        """Load the saved blocks 0, 1, ... in order; (how many, the report restricted to them)."""
+    def progress(self, net) -> tuple[int, dict]:
+        """(how many blocks 0, 1, ... are saved, the report restricted to them); each is loaded by
+        `restore` when the walk reaches it (after the walk copied the dense block, if it needs one)."""
         resume = self.resume and self.folder is not None
         report = json.loads(self.report_path.read_text()) if resume and self.report_path.exists() else {}
         blocks = self.adapter.blocks(net)
         done = 0
         while resume and done < len(blocks) and self.block_path(done).exists():
-            state = torch.load(self.block_path(done))
-            shrink_to_state(blocks[done], self.adapter, state)
-            blocks[done].load_state_dict(state)
             done += 1
         report["layers"] = [r for r in report.get("layers", []) if r["block"] < done]
         for key in ("block_seconds", "breakdown"):
             report[key] = {k: v for k, v in report.get(key, {}).items() if int(k) < done}
+        if "reconstruction" in report:
+            report["reconstruction"] = {k: v for k, v in report["reconstruction"].items() if int(k) < done}
         self.previous_sessions = report.pop("sessions", []) if done else []
         return done, report
+
+    def load(self, net) -> tuple[int, dict]:
+        """`progress`, with every saved block loaded at once (a benchmark rebuilding a finished model)."""
+        done, report = self.progress(net)
+        for b, block in enumerate(self.adapter.blocks(net)[:done]):
+            self.restore(b, block)
+        return done, report
+
+    def restore(self, b: int, block) -> None:
+        """Load saved block b into `block` (shrinking its modules first under structured pruning)."""
+        state = torch.load(self.block_path(b))
+        shrink_to_state(block, self.adapter, state)
+        block.load_state_dict(state)
 
     def sessions(self) -> list[float]:
         """Seconds of each process that worked on this run (the last one: so far)."""

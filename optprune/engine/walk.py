@@ -3,7 +3,13 @@
 Block b sees the outputs of the already *pruned* blocks 0..b-1:
   1. run block b on the calibration activations with hooks accumulating each input's Gram;
   2. hand the block and its Grams to the `step` (what is done to a block: a method, a surgery);
-  3. run the changed block to produce the next block's inputs.
+  3. optionally reconstruct the block (its kept weights fitted to the dense block's outputs);
+  4. run the changed block to produce the next block's inputs.
+With `dense_target` (or a reconstruction) the walk also carries the dense model's activations: each
+block is copied before the step and run on the dense stream, and the hooks pair the two streams token
+by token (G = X_hat X_hat^T, cross = X X_hat^T, target = X X^T).  With `sequential` the step is called
+once per input group in the block's order (q/k/v, o, gate/up, down), each on Grams taken after the
+earlier groups were pruned.
 The engine knows neither architectures (the adapter says where the blocks are) nor methods
 (the step).  Only one block is on the accelerator at a time.  Under torch.distributed each
 rank carries a slice of the windows and the Grams are summed over ranks (`all_reduce_sum`);
@@ -11,6 +17,7 @@ rank 0 writes the resume state.  The report times every block: forward, Grams, s
 propagation and I/O seconds."""
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -20,7 +27,7 @@ import torch
 from ..adapters import ModelAdapter
 from ..parallel import all_reduce_sum, world
 from .capture import BlockCalls, call_block, capture_block_calls
-from .grams import GramHooks
+from .grams import DenseTargetHooks, GramHooks
 from .state import ResumeState
 
 
@@ -39,6 +46,17 @@ class _Walk:
     state: ResumeState
     report: dict
     progress: Callable[[int, float], None] | None
+    dense_inps: object = None        # the dense model's activations (dense target, reconstruction)
+    dense_outs: object = None
+
+    def swap(self) -> None:
+        self.inps, self.outs = self.outs, self.inps
+        self.dense_inps, self.dense_outs = self.dense_outs, self.dense_inps
+
+    def release(self) -> None:
+        for store in (self.inps, self.outs, self.dense_inps, self.dense_outs):
+            if store is not None:
+                store.release()
 
 
 @dataclass
@@ -50,6 +68,13 @@ class Engine:
     offload: bool | None = None          # back to the CPU after each block; None: on an accelerator
     max_memory: int | None = None
     mmap_weights: bool = False
+    dense_target: bool = False           # layer problems against the dense model's outputs
+    sequential: bool = False             # one step per input group, later groups see earlier ones pruned
+    reconstruct: Callable | None = None  # (block, inputs, dense outputs, args, kwargs, device) -> report
+
+    @property
+    def carries_dense_stream(self) -> bool:
+        return self.dense_target or self.reconstruct is not None
 
     def __post_init__(self):
         if self.offload is None:
@@ -73,18 +98,38 @@ class Engine:
         return outs
 
     @torch.no_grad()
-    def grams(self, block, b: int, calls: BlockCalls, inps) -> tuple[dict, float, float]:
-        """(Grams summed over ranks, forward seconds, Gram seconds) of block b."""
+    def grams(self, block, b: int, calls: BlockCalls, inps, names=None, dense=None) -> tuple[dict, float, float]:
+        """(Grams summed over ranks, forward seconds, Gram seconds) of block b's linears (`names`: a
+        subset).  dense = (dense copy of the block, dense stream): the dense-target statistics."""
         t0 = time.perf_counter()
-        hooks = GramHooks(self.adapter.targets(block), self.adapter.gram_groups)
+        linears = self.adapter.targets(block)
+        linears = linears if names is None else {n: linears[n] for n in names}
+        if dense is None:
+            hooks = GramHooks(linears, self.adapter.gram_groups)
+        else:
+            hooks = DenseTargetHooks(linears, self.adapter.targets(dense[0]), self.adapter.gram_groups)
         try:
-            self.propagate(block, b, calls, inps)
+            for s in range(0, len(inps), self.batch):
+                if dense is not None:
+                    call_block(dense[0], dense[1].data[s:s + self.batch].to(self.device), calls.args[b], calls.kwargs[b])
+                call_block(block, inps.data[s:s + self.batch].to(self.device), calls.args[b], calls.kwargs[b])
         finally:
             grams = hooks.close()
-        for G in {id(G): G for G in grams.values()}.values():
-            all_reduce_sum(G)
+        for stats in {id(G): G for G in grams.values()}.values():
+            for G in (stats.tensors() if dense is not None else (stats,)):
+                all_reduce_sum(G)
         total = time.perf_counter() - t0
         return grams, total - hooks.seconds, hooks.seconds
+
+    def stages(self, block) -> list[tuple[str, ...] | None]:
+        """The linears handed to the step together: all at once, or (sequential) one input group after
+        the other in the adapter's order (linears of no declared group last, one by one)."""
+        if not self.sequential:
+            return [None]
+        targets = self.adapter.targets(block)
+        groups = [tuple(n for n in group if n in targets) for group in (self.adapter.gram_groups or ())]
+        grouped = {n for group in groups for n in group}
+        return [g for g in groups if g] + [(n,) for n in targets if n not in grouped]
 
     @torch.no_grad()
     def dense_pass(self, calls: BlockCalls, visit=None, stop: int | None = None):
@@ -111,34 +156,38 @@ class Engine:
     def run(self, windows: torch.Tensor, step: BlockStep, state: ResumeState,
             progress: Callable[[int, float], None] | None = None) -> dict:
         """Walk every block (see module doc); returns the report (layers, timings)."""
-        done, report = state.load(self.net)
+        done, report = state.progress(self.net)
         t0 = time.perf_counter()
         calls = self.capture(windows, state.spill_dir)
         report.setdefault("input_seconds", time.perf_counter() - t0)
         report["activations_on_disk"] = calls.inputs.spilled
         walk = _Walk(calls, calls.inputs, calls.inputs.like(), step, state, report, progress)
         try:
+            if self.carries_dense_stream:
+                walk.dense_inps, walk.dense_outs = calls.inputs.like(), calls.inputs.like()
+                walk.dense_inps.data.copy_(calls.inputs.data)
             for b, block in enumerate(self.adapter.blocks(self.net)):
                 self._run_block(b, block, b >= done, walk)
-                walk.inps, walk.outs = walk.outs, walk.inps
+                walk.swap()
         finally:
-            walk.inps.release()
-            walk.outs.release()
+            walk.release()
         return report
 
     def _run_block(self, b: int, block, solve: bool, walk: "_Walk") -> None:
         """Block b: Grams and step (unless loaded from the resume state), then propagation."""
         t0 = time.perf_counter()
+        dense = copy.deepcopy(block).to(self.device) if self.carries_dense_stream else None
+        if not solve:
+            walk.state.restore(b, block)
         block.to(self.device)
         times = {}
         if solve and self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         if solve:
-            grams, times["forward"], times["grams"] = self.grams(block, b, walk.calls, walk.inps)
-            t1 = time.perf_counter()
-            walk.report["layers"] += walk.step(b, block, grams)
-            times["solve"] = time.perf_counter() - t1
-            del grams
+            self._solve_block(b, block, dense, walk, times)
+        elif dense is not None:
+            self.propagate(dense, b, walk.calls, walk.dense_inps, walk.dense_outs)
+        del dense
         t1 = time.perf_counter()
         self.propagate(block, b, walk.calls, walk.inps, walk.outs)
         times["propagate"] = time.perf_counter() - t1
@@ -148,6 +197,29 @@ class Engine:
             block.to("cpu")
         if self.mmap_weights and world()[0] == 0:
             walk.state.map_block(b, block)
+
+    def _solve_block(self, b: int, block, dense, walk: "_Walk", times: dict) -> None:
+        """The step on each stage's Grams; the dense stream's outputs; the reconstruction."""
+        times.update(forward=0.0, grams=0.0, solve=0.0)
+        for names in self.stages(block):
+            pair = (dense, walk.dense_inps) if self.dense_target else None
+            grams, forward, gram_seconds = self.grams(block, b, walk.calls, walk.inps, names, pair)
+            t1 = time.perf_counter()
+            walk.report["layers"] += walk.step(b, block, grams)
+            times["forward"] += forward
+            times["grams"] += gram_seconds
+            times["solve"] += time.perf_counter() - t1
+            del grams
+        if dense is not None:
+            t1 = time.perf_counter()
+            self.propagate(dense, b, walk.calls, walk.dense_inps, walk.dense_outs)
+            times["dense_propagate"] = time.perf_counter() - t1
+        if self.reconstruct is not None:
+            t1 = time.perf_counter()
+            info = self.reconstruct(block, walk.inps, walk.dense_outs, walk.calls.args[b], walk.calls.kwargs[b],
+                                    self.device)
+            walk.report.setdefault("reconstruction", {})[str(b)] = info
+            times["reconstruct"] = time.perf_counter() - t1
 
     @staticmethod
     def _record(b: int, block, t0: float, times: dict, walk: "_Walk") -> None:

@@ -128,7 +128,8 @@ def solve_block_refit_oa(block: SubBlock, start: np.ndarray | None = None, time_
     data = block.refit_data(ub)
     scale = float(max(np.abs(G).max(), 1e-300)) * float(max(np.abs(W).max() ** 2, 1e-300))
     master = refit_oa_master(data)
-    for V in (V0, W * data.free):          # cuts at the start's refit and at v = w (the unconstrained minimiser)
+    W_star = W if data.W_star is None else data.W_star
+    for V in (V0, W_star * data.free):     # cuts at the start's refit and at the unconstrained minimiser
         rows, lower = refit_cuts(data, master, V, scale)
         master = master.with_rows(rows, lower, np.inf)
     lb, ub, (z, V), status, it = outer_approximation(

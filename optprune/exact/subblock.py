@@ -12,6 +12,13 @@ matrix of row i's window weights per unit and r_iF row i's pruned residual outsi
 subject to one cardinality equality per group of the pattern that the units meet:
 sum_{u in g} z_u = p_g, p_g being the base mask's count there, so the sub-block optimum is directly
 comparable with the base mask.
+
+For a dense-target problem (f_i(v) = v^T G v - 2 b_i^T v + kappa_i, `LayerProblem`) row i's weights are
+v = a_i - B_i^T z on the window (a_i: w_i on the window, the base mask's kept weights outside), so
+
+    Q = sum_i B_i G_CC B_i^T,   c = -2 sum_i B_i (G a_i - b_i)_C,   const = sum_i a_i^T G a_i - 2 b_i^T a_i + kappa_i,
+
+which is the formula above when b_i = G w_i and kappa_i = w_i^T G w_i.
 """
 from __future__ import annotations
 
@@ -56,8 +63,10 @@ class SubBlock:
 
     def refit_value(self, keep_units: np.ndarray) -> tuple[float, np.ndarray]:
         """(sum of the sub-block rows' errors, their exact least-squares weights) of a unit keep vector."""
-        W, G = self.problem.float64()
         V = self.problem.refit_exact(self.layer_mask(keep_units).numpy()[self.rows], self.rows)
+        if self.problem.dense_target:
+            return float(self.problem.errors64(V, self.rows).sum()), V
+        W, G = self.problem.float64()
         D = W[self.rows] - V
         return float(((D @ G) * D).sum()), V
 
@@ -71,13 +80,19 @@ class SubBlock:
             raise ValueError("exact refit needs a positive definite G: dampen it first "
                              "(LayerProblem(W, problem.damped_gram(...)))") from None
         ginv_diag = (L_inv ** 2).sum(0)            # (G^-1)_jj, G = L L^T
+        B, kappa = self.problem.linear64() if self.problem.dense_target else (None, None)
+        if B is not None:                          # f_i(v) = (v - w*)^T G (v - w*) + r_i, r_i >= 0, w* = G^-1 b_i
+            B, kappa = B[self.rows], kappa[self.rows]
+            W_star = (L_inv.T @ (L_inv @ B.T)).T
+        else:
+            W_star = W
         unit_of = -np.ones(W.shape, dtype=int)
         row_pos = {int(r): b for b, r in enumerate(self.rows)}
         for u, (i, j) in enumerate(self.unit_entries):
             unit_of[[row_pos[int(r)] for r in i], j] = u
         free = (unit_of >= 0) | self.base_mask.numpy()[self.rows]
-        big_m = np.abs(W) + np.sqrt(max(upper_bound, 0.0) * ginv_diag)[None, :] + 1e-9
-        return RefitData(W, G, unit_of, free, big_m, self.qp.groups, self.qp.n)
+        big_m = np.abs(W_star) + np.sqrt(max(upper_bound, 0.0) * ginv_diag)[None, :] + 1e-9
+        return RefitData(W, G, unit_of, free, big_m, self.qp.groups, self.qp.n, B, kappa, W_star)
 
 
 def _units_in(pattern: Pattern, shape, rows: np.ndarray, window: np.ndarray):
@@ -123,6 +138,30 @@ def _quadratic_terms(W, G, keep, rows, window, entries):
     return Q, c, const
 
 
+def _dense_target_terms(problem: LayerProblem, keep, rows, window, entries):
+    """Q, c, const of a dense-target sub-block (module docstring)."""
+    W, G = problem.float64()
+    B, kappa = problem.linear64()
+    pos = np.full(W.shape[1], -1)
+    pos[window] = np.arange(len(window))
+    n = len(entries)
+    Q, c, const = np.zeros((n, n)), np.zeros(n), 0.0
+    for i in rows:
+        units = [u for u, (ri, _) in enumerate(entries) if i in ri]
+        E = np.zeros((len(units), len(window)))
+        for k, u in enumerate(units):
+            ri, cj = entries[u]
+            j = cj[ri == i]
+            E[k, pos[j]] = W[i, j]
+        a = W[i] * keep[i]
+        a[window] = W[i, window]
+        grad = G @ a - B[i]
+        Q[np.ix_(units, units)] += E @ G[np.ix_(window, window)] @ E.T
+        c[units] += -2 * E @ grad[window]
+        const += float(a @ G @ a - 2 * B[i] @ a + kappa[i])
+    return Q, c, const
+
+
 def build_subblock(problem: LayerProblem, pattern: Pattern, base_mask: torch.Tensor,
                    rows=None, window=None) -> SubBlock:
     """Sub-block of `problem` over `rows` x `window`, the rest fixed to `base_mask`."""
@@ -138,7 +177,10 @@ def build_subblock(problem: LayerProblem, pattern: Pattern, base_mask: torch.Ten
     ids, entries, rows = _units_in(pattern, (out_dim, cols), rows, window)
     W, G = problem.float64()
     keep = base_mask.numpy()
-    Q, c, const = _quadratic_terms(W, G, keep, rows, window, entries)
+    if problem.dense_target:
+        Q, c, const = _dense_target_terms(problem, keep, rows, window, entries)
+    else:
+        Q, c, const = _quadratic_terms(W, G, keep, rows, window, entries)
     group_id = pattern.group_ids(out_dim, cols).numpy()
     unit_group = np.array([group_id[i[0], j[0]] for i, j in entries])
     pruned = np.array([not keep[i[0], j[0]] for i, j in entries])

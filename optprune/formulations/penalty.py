@@ -23,14 +23,17 @@ def penalty_objective(W, G, V, m, rho: float, d, lam: float) -> float:
     return float(((D @ G) * D).sum() + lam * (V * V).sum() + rho * ((1 - m) * d * (V * V).sum(0)).sum())
 
 
-def penalty_v_step(W: np.ndarray, G: np.ndarray, m: np.ndarray, rho: float, d: np.ndarray, lam: float) -> Statement:
-    """min over V (R x c, row-major) of L_rho(V, m): Q = blockdiag_b (G + lam I + rho diag((1 - m) d))."""
+def penalty_v_step(W: np.ndarray, G: np.ndarray, m: np.ndarray, rho: float, d: np.ndarray, lam: float,
+                   B: np.ndarray | None = None, kappa: np.ndarray | None = None) -> Statement:
+    """min over V (R x c, row-major) of L_rho(V, m): Q = blockdiag_b (G + lam I + rho diag((1 - m) d));
+    a dense target's linear term B = W C and constant kappa replace W G and w^T G w."""
     R, c = W.shape
     b = StatementBuilder("penalty V-step")
-    b.add_vars("V", R * c, -np.inf, np.inf, (-2 * W @ G).reshape(-1))
+    B = W @ G if B is None else B
+    b.add_vars("V", R * c, -np.inf, np.inf, (-2 * B).reshape(-1))
     H = G + lam * np.eye(c) + rho * np.diag((1 - m) * d)
     Q = np.kron(np.eye(R), H)
-    return b.build(Q, float(((W @ G) * W).sum()))
+    return b.build(Q, float((B * W).sum()) if kappa is None else float(np.sum(kappa)))
 
 
 def penalty_m_step(V: np.ndarray, d: np.ndarray, keep_units: int, group: int, rho: float,

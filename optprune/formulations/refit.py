@@ -3,11 +3,12 @@
 Rows b of the sub-block, weights v_b free on the entries that may stay nonzero (the window's units
 and the entries the base mask keeps), zero elsewhere; unit u of an entry e(b, j) pruned iff z_u = 1:
 
-    min_{z, v}  sum_b (w_b - v_b)^T G (w_b - v_b)
+    min_{z, v}  sum_b (w_b - v_b)^T G (w_b - v_b)     (dense target: sum_b v_b^T G v_b - 2 b_b^T v_b + kappa_b)
     s.t.        |v_bj| <= M_bj (1 - z_u(b,j)),   sum_{u in g} z_u = p_g,   z in {0,1}^n.
 
 M_bj is rigorous: with U an upper bound on the optimum and G positive definite, every optimal v has
-(w - v)^T G (w - v) <= U per row, hence |w_j - v_j| <= sqrt(U (G^-1)_jj).
+(w - v)^T G (w - v) <= U per row, hence |w_j - v_j| <= sqrt(U (G^-1)_jj); for a dense target the same
+holds around w* = G^-1 b (the row's error is (v - w*)^T G (v - w*) plus a nonnegative rest).
 """
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ class RefitData:
     big_m: np.ndarray        # R x d
     groups: list[tuple[np.ndarray, int]]
     n_units: int
+    B: np.ndarray | None = None        # R x d linear term of a dense target (None: B = W G)
+    kappa: np.ndarray | None = None    # R: each row's error at v = 0 (None: w^T G w)
+    W_star: np.ndarray | None = None   # R x d unconstrained minimisers (None: W)
+
+    def row_value_grad(self, r: int, v: np.ndarray) -> tuple[float, np.ndarray]:
+        """(f_r(v), grad f_r(v)) of row r's error."""
+        if self.B is None:
+            D = self.W[r] - v
+            return float(D @ self.G @ D), -2 * self.G @ D
+        Gv = self.G @ v
+        return float(v @ Gv - 2 * self.B[r] @ v + self.kappa[r]), 2 * (Gv - self.B[r])
 
     def free_entries(self) -> tuple[np.ndarray, np.ndarray]:
         return np.nonzero(self.free)
@@ -51,14 +63,14 @@ def refit_ip(data: RefitData) -> Statement:
     """The mask + refit integer program (MIQP): objective sum_b v_bF^T G_FF v_bF - 2 (G w_b)_F^T v_bF + w_b^T G w_b."""
     b = StatementBuilder("mask + refit integer program")
     fb, fj = data.free_entries()
-    GW = data.W @ data.G
+    GW = data.W @ data.G if data.B is None else data.B
     z, v = _refit_variables(b, data, -2 * GW[fb, fj])
     Q = np.zeros((len(b.cost), len(b.cost)))
     for row in range(data.W.shape[0]):
         k = v[fb == row]
         cols = fj[fb == row]
         Q[np.ix_(k, k)] = data.G[np.ix_(cols, cols)]
-    return b.build(Q, float((GW * data.W).sum()))
+    return b.build(Q, float((GW * data.W).sum()) if data.B is None else float(data.kappa.sum()))
 
 
 def refit_oa_master(data: RefitData) -> Statement:
@@ -79,9 +91,9 @@ def refit_cuts(data: RefitData, master: Statement, V: np.ndarray, scale: float) 
     eta = np.arange(master.blocks["eta"].start, master.blocks["eta"].stop)
     rows, lower = np.zeros((data.W.shape[0], master.n)), np.zeros(data.W.shape[0])
     for r in range(data.W.shape[0]):
-        D = data.W[r] - V[r]
-        grad = (-2 * data.G @ D)[data.free[r]] / scale
+        value, grad = data.row_value_grad(r, V[r])
+        grad = grad[data.free[r]] / scale
         rows[r, eta[r]] = 1.0
         rows[r, v_idx[r][data.free[r]]] = -grad
-        lower[r] = float(D @ data.G @ D) / scale - grad @ V[r][data.free[r]]
+        lower[r] = value / scale - grad @ V[r][data.free[r]]
     return rows, lower

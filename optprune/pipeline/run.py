@@ -29,7 +29,10 @@ def machine_name() -> str:
 def config_from_args(args) -> PruneConfig:
     """Every prune setting, checked before the model is loaded."""
     return PruneConfig(method=args.method, method_options=parse_method_args(args.method_arg), pattern=args.pattern,
-                       sparsity=args.sparsity, refit=args.refit, attn_sparsity=args.attn_sparsity, calib=args.calib,
+                       sparsity=args.sparsity, refit=args.refit, attn_sparsity=args.attn_sparsity, target=args.target,
+                       target_ridge=args.target_ridge,
+                       sequential=args.sequential, reconstruct=args.reconstruct,
+                       reconstruct_epochs=args.reconstruct_epochs, reconstruct_lr=args.reconstruct_lr, calib=args.calib,
                        nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, data_dir=args.data_dir,
                        dtype=args.dtype, device=args.device, max_memory=args.max_memory, row_shards=args.row_shards,
                        mmap_weights=args.mmap_weights, layer_errors=args.layer_errors)
@@ -75,7 +78,7 @@ def prune_main(args) -> int:
     with tqdm(total=len(adapter.blocks(net)), desc=f"prune {config.method}", file=sys.stderr,
               disable=None if rank == 0 else True) as bar:
         report = run_pruning(net, windows, config, adapter, folder.resume_dir, lambda b, s: bar.update(1),
-                             resume=not args.no_resume, identity={"model": source})
+                             resume=not args.no_resume, identity={"model": source}, say=bar.set_postfix_str)
     if rank != 0:          # rank 0 writes and evaluates; the others are done
         return 0
     prune_seconds = sum(report.get("sessions", [0.0])[:-1]) + time.perf_counter() - t0
@@ -105,7 +108,9 @@ def run_summary(net, source: str, config: PruneConfig, report: dict, prune_secon
     layers = report["layers"]
     pattern = config.parsed_pattern()
     return dict(model=source, adapter=report["adapter"], method=config.method,
-                method_options=config.method_options, refit=config.refit, pattern=pattern.name,
+                method_options=config.method_options, refit=config.refit, target=config.target,
+                sequential=config.sequential, reconstruct=config.reconstruct,
+                reconstruction=report.get("reconstruction"), pattern=pattern.name,
                 sparsity=pattern.sparsity, parameters=sum(p.numel() for p in net.parameters()),
                 calib=config.calib, nsamples=config.nsamples, seqlen=config.seqlen, seed=config.seed,
                 window_bos=bool(windows is not None and adapter_for(net).window_bos),

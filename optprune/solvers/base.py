@@ -35,14 +35,16 @@ def check_method(method: str, pattern: Pattern | None = None) -> None:
 
 def prune_layer(problem: LayerProblem, pattern: Pattern, method: str, **options) -> PruneResult:
     """Run one method on one layer problem; checks the mask and fills objective/time.  A pattern
-    that prunes nothing (sparsity 0) leaves W exactly as it is, whatever the method."""
+    that prunes nothing (sparsity 0) leaves W exactly as it is, whatever the method.  A dense-target
+    problem is handed to the method as its symmetric equivalent (W*, G) (`LayerProblem` doc); the
+    objective is the dense-target one."""
     check_method(method, pattern)
     problem.check_pattern(pattern)
     t0 = time.perf_counter()
     if pattern.pruned_total(*problem.shape) == 0:
         result = PruneResult(torch.ones_like(problem.W, dtype=torch.bool), problem.W.clone(), method)
     else:
-        result = METHODS[method](problem, pattern, **options)
+        result = METHODS[method](problem.symmetric_equivalent(), pattern, **options)
     if problem.device.type == "cuda":
         torch.cuda.synchronize()
     result.seconds = time.perf_counter() - t0

@@ -1,0 +1,139 @@
+"""The engine's dense stream: paired statistics, within-block sequential stages, block reconstruction."""
+import copy
+
+import pytest
+import torch
+
+from optprune.adapters import adapter_for
+from optprune.api import run_pruning
+from optprune.config import PruneConfig
+from optprune.engine import BlockReconstruction, DenseTargetGrams, Engine
+
+
+def _config(**settings):
+    return PruneConfig(**dict(dict(method="sparsegpt", pattern="per-row", sparsity=0.5, dtype="float32", device="cpu"),
+                              **settings))
+
+
+def _inputs_of(block, name, run):
+    """The inputs the linear `name` of `block` receives during run() (flattened to tokens x d)."""
+    seen = []
+    hook = block.get_submodule(name).register_forward_hook(lambda m, i, o: seen.append(i[0].reshape(-1, i[0].shape[-1])))
+    try:
+        run()
+    finally:
+        hook.remove()
+    return torch.cat(seen)
+
+
+def test_dense_target_statistics_pair_the_two_streams_token_by_token(tiny_net):
+    net, _, windows = tiny_net
+    adapter = adapter_for(net)
+    engine = Engine(net, adapter, batch=3)
+    calls = engine.capture(windows)
+    block = adapter.blocks(net)[0]
+    dense = copy.deepcopy(block)
+    with torch.no_grad():
+        block.self_attn.q_proj.weight[:, ::2] = 0          # the "pruned" block differs from the dense copy
+        block.mlp.up_proj.weight[::3] = 0
+    drifted = calls.inputs.like()
+    drifted.data.copy_(calls.inputs.data + 0.1 * torch.randn(calls.inputs.data.shape))
+    grams, _, _ = engine.grams(block, 0, calls, drifted, dense=(dense, calls.inputs))
+    for name in ("self_attn.q_proj", "mlp.down_proj"):
+        X = _inputs_of(dense, name, lambda: engine.propagate(dense, 0, calls, calls.inputs))
+        X_hat = _inputs_of(block, name, lambda: engine.propagate(block, 0, calls, drifted))
+        stats = grams[name]
+        assert isinstance(stats, DenseTargetGrams)
+        for got, want in ((stats.G, X_hat.T @ X_hat), (stats.cross, X.T @ X_hat), (stats.target, X.T @ X)):
+            assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max())), name
+    assert grams["self_attn.k_proj"] is grams["self_attn.q_proj"]
+
+
+def test_sequential_stages_see_the_earlier_groups_pruned(tiny_net):
+    """The step is called once per input group, in order; o_proj's Gram is taken after q/k/v were pruned."""
+    net, tok, windows = tiny_net
+    adapter = adapter_for(net)
+    calls_seen, o_grams = [], {}
+    step_config = _config(sequential=True)
+    from optprune.api import pruner_for
+    pruner = pruner_for(net, step_config, adapter)
+
+    def step(b, block, grams):
+        calls_seen.append((b, tuple(sorted(grams))))
+        if b == 0 and "self_attn.o_proj" in grams:
+            o_grams["seen"] = grams["self_attn.o_proj"].clone()
+            engine_probe = Engine(net, adapter, batch=2)
+            X = _inputs_of(block, "self_attn.o_proj", lambda: engine_probe.propagate(block, 0, probe_calls, probe_calls.inputs))
+            o_grams["direct"] = X.T @ X
+        return pruner(b, block, grams)
+
+    probe_calls = Engine(net, adapter).capture(windows)
+    block0 = adapter.blocks(net)[0]
+    X = _inputs_of(block0, "self_attn.o_proj", lambda: Engine(net, adapter).propagate(block0, 0, probe_calls, probe_calls.inputs))
+    dense_gram = X.T @ X
+    engine = Engine(net, adapter, batch=2, sequential=True)
+    from optprune.engine import ResumeState
+    engine.run(windows, step, ResumeState(None, adapter))
+    groups = [tuple(sorted(g)) for g in adapter.gram_groups]
+    assert calls_seen == [(b, g) for b in range(2) for g in groups]
+    assert torch.allclose(o_grams["seen"], o_grams["direct"], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(o_grams["seen"], dense_gram, rtol=1e-3)    # q/k/v were pruned before it
+
+
+def test_reconstruction_never_increases_the_block_error_and_keeps_the_masks(tiny_net):
+    net, _, windows = tiny_net
+    adapter = adapter_for(net)
+    engine = Engine(net, adapter, batch=2)
+    calls = engine.capture(windows)
+    block = adapter.blocks(net)[0]
+    dense = copy.deepcopy(block)
+    targets = engine.propagate(dense, 0, calls, calls.inputs, calls.inputs.like())
+    with torch.no_grad():
+        for lin in adapter.targets(block).values():
+            lin.weight.mul_(lin.weight.abs() > lin.weight.abs().median())
+    zeros = {n: lin.weight == 0 for n, lin in adapter.targets(block).items()}
+    args = (block, calls.inputs, targets, calls.args[0], calls.kwargs[0], torch.device("cpu"))
+    report = BlockReconstruction(adapter.targets, epochs=3, lr=1e-3)(*args)
+    assert report["error_after"]["all"] < report["error_before"]["all"]
+    assert report["held_out_windows"] == 1 and report["train_windows"] == 3
+    for n, lin in adapter.targets(block).items():
+        assert bool((lin.weight[zeros[n]] == 0).all()), n
+    before = {k: v.clone() for k, v in block.state_dict().items()}
+    wild = BlockReconstruction(adapter.targets, epochs=1, lr=10.0)(*args)     # diverges: the block is kept
+    assert wild["kept_epoch"] is None and wild["error_after"] == wild["error_before"]
+    for k, v in block.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("settings", [dict(target="dense"), dict(target="dense", sequential=True),
+                                      dict(method="admm", reconstruct="block", reconstruct_epochs=1)],
+                         ids=["dense", "dense+sequential", "admm+reconstruct"])
+def test_the_pipeline_resumes_a_dense_stream_run_bit_for_bit(tiny, tiny_net, tmp_path, settings):
+    from optprune.pipeline.model_io import load_model
+
+    net, _, windows = tiny_net
+    config = _config(**settings)
+    report = run_pruning(net, windows, config, adapter_for(net), tmp_path / "state")
+    reference = {k: v.clone() for k, v in net.state_dict().items()}
+    assert all(abs(r["sparsity"] - 0.5) < 1e-9 for r in report["layers"])
+    assert ("reconstruction" in report) == (config.reconstruct == "block")
+    (tmp_path / "state" / "block001.pt").unlink()          # as if killed during block 1
+    net2, _, _ = load_model(str(tiny[0]), dtype=torch.float32)
+    run_pruning(net2, windows, config, adapter_for(net2), tmp_path / "state")
+    for k, v in net2.state_dict().items():
+        assert torch.equal(v, reference[k]), k
+
+
+def test_the_dense_target_changes_what_the_later_layers_solve(tiny_net):
+    """Block 0's first group (q/k/v) sees the same inputs in both streams; after it the dense target is
+    another problem (it implies within-block sequential, so it is compared with a sequential run)."""
+    net, _, windows = tiny_net
+    a, b = copy.deepcopy(net), copy.deepcopy(net)
+    ra = run_pruning(a, windows, _config(sequential=True), adapter_for(a))
+    rb = run_pruning(b, windows, _config(target="dense"), adapter_for(b))
+    first = [r["rel_error"] for r in ra["layers"][:3]]
+    assert [r["layer"] for r in rb["layers"][:3]] == ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
+    assert [r["rel_error"] for r in rb["layers"][:3]] == pytest.approx(first, rel=1e-3)
+    assert rb["layers"][3]["rel_error"] != pytest.approx(ra["layers"][3]["rel_error"], rel=0.1)
+    wa, wb = adapter_for(a).blocks(a)[1].mlp.down_proj.weight, adapter_for(b).blocks(b)[1].mlp.down_proj.weight
+    assert not torch.allclose(wa, wb)
