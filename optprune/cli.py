@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="block: after each block is pruned, fit its kept weights (masks fixed) to the dense "
                          "block's outputs by Adam; 1/8 of the windows held out, never worse than before")
     pr.add_argument("--reconstruct-epochs", type=int, default=2)
-    pr.add_argument("--reconstruct-lr", type=float, default=1e-4)
+    pr.add_argument("--reconstruct-lr", type=float, default=1e-3)
     pr.add_argument("--layer-errors", action="store_true",
                     help="measure every layer's error even for a data-free method (magnitude), which then runs "
                          "the calibration passes it does not otherwise need")

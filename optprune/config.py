@@ -31,7 +31,7 @@ class PruneConfig:
     sequential: bool = False             # within a block, later linears see the earlier ones pruned
     reconstruct: str = "none"            # "block": fit each pruned block's kept weights to the dense outputs
     reconstruct_epochs: int = 2
-    reconstruct_lr: float = 1e-4
+    reconstruct_lr: float = 1e-3
     calib: str = "c4"
     nsamples: int = 128
     seqlen: int = 2048
