@@ -49,7 +49,7 @@ def _size(st) -> str:
 
 
 def _statements():
-    from .formulations import l0, mask, penalty, refit
+    from .formulations import allocation, l0, mask, penalty, refit
 
     prob, block = _example()
     W, G = prob.float64()
@@ -69,7 +69,18 @@ def _statements():
          "HiGHS QP; SPAP's closed form"),
         ("Penalty m-step (SPAP)", penalty.penalty_m_step, penalty.penalty_m_step(W, d, 3, 1, 1.0),
          "HiGHS LP; SPAP's top-k"),
+        ("Sparsity allocation across layers", allocation.allocation_milp,
+         allocation.allocation_milp(_allocation_example()), "HiGHS MILP (proven optimum), cvxpy, Pyomo"),
     ]
+
+
+def _allocation_example():
+    from .formulations.allocation import Allocation
+
+    menu = np.array([0.4, 0.5, 0.6])
+    pruned = np.round(np.array([[576 * 576], [576 * 1536]]) * menu).astype(int)
+    return Allocation(["q_proj", "up_proj"], pruned, np.array([[1.0, 2.0, 4.0], [2.0, 3.0, 5.0]]),
+                      budget=int(pruned[:, 1].sum()))
 
 
 def _patterns_section() -> str:
@@ -96,17 +107,20 @@ def _exact_section() -> str:
 
 
 def render() -> str:
-    from .formulations import l0, mask, penalty, refit, statement
+    from .formulations import allocation, l0, mask, penalty, refit, statement
     from .exact import subblock
 
     parts = [INTRO, "## Statements\n\n" + _doc(statement) + "\n",
              "## Sub-blocks\n\n" + _doc(subblock) + "\n"]
-    modules = {mask.mask_ip: mask, refit.refit_ip: refit, l0.l0_penalized: l0, penalty.penalty_v_step: penalty}
+    modules = {mask.mask_ip: mask, refit.refit_ip: refit, l0.l0_penalized: l0, penalty.penalty_v_step: penalty,
+               allocation.allocation_milp: allocation}
     for k, (title, builder, st, solved_by) in enumerate(_statements(), 1):
         if builder in modules:
             parts.append(f"### From `{modules[builder].__name__}`\n\n" + _doc(modules[builder]) + "\n")
+        example = ("2 layers, a menu of 3 sparsities" if builder is allocation.allocation_milp
+                   else "2 x 6 per-row sub-block at 50%")
         parts.append(f"#### {k}. {title} — `{builder.__module__}.{builder.__name__}`\n\n{_doc(builder)}\n\n"
-                     f"Example (2 x 6 per-row sub-block at 50%): {_size(st)}. Solved by: {solved_by}.\n")
+                     f"Example ({example}): {_size(st)}. Solved by: {solved_by}.\n")
     parts += [_exact_section(), _patterns_section()]
     return "\n".join(parts)
 
