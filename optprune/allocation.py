@@ -38,3 +38,98 @@ def sparsity_menu(target: float, spread: float = 0.2, step: float = 0.025, top: 
     """The menu target - spread .. target + spread in steps, clipped to [0, top]."""
     k = int(round(spread / step))
     return np.unique(np.clip(target + step * np.arange(-k, k + 1), 0.0, top).round(10))
+
+
+COST_METHODS = ("magnitude", "wanda", "sparsegpt")     # cheap enough to run at every menu sparsity
+
+
+def cost_method(method: str) -> str:
+    """The method whose layer errors price the menu: the method itself when it is cheap (data-free or
+    one OBS pass), else SparseGPT (ADMM, SparseSwaps, mAIHT and SparseFW would run once per option)."""
+    return method if method in COST_METHODS else "sparsegpt"
+
+
+def layer_costs(problem, pattern, menu: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """(pruned weights, relative error) of `problem` at every menu sparsity, pruned by `method`."""
+    from dataclasses import replace
+
+    from .solvers import prune_layer
+
+    rows, cols = problem.shape
+    pruned, costs = np.zeros(len(menu), dtype=np.int64), np.zeros(len(menu))
+    for k, s in enumerate(menu):
+        p = replace(pattern, sparsity=float(s))
+        pruned[k] = p.pruned_total(rows, cols)
+        costs[k] = problem.relative_error(W_hat=prune_layer(problem, p, method).weight) if pruned[k] else 0.0
+    return pruned, costs
+
+
+def milp_allocation(names: list[str], pruned: np.ndarray, costs: np.ndarray, uniform_pruned: int,
+                    time_limit: float = 60.0):
+    """The proven-optimal menu choice with exactly the uniform allocation's pruned count."""
+    from .formulations.allocation import Allocation, solve_allocation
+
+    return solve_allocation(Allocation(names, pruned, costs, uniform_pruned), time_limit)
+
+
+@torch.no_grad()
+def survey(net, adapter, windows: torch.Tensor, pattern, menu: np.ndarray | None, method: str, device,
+           batch: int = 8) -> dict:
+    """One pass over the dense model: every target layer's size and (with a menu) its cost at each menu
+    sparsity, and every block's OWL outlier ratio (from its Wanda scores)."""
+    from .engine import Engine
+    from .pruner import layer_problem
+    from .solvers.baselines import wanda_scores
+
+    engine = Engine(net, adapter, device, batch, offload=False)
+    calls = engine.capture(windows)
+    out = dict(names=[], block=[], pruned=[], costs=[], ratios=[])
+
+    def visit(b, block, inps):
+        grams = engine.grams(block, b, calls, inps)[0]
+        scores = []
+        for name, lin in adapter.targets(block).items():
+            problem = layer_problem(lin.weight.detach().float(), grams[name], f"{b}.{name}")
+            scores.append(wanda_scores(problem))
+            out["names"].append(f"{b}.{name}")
+            out["block"].append(b)
+            if menu is not None:
+                pruned, costs = layer_costs(problem, pattern, menu, method)
+                out["pruned"].append(pruned)
+                out["costs"].append(costs)
+        out["ratios"].append(outlier_ratio(scores))
+    engine.dense_pass(calls, visit).release()
+    return out
+
+
+def allocate(net, adapter, windows: torch.Tensor, config) -> dict:
+    """{'sparsity': {'<block>.<linear>': s}, and the allocation's report} for config.allocation."""
+    import time
+    from dataclasses import replace
+
+    from .config import resolve_device
+
+    t0 = time.perf_counter()
+    pattern = config.parsed_pattern()
+    menu = (sparsity_menu(pattern.sparsity, config.allocation_spread, config.allocation_step, config.allocation_max)
+            if config.allocation == "milp" else None)
+    found = survey(net, adapter, windows, pattern, menu, cost_method(config.method), resolve_device(config.device),
+                   config.batch)
+    targets = {f"{b}.{n}": lin for b, block in enumerate(adapter.blocks(net)) for n, lin in adapter.targets(block).items()}
+    shape = {name: (lin.out_features, lin.in_features) for name, lin in targets.items()}
+    report = dict(kind=config.allocation, outlier_ratios=found["ratios"])
+    if config.allocation == "owl":
+        per_block = owl_sparsities(found["ratios"], pattern.sparsity)
+        sparsity = {name: float(per_block[b]) for name, b in zip(found["names"], found["block"])}
+    else:
+        uniform = sum(pattern.pruned_total(*shape[n]) for n in found["names"])
+        res = milp_allocation(found["names"], np.array(found["pruned"]), np.array(found["costs"]), uniform)
+        sparsity = {name: float(menu[k]) for name, k in zip(found["names"], res.choice)}
+        report.update(menu=menu.tolist(), cost_method=cost_method(config.method),
+                      milp=dict(status=res.status, objective=res.objective, bound=res.bound, seconds=res.seconds),
+                      uniform_cost=float(sum(c[list(menu.round(10)).index(round(pattern.sparsity, 10))]
+                                             for c in found["costs"])))
+    pruned = sum(replace(pattern, sparsity=sparsity[n]).pruned_total(*shape[n]) for n in found["names"])
+    report.update(sparsity=sparsity, achieved_sparsity=pruned / sum(r * c for r, c in shape.values()),
+                  seconds=time.perf_counter() - t0)
+    return report

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .adapters import ModelAdapter, adapter_for
+from .allocation import allocate
 from .data import calibration_windows, tokenize_long, wikitext_test_text, window_bos_id
 from .config import PruneConfig, resolve_device
 from .engine import BlockReconstruction, Engine, ResumeState, model_digest, parse_memory, streamed_perplexity
@@ -62,6 +63,12 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
     device = resolve_device(config.device)
     step = pruner_for(net, config, adapter)
     step.check_fits(net)
+    allocation = None
+    if config.allocation != "uniform":
+        if windows is None:
+            raise ValueError(f"--allocation {config.allocation} needs calibration windows")
+        allocation = allocate(net, adapter, windows, config)
+        step.layer_sparsity = allocation["sparsity"]
     engine = Engine(net, adapter, device, config.batch, offload=config.offload,
                     max_memory=parse_memory(config.max_memory), mmap_weights=config.mmap_weights,
                     dense_target=config.target == "dense", sequential=config.runs_sequential(),
@@ -77,6 +84,8 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
         report = engine.run(windows, step, state, progress)
         report["sessions"] = state.sessions()
     step.finish(net)
+    if allocation is not None:
+        report["allocation"] = allocation
     report["calibrated"], report["fingerprint"] = calibrated, fingerprint
     report["adapter"] = adapter.model_type + (" (layout inferred)" if adapter.inferred else "")
     return report

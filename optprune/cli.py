@@ -175,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--sequential", action="store_true",
                     help="within a block, prune input group after input group (q/k/v, o, gate/up, down), each "
                          "calibrated on the block with the earlier groups already pruned")
+    pr.add_argument("--allocation", default="uniform", choices=["uniform", "owl", "milp"],
+                    help="per-layer sparsities (unstructured, per-row): uniform; owl (outlier-weighted blocks, "
+                         "luuyin/OWL); milp (a menu of sparsities per layer priced by each layer's error, the "
+                         "choice with the least total error and exactly the uniform run's pruned count, proven "
+                         "optimal by HiGHS)")
+    pr.add_argument("--allocation-spread", type=float, default=0.2, help="milp menu: sparsity +- spread")
+    pr.add_argument("--allocation-step", type=float, default=0.025, help="milp menu step")
+    pr.add_argument("--allocation-max", type=float, default=0.95, help="milp menu: most a layer may lose")
     pr.add_argument("--reconstruct", default="none", choices=["none", "block"],
                     help="block: after each block is pruned, fit its kept weights (masks fixed) to the dense "
                          "block's outputs by Adam; 1/8 of the windows held out, never worse than before")

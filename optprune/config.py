@@ -13,6 +13,7 @@ from .solvers.base import check_method
 
 TARGETS = ("pruned", "dense")
 RECONSTRUCTIONS = ("none", "block")
+ALLOCATIONS = ("uniform", "owl", "milp")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -29,6 +30,10 @@ class PruneConfig:
     target: str = "pruned"               # the layer problems' target: "pruned" (W X_hat) or "dense" (W X)
     target_ridge: float = 0.3            # dense target: ridge of the corrected weights W*, times mean diag G
     sequential: bool = False             # within a block, later linears see the earlier ones pruned
+    allocation: str = "uniform"          # per-layer sparsities: uniform, owl, or milp (the proven optimum of a menu)
+    allocation_spread: float = 0.2       # milp menu: target +- spread ...
+    allocation_step: float = 0.025       # ... in these steps ...
+    allocation_max: float = 0.95         # ... at most this per layer
     reconstruct: str = "none"            # "block": fit each pruned block's kept weights to the dense outputs
     reconstruct_epochs: int = 2
     reconstruct_lr: float = 1e-3
@@ -57,6 +62,13 @@ class PruneConfig:
             raise ValueError(f"unknown target {self.target!r}: use {' or '.join(TARGETS)}")
         if self.reconstruct not in RECONSTRUCTIONS:
             raise ValueError(f"unknown reconstruction {self.reconstruct!r}: use {' or '.join(RECONSTRUCTIONS)}")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"unknown allocation {self.allocation!r}: use {', '.join(ALLOCATIONS)}")
+        if self.allocation != "uniform" and self.parsed_pattern().name not in ("unstructured", "per-row"):
+            raise ValueError(f"--allocation {self.allocation} allocates unstructured and per-row sparsity; "
+                             f"{self.parsed_pattern().name} stays uniform per layer")
+        if not (0 < self.allocation_step <= self.allocation_spread and 0 < self.allocation_max < 1):
+            raise ValueError("allocation menu: need 0 < step <= spread and 0 < max < 1")
         if not self.target_ridge > 0:
             raise ValueError(f"target_ridge must be > 0, got {self.target_ridge}")
         if self.reconstruct_epochs < 1 or not self.reconstruct_lr > 0:
@@ -69,7 +81,7 @@ class PruneConfig:
         """False for a data-free mask (magnitude) kept as is: no forward pass and no Gram is needed,
         unless the layer errors are wanted (they need G)."""
         data_free = (self.method in DATA_FREE_MASKS and not self.refit and not self.parsed_pattern().removes_inputs
-                     and self.target == "pruned" and self.reconstruct == "none")
+                     and self.target == "pruned" and self.reconstruct == "none" and self.allocation == "uniform")
         return self.layer_errors or not data_free
 
     def runs_sequential(self) -> bool:
@@ -89,7 +101,9 @@ class PruneConfig:
                     pattern=pattern.name, sparsity=pattern.sparsity, refit=self.refit,
                     attn_sparsity=self.attn_sparsity, target=self.target, sequential=self.runs_sequential(),
                     **({"target_ridge": self.target_ridge} if self.target == "dense" else {}),
-                    reconstruct=self.reconstruct,
+                    reconstruct=self.reconstruct, allocation=self.allocation,
+                    **({"allocation_menu": [self.allocation_spread, self.allocation_step, self.allocation_max]}
+                       if self.allocation == "milp" else {}),
                     **({"reconstruct_epochs": self.reconstruct_epochs, "reconstruct_lr": self.reconstruct_lr}
                        if self.reconstruct != "none" else {}),
                     calib=self.calib, nsamples=self.nsamples, seqlen=self.seqlen,

@@ -8,7 +8,7 @@ and whole KV groups of attention heads (on the attention output's column groups)
 modules through the adapter's layouts."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import time
 
@@ -58,6 +58,7 @@ class BlockPruner:
     attn_sparsity: float | None = None
     device: torch.device = torch.device("cpu")
     target_ridge: float = 0.3
+    layer_sparsity: dict | None = None      # '<block>.<linear>' -> its sparsity (an allocation); else the pattern's
     _patterns: dict = field(default_factory=dict, repr=False)
 
     def __call__(self, b: int, block, grams: dict | None) -> list[dict]:
@@ -95,7 +96,7 @@ class BlockPruner:
         in the shares block b had before its first step (kept while its groups are pruned one by one)."""
         targets = self.adapter.targets(block)
         if not self.pattern.removes_inputs:
-            return targets, {name: self.pattern for name in targets}
+            return targets, {name: self.layer_pattern(b, name) for name in targets}
         if b is not None and b in self._patterns:
             patterns = self._patterns[b]
             return {n: targets[n] for n in patterns if n in targets}, patterns
@@ -111,6 +112,11 @@ class BlockPruner:
         if b is not None:
             self._patterns[b] = {n: patterns[n] for n in keep}
         return {n: targets[n] for n in keep}, patterns
+
+    def layer_pattern(self, b: int | None, name: str) -> Pattern:
+        """The pattern of linear `name` of block b: the allocated sparsity, or the run's."""
+        s = (self.layer_sparsity or {}).get(f"{b}.{name}")
+        return self.pattern if s is None else replace(self.pattern, sparsity=s)
 
     def _solve(self, b, name, rows, W, G, pattern):
         problem = layer_problem(W, G, f"{b}.{name}[{rows.start}:{rows.stop}]", self.target_ridge)

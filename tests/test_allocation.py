@@ -109,3 +109,38 @@ def test_the_menu_is_centred_and_clipped():
     assert sparsity_menu(0.6, 0.1, 0.05) == pytest.approx([0.5, 0.55, 0.6, 0.65, 0.7])
     assert sparsity_menu(0.9, 0.1, 0.05).max() == pytest.approx(0.95)
     assert sparsity_menu(0.05, 0.1, 0.05).min() == 0.0
+
+
+@pytest.mark.parametrize("kind", ["owl", "milp"])
+def test_the_pipeline_allocates_and_meets_the_budget(tiny_net, kind):
+    import torch
+    from optprune.adapters import adapter_for
+    from optprune.api import run_pruning
+    from optprune.config import PruneConfig
+
+    net, _, windows = tiny_net
+    config = PruneConfig(method="sparsegpt", pattern="per-row", sparsity=0.5, dtype="float32", device="cpu",
+                         allocation=kind, allocation_spread=0.2, allocation_step=0.1)
+    report = run_pruning(net, windows, config, adapter_for(net))
+    alloc = report["allocation"]
+    zeros = sum(int((lin.weight == 0).sum()) for b in adapter_for(net).blocks(net)
+                for lin in adapter_for(net).targets(b).values())
+    total = sum(lin.weight.numel() for b in adapter_for(net).blocks(net) for lin in adapter_for(net).targets(b).values())
+    assert zeros / total == pytest.approx(alloc["achieved_sparsity"], abs=1e-3)    # random weights hold no zeros
+    layers = {f"{r['block']}.{r['layer']}": r["sparsity"] for r in report["layers"]}
+    for name, s in alloc["sparsity"].items():
+        assert layers[name] == pytest.approx(s, abs=1 / 32 + 1e-9), name
+    if kind == "milp":
+        assert alloc["achieved_sparsity"] == 0.5                                 # the uniform count, exactly
+        assert alloc["milp"]["status"] == "optimal"
+        assert alloc["milp"]["objective"] <= alloc["uniform_cost"] + 1e-12
+        assert len(set(alloc["sparsity"].values())) > 1
+    else:
+        assert abs(alloc["achieved_sparsity"] - 0.5) < 0.02
+
+
+def test_allocation_is_refused_for_n_m_before_any_work():
+    from optprune.config import PruneConfig
+
+    with pytest.raises(ValueError, match="2:4 stays uniform per layer"):
+        PruneConfig(method="sparsegpt", pattern="2:4", allocation="milp")
