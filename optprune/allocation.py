@@ -83,7 +83,7 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu: np.ndarray | None
 
     engine = Engine(net, adapter, device, batch, offload=False)
     calls = engine.capture(windows)
-    out = dict(names=[], block=[], pruned=[], costs=[], ratios=[])
+    out = dict(names=[], block=[], pruned=[], costs=[], ratios=[], energy=[])
 
     def visit(b, block, inps):
         grams = engine.grams(block, b, calls, inps)[0]
@@ -93,6 +93,7 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu: np.ndarray | None
             scores.append(wanda_scores(problem))
             out["names"].append(f"{b}.{name}")
             out["block"].append(b)
+            out["energy"].append(problem.dense_energy())
             if menu is not None:
                 pruned, costs = layer_costs(problem, pattern, menu, method)
                 out["pruned"].append(pruned)
@@ -123,13 +124,48 @@ def allocate(net, adapter, windows: torch.Tensor, config) -> dict:
         sparsity = {name: float(per_block[b]) for name, b in zip(found["names"], found["block"])}
     else:
         uniform = sum(pattern.pruned_total(*shape[n]) for n in found["names"])
-        res = milp_allocation(found["names"], np.array(found["pruned"]), np.array(found["costs"]), uniform)
+        costs = np.array(found["costs"])
+        if config.allocation_cost == "sensitivity":
+            fisher = output_fisher(net, adapter, windows, resolve_device(config.device))
+            weight = np.array([fisher[n] * e for n, e in zip(found["names"], found["energy"])])
+            costs = costs * weight[:, None] / weight.mean()
+            report["sensitivity"] = dict(zip(found["names"], (weight / weight.mean()).tolist()))
+        res = milp_allocation(found["names"], np.array(found["pruned"]), costs, uniform)
         sparsity = {name: float(menu[k]) for name, k in zip(found["names"], res.choice)}
         report.update(menu=menu.tolist(), cost_method=cost_method(config.method),
                       milp=dict(status=res.status, objective=res.objective, bound=res.bound, seconds=res.seconds),
-                      uniform_cost=float(sum(c[list(menu.round(10)).index(round(pattern.sparsity, 10))]
-                                             for c in found["costs"])))
+                      cost=config.allocation_cost,
+                      uniform_cost=float(costs[:, list(menu.round(10)).index(round(pattern.sparsity, 10))].sum()))
     pruned = sum(replace(pattern, sparsity=sparsity[n]).pruned_total(*shape[n]) for n in found["names"])
     report.update(sparsity=sparsity, achieved_sparsity=pruned / sum(r * c for r, c in shape.values()),
                   seconds=time.perf_counter() - t0)
     return report
+
+
+def output_fisher(net, adapter, windows: torch.Tensor, device, max_windows: int = 8) -> dict[str, float]:
+    """{'<block>.<linear>': mean_j E[(dL/dy_j)^2]}: the diagonal Fisher of the calibration loss on each target
+    layer's outputs, from forward and backward passes over the first `max_windows` windows.  A layer whose
+    output error dY spreads evenly over its outputs changes the loss by about 1/2 mean(F) ||dY||^2, so
+    relative error x ||Y||^2 x mean(F) prices a layer's pruning in units of the loss."""
+    sums, hooks = {}, []
+    for b, block in enumerate(adapter.blocks(net)):
+        for name, lin in adapter.targets(block).items():
+            key = f"{b}.{name}"
+
+            def grab(_m, _i, out, key=key):
+                out.register_hook(lambda g, key=key: sums.__setitem__(
+                    key, sums.get(key, 0.0) + float(g.float().pow(2).mean(-1).sum())))
+            hooks.append(lin.register_forward_hook(grab))
+    net.to(device)
+    tokens = 0
+    try:
+        with torch.enable_grad():
+            for w in windows[:max_windows]:
+                ids = w[None].to(device)
+                net(ids, labels=ids).loss.backward()
+                tokens += ids.numel()
+    finally:
+        for h in hooks:
+            h.remove()
+        net.zero_grad(set_to_none=True)
+    return {k: v / tokens for k, v in sums.items()}

@@ -31,6 +31,7 @@ class PruneConfig:
     target_ridge: float = 0.3            # dense target: ridge of the corrected weights W*, times mean diag G
     sequential: bool = False             # within a block, later linears see the earlier ones pruned
     allocation: str = "uniform"          # per-layer sparsities: uniform, owl, or milp (the proven optimum of a menu)
+    allocation_cost: str = "error"       # milp: a layer's price is its relative error, or error x loss sensitivity
     allocation_spread: float = 0.2       # milp menu: target +- spread ...
     allocation_step: float = 0.025       # ... in these steps ...
     allocation_max: float = 0.95         # ... at most this per layer
@@ -67,6 +68,8 @@ class PruneConfig:
         if self.allocation != "uniform" and self.parsed_pattern().name not in ("unstructured", "per-row"):
             raise ValueError(f"--allocation {self.allocation} allocates unstructured and per-row sparsity; "
                              f"{self.parsed_pattern().name} stays uniform per layer")
+        if self.allocation_cost not in ("error", "sensitivity"):
+            raise ValueError(f"unknown allocation cost {self.allocation_cost!r}: use error or sensitivity")
         if not (0 < self.allocation_step <= self.allocation_spread and 0 < self.allocation_max < 1):
             raise ValueError("allocation menu: need 0 < step <= spread and 0 < max < 1")
         if not self.target_ridge > 0:
@@ -102,7 +105,8 @@ class PruneConfig:
                     attn_sparsity=self.attn_sparsity, target=self.target, sequential=self.runs_sequential(),
                     **({"target_ridge": self.target_ridge} if self.target == "dense" else {}),
                     reconstruct=self.reconstruct, allocation=self.allocation,
-                    **({"allocation_menu": [self.allocation_spread, self.allocation_step, self.allocation_max]}
+                    **({"allocation_menu": [self.allocation_spread, self.allocation_step, self.allocation_max],
+                        "allocation_cost": self.allocation_cost}
                        if self.allocation == "milp" else {}),
                     **({"reconstruct_epochs": self.reconstruct_epochs, "reconstruct_lr": self.reconstruct_lr}
                        if self.reconstruct != "none" else {}),

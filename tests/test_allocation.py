@@ -111,8 +111,8 @@ def test_the_menu_is_centred_and_clipped():
     assert sparsity_menu(0.05, 0.1, 0.05).min() == 0.0
 
 
-@pytest.mark.parametrize("kind", ["owl", "milp"])
-def test_the_pipeline_allocates_and_meets_the_budget(tiny_net, kind):
+@pytest.mark.parametrize("kind,cost", [("owl", "error"), ("milp", "error"), ("milp", "sensitivity")])
+def test_the_pipeline_allocates_and_meets_the_budget(tiny_net, kind, cost):
     import torch
     from optprune.adapters import adapter_for
     from optprune.api import run_pruning
@@ -120,7 +120,7 @@ def test_the_pipeline_allocates_and_meets_the_budget(tiny_net, kind):
 
     net, _, windows = tiny_net
     config = PruneConfig(method="sparsegpt", pattern="per-row", sparsity=0.5, dtype="float32", device="cpu",
-                         allocation=kind, allocation_spread=0.2, allocation_step=0.1)
+                         allocation=kind, allocation_cost=cost, allocation_spread=0.2, allocation_step=0.1)
     report = run_pruning(net, windows, config, adapter_for(net))
     alloc = report["allocation"]
     zeros = sum(int((lin.weight == 0).sum()) for b in adapter_for(net).blocks(net)
@@ -135,8 +135,32 @@ def test_the_pipeline_allocates_and_meets_the_budget(tiny_net, kind):
         assert alloc["milp"]["status"] == "optimal"
         assert alloc["milp"]["objective"] <= alloc["uniform_cost"] + 1e-12
         assert len(set(alloc["sparsity"].values())) > 1
+        if cost == "sensitivity":
+            weights = np.array(list(alloc["sensitivity"].values()))
+            assert np.isfinite(weights).all() and (weights > 0).all() and weights.mean() == pytest.approx(1.0)
     else:
         assert abs(alloc["achieved_sparsity"] - 0.5) < 0.02
+
+
+def test_the_output_fisher_is_the_mean_squared_gradient_of_each_output(tiny_net):
+    import torch
+    from optprune.adapters import adapter_for
+    from optprune.allocation import output_fisher
+
+    net, _, windows = tiny_net
+    adapter = adapter_for(net)
+    fisher = output_fisher(net, adapter, windows, torch.device("cpu"), max_windows=2)
+    lin = adapter.blocks(net)[1].mlp.down_proj
+    seen = []
+
+    def grab(_m, _i, out):
+        out.register_hook(lambda g: seen.append(g))
+    lin.register_forward_hook(grab)
+    for w in windows[:2]:
+        net(w[None], labels=w[None]).loss.backward()
+    want = sum(float(g.pow(2).mean(-1).sum()) for g in seen) / windows[:2].numel()
+    assert fisher["1.mlp.down_proj"] == pytest.approx(want, rel=1e-5)
+    assert len(fisher) == 14 and all(v > 0 for v in fisher.values())
 
 
 def test_allocation_is_refused_for_n_m_before_any_work():

@@ -31,6 +31,8 @@ PRUNE_USAGE = [   # (extra arguments replacing the defaults, message)
     (["--reconstruct", "block", "--reconstruct-epochs", "0"], "reconstruct_epochs must be >= 1"),
     (["--method", "admm", "--pattern", "structured"], "admm handles entrywise"),
     (["--method", "admm", "--method-arg", "warm_start=admm"], "unknown warm start 'admm'"),
+    (["--allocation", "milp", "--pattern", "2:4"], "2:4 stays uniform per layer"),
+    (["--allocation", "milp", "--allocation-step", "0"], "need 0 < step <= spread"),
     (["--seqlen", "4096"], "--seqlen 4096 is longer than this model's max_position_embeddings (128)"),
 ]
 
