@@ -112,13 +112,46 @@ def evaluate(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 2048, *
                                progress)
 
 
+class _Recorded(Exception):
+    """Raised by the recording step once the last wanted block is recorded: the walk stops there."""
+
+
+def pruned_layer_problems(net, windows: torch.Tensor, blocks: list[int], config: PruneConfig) -> dict:
+    """{'<block>.<linear>': (W, statistics)} as the pipeline sees them under `config`: each wanted block's
+    weights before its step and its input statistics (a Gram, or with the dense target the (G, cross,
+    target) triple) on the stream of the model pruned up to that block."""
+    adapter = adapter_for(net)
+    check_blocks(net, adapter, blocks)
+    step, out = pruner_for(net, config, adapter), {}
+
+    def record(b, block, grams):
+        if b in blocks:
+            out.update({f"{b}.{name}": (adapter.targets(block)[name].weight.detach().float().cpu(), stats)
+                        for name, stats in grams.items()})
+        infos = step(b, block, grams)
+        if b == max(blocks) and all(f"{b}.{n}" in out for n in adapter.targets(block)):
+            raise _Recorded
+        return infos
+    engine = Engine(net, adapter, resolve_device(config.device), config.batch,
+                    dense_target=config.target == "dense", sequential=config.runs_sequential())
+    try:
+        engine.run(windows, record, ResumeState(None, adapter))
+    except _Recorded:
+        pass
+    return out
+
+
+def check_blocks(net, adapter: ModelAdapter, blocks: list[int]) -> None:
+    n = len(adapter.blocks(net))
+    if not blocks or any(b < 0 or b >= n for b in blocks):
+        raise ValueError(f"blocks must lie in [0, {n}), got {blocks}")
+
+
 @torch.no_grad()
 def dense_layer_problems(net, windows: torch.Tensor, blocks: list[int], device: str = "cpu", batch: int = 8) -> dict:
     """{'<block>.<linear>': (W, G)} of the dense model: weights and input Grams of chosen blocks."""
     adapter = adapter_for(net)
-    layers = adapter.blocks(net)
-    if any(b < 0 or b >= len(layers) for b in blocks):
-        raise ValueError(f"blocks must lie in [0, {len(layers)})")
+    check_blocks(net, adapter, blocks)
     engine = Engine(net, adapter, resolve_device(device), batch, offload=False)
     calls, out = engine.capture(windows), {}
 

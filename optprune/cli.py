@@ -1,4 +1,4 @@
-"""Command line: `optprune certify | prune | eval`."""
+"""Command line: `optprune certify | report | prune | dump-layers | eval`."""
 from __future__ import annotations
 
 import argparse
@@ -87,6 +87,11 @@ def cmd_report(args) -> int:
                             exact_method=args.exact, time_limit=args.time_limit, workers=args.workers)
         print(f"wrote {path}")
     return 0
+
+
+def cmd_dump_layers(args) -> int:
+    from .pipeline.run import dump_layers_main
+    return dump_layers_main(args)
 
 
 def cmd_prune(args) -> int:
@@ -195,6 +200,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="measure every layer's error even for a data-free method (magnitude), which then runs "
                          "the calibration passes it does not otherwise need")
     pr.set_defaults(func=cmd_prune)
+
+    dl = sub.add_parser("dump-layers", help="write the layer problems (W, input Gram; with --target dense also the "
+                        "cross term and the dense Gram) of chosen blocks to a safetensors file for certify/report")
+    dl.add_argument("--model", default="", help="local path or hub id (default: embedded SmolLM2-135M)")
+    dl.add_argument("--gguf-file", default="")
+    dl.add_argument("--blocks", required=True, help="comma-separated block indices, e.g. 0,14,29")
+    dl.add_argument("--out", required=True, help="the .safetensors file to write")
+    dl.add_argument("--method", default="", help="prune the blocks before each wanted one with this method, so "
+                    "the problems are those the pipeline solves (default: the dense model's)")
+    dl.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE")
+    dl.add_argument("--pattern", default="per-row")
+    dl.add_argument("--sparsity", type=float, default=None)
+    dl.add_argument("--target", default="pruned", choices=["pruned", "dense"])
+    for flag, default in (("--calib", "c4"), ("--data-dir", ""), ("--dtype", "auto"), ("--device", "auto")):
+        dl.add_argument(flag, default=default)
+    dl.add_argument("--nsamples", type=int, default=128)
+    dl.add_argument("--seqlen", type=int, default=2048)
+    dl.add_argument("--seed", type=int, default=0)
+    dl.set_defaults(func=cmd_dump_layers)
 
     ev = sub.add_parser("eval", help="perplexity / zero-shot accuracy of a saved model")
     ev.add_argument("--model", default="", help="saved model folder (default: embedded SmolLM2-135M)")

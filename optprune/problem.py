@@ -263,8 +263,23 @@ class LayerProblem:
         return V
 
 
+def save_layer_problems(problems: dict, path: str | Path, meta: dict | None = None) -> None:
+    """Write {name: (W, G) or (W, (G, cross, target))} as `<name>.weight`, `<name>.gram` (and `<name>.cross`,
+    `<name>.target_gram` for a dense target) to a safetensors file; `meta`: string metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for name, (W, stats) in problems.items():
+        parts = stats.tensors() if hasattr(stats, "tensors") else (stats,)
+        for key, t in zip(("gram", "cross", "target_gram"), parts):
+            tensors[f"{name}.{key}"] = t.detach().float().cpu().clone().contiguous()
+        tensors[f"{name}.weight"] = W.detach().float().cpu().clone().contiguous()
+    save_file(tensors, str(path), metadata={k: str(v) for k, v in (meta or {}).items()})
+
+
 def load_layer_problems(path: str | Path, names: list[str] | None = None) -> dict[str, LayerProblem]:
-    """Read `<name>.weight` / `<name>.gram` pairs from a safetensors file."""
+    """Read `<name>.weight` / `<name>.gram` pairs (with `<name>.cross` and `<name>.target_gram`: dense-target
+    problems) from a safetensors file."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -283,7 +298,8 @@ def load_layer_problems(path: str | Path, names: list[str] | None = None) -> dic
         if unknown:
             raise ProblemError(f"{path}: no layer(s) {unknown}; the file has {found}")
         found = names
-    return {n: LayerProblem(tensors[f"{n}.weight"].float(), tensors[f"{n}.gram"].float(), n) for n in found}
+    return {n: LayerProblem(tensors[f"{n}.weight"].float(), tensors[f"{n}.gram"].float(), n,
+                            tensors.get(f"{n}.cross"), tensors.get(f"{n}.target_gram")) for n in found}
 
 
 def dense_target_problem(W: torch.Tensor, X: torch.Tensor, X_hat: torch.Tensor, name: str = "layer") -> LayerProblem:

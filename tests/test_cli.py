@@ -137,3 +137,34 @@ def test_mask_agreement_is_one_on_the_diagonal_and_symmetric():
     agree = mask_agreement({"a": a, "b": b, "not_a": ~a})
     assert (agree.diagonal() == 1).all() and (agree == agree.T).all()
     assert agree[0, 2] == 0.0
+
+
+@pytest.mark.parametrize("extra", [[], ["--method", "sparsegpt", "--target", "dense"]], ids=["dense-model", "dense-target"])
+def test_dump_layers_writes_problems_that_certify_reads(tiny, tmp_path, capsys, extra):
+    from optprune.problem import load_layer_problems
+
+    model_dir, data = tiny
+    out = tmp_path / "layers.safetensors"
+    assert main(["dump-layers", "--model", str(model_dir), "--blocks", "1", "--out", str(out), "--nsamples", "4",
+                 "--seqlen", "32", "--data-dir", str(data), "--device", "cpu", "--dtype", "float32", *extra]) == 0
+    problems = load_layer_problems(out)
+    assert sorted(problems) == sorted(f"1.{n}" for n in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                          "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+                                                          "mlp.down_proj"))
+    assert all(p.dense_target == bool(extra) for p in problems.values())
+    capsys.readouterr()
+    assert main(["certify", "--layer", str(out), "--name", "1.self_attn.q_proj", "--method", "wanda,sparsegpt",
+                 "--window", "8", "--time-limit", "30"]) == 0
+    assert "sparsegpt" in capsys.readouterr().out
+
+
+def test_dump_layers_refuses_bad_blocks_before_loading(tiny, tmp_path, capsys):
+    model_dir, data = tiny
+    args = ["dump-layers", "--model", str(model_dir), "--out", str(tmp_path / "x.safetensors"), "--data-dir", str(data),
+            "--nsamples", "4", "--seqlen", "32", "--device", "cpu"]
+    assert main(args + ["--blocks", "a,b"]) == 2
+    assert "give block indices" in capsys.readouterr().err
+    assert main(args + ["--blocks", "0", "--target", "dense"]) == 2
+    assert main(args + ["--blocks", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "blocks must lie in [0, 2)" in err and "Loading weights" not in err

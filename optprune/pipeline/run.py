@@ -130,6 +130,39 @@ def mean_layer_error(layers: list[dict]) -> float | None:
     return sum(errors) / len(errors) if errors else None
 
 
+def dump_layers_main(args) -> int:
+    """`optprune dump-layers`: every check first, then one walk up to the last wanted block."""
+    from ..api import check_blocks, dense_layer_problems, pruned_layer_problems
+    from ..problem import save_layer_problems
+
+    try:
+        blocks = sorted({int(b) for b in args.blocks.split(",") if b.strip()})
+    except ValueError:
+        raise ValueError(f"--blocks {args.blocks!r}: give block indices like 0,14,29") from None
+    if args.target == "dense" and not args.method:
+        raise ValueError("--target dense needs --method: the dense target differs from the dense model's problem "
+                         "only once earlier blocks are pruned")
+    config = PruneConfig(method=args.method or "wanda", method_options=parse_method_args(args.method_arg),
+                         pattern=args.pattern, sparsity=args.sparsity, target=args.target, calib=args.calib,
+                         nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, data_dir=args.data_dir,
+                         dtype=args.dtype, device=args.device)
+    if not str(args.out).endswith(".safetensors"):
+        raise ValueError(f"--out {args.out}: name a .safetensors file")
+    check_writable_file(args.out, "--out")
+    check_text_source(config.calib, config.data_dir)
+    check_model_argument(args.model, args.gguf_file)
+    net, tok, source = load_model(args.model, args.gguf_file, resolve_dtype(config.dtype), config.seqlen,
+                                  check_skeleton=lambda skeleton: check_blocks(skeleton, adapter_for(skeleton), blocks))
+    windows = calibration_for(net, tok, adapter_for(net), config)
+    problems = (pruned_layer_problems(net, windows, blocks, config) if args.method else
+                dense_layer_problems(net, windows, blocks, config.device, config.batch))
+    save_layer_problems(problems, args.out, dict(model=source, blocks=blocks, calib=config.calib,
+                                                 nsamples=config.nsamples, seqlen=config.seqlen, seed=config.seed,
+                                                 method=args.method or "none (dense model)", target=args.target))
+    print(f"wrote {len(problems)} layer problems of blocks {blocks} to {args.out}")
+    return 0
+
+
 def eval_main(args) -> int:
     dtype = resolve_dtype(args.dtype)
     resolve_device(args.device)
