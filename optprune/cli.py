@@ -25,6 +25,8 @@ def layer_job(args):
     from .problem import load_layer_problems
     from .solvers.base import check_method
 
+    if not args.layer:
+        raise ValueError("give --layer FILE (a layer file from dump-layers), or --dense MODEL with --pruned/--masks")
     pattern = Pattern.parse(args.pattern, args.sparsity, default=0.5)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     for m in methods or [""]:
@@ -57,6 +59,10 @@ def cmd_certify(args) -> int:
     from .compare import compare, run_methods
     from .parallel import init_from_env
     from .pipeline.output import check_writable_file
+
+    if args.dense:
+        from .pipeline.certify import certify_checkpoint_main
+        return certify_checkpoint_main(args)
 
     if args.json:
         check_writable_file(args.json, "--json")
@@ -105,7 +111,7 @@ def cmd_eval(args) -> int:
 
 
 def _add_layer_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--layer", required=True, help="safetensors file with <name>.weight and <name>.gram")
+    p.add_argument("--layer", default="", help="safetensors file with <name>.weight and <name>.gram (dump-layers)")
     p.add_argument("--name", default="", help="comma-separated layer names (default: all in the file)")
     p.add_argument("--method", default="magnitude,wanda,sparsegpt,sparsefw,sparseswaps,maiht")
     p.add_argument("--pattern", default="per-row", help="unstructured | per-row | N:M | structured")
@@ -128,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("certify", help="compare methods' masks against certified optima on one layer file")
     _add_layer_args(c)
     c.add_argument("--json", default="", help="also write the report as JSON here")
+    c.add_argument("--dense", default="", help="certify a pruned checkpoint's masks against this dense model "
+                   "(instead of --layer)")
+    c.add_argument("--pruned", default="", help="with --dense: the pruned checkpoint (any tool's); masks = its zeros")
+    c.add_argument("--masks", default="", help="with --dense: a safetensors of keep masks '<block>.<linear>'")
+    c.add_argument("--blocks", default="", help="with --dense: blocks to certify (default all)")
+    for flag, default in (("--calib", "c4"), ("--data-dir", "")):
+        c.add_argument(flag, default=default)
+    c.add_argument("--nsamples", type=int, default=32)
+    c.add_argument("--seqlen", type=int, default=512)
+    c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=cmd_certify)
 
     rp = sub.add_parser("report", help="Markdown report with figures (progress, gaps, overlap, rows) for a layer file")

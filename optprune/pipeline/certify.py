@@ -1,0 +1,104 @@
+"""`optprune certify --dense MODEL --pruned CHECKPOINT`: certify masks made by any tool.
+
+The masks are the zeros of the pruned checkpoint's target linears (or the booleans of `--masks FILE`, a
+safetensors of keep masks named '<block>.<linear>', True = kept); each is checked against the claimed
+pattern.  The layer problems are built from calibration windows on the dense model (W, G = X X^T of its
+inputs), and every layer gets its objective with the checkpoint's weights and with the mask alone, its
+sub-block certificate (HiGHS) and the relaxation bound (`optprune.compare`).  A layer whose mask breaks the
+pattern is reported as such and not certified.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..adapters import adapter_for
+from ..api import calibration_for, check_blocks, dense_layer_problems
+from ..compare import compare
+from ..config import PruneConfig, resolve_dtype
+from ..data import check_text_source
+from ..patterns import Pattern, PatternError
+from ..problem import LayerProblem
+from ..result import PruneResult
+from .model_io import check_model_argument, load_model
+from .output import check_writable_file
+
+
+def checkpoint_masks(dense, pruned_path: str, masks_path: str = "") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{'<block>.<linear>': (keep mask, the checkpoint's weights)} of every target linear of `dense`."""
+    adapter = adapter_for(dense)
+    if masks_path:
+        from safetensors.torch import load_file
+        masks = load_file(masks_path)
+        out = {}
+        for b, block in enumerate(adapter.blocks(dense)):
+            for name, lin in adapter.targets(block).items():
+                key = f"{b}.{name}"
+                if key not in masks:
+                    raise ValueError(f"--masks {masks_path} has no mask {key!r}")
+                keep = masks[key].bool()
+                out[key] = (keep, lin.weight.detach().float() * keep)
+        return out
+    pruned, _, _ = load_model(pruned_path, dtype=torch.float32)
+    pruned_blocks = adapter.blocks(pruned)
+    out = {}
+    for b, block in enumerate(adapter.blocks(dense)):
+        for name, lin in adapter.targets(block).items():
+            W = pruned_blocks[b].get_submodule(name).weight.detach().float()
+            if W.shape != lin.weight.shape:
+                raise ValueError(f"{b}.{name}: the pruned checkpoint's weight is {tuple(W.shape)}, the dense model's "
+                                 f"{tuple(lin.weight.shape)}: not the same model")
+            out[f"{b}.{name}"] = (W != 0, W)
+    return out
+
+
+def certify_layer(key: str, problem: LayerProblem, pattern: Pattern, keep, weight, args) -> dict:
+    """One layer's report: the pattern check, then objective, sub-block certificate and bound."""
+    try:
+        pattern.check(keep)
+    except PatternError as exc:
+        sparsity = float(1 - keep.float().mean())
+        return dict(layer=key, pattern_ok=False, sparsity=sparsity, problem=str(exc))
+    result = PruneResult(keep, weight, "checkpoint")
+    cmp = compare(problem, pattern, {"checkpoint": result}, rows=args.rows_list, window_size=args.window or 24,
+                  exact_method=args.exact, time_limit=args.time_limit, workers=args.workers)
+    return dict(json.loads(cmp.to_json()), layer=key, pattern_ok=True, sparsity=float(1 - keep.float().mean()),
+                markdown=cmp.to_markdown())
+
+
+def certify_checkpoint_main(args) -> int:
+    from ..cli import _rows
+
+    pattern = Pattern.parse(args.pattern, args.sparsity, default=0.5)
+    args.rows_list = _rows(args.rows)
+    if not args.pruned and not args.masks:
+        raise ValueError("--dense needs --pruned CHECKPOINT or --masks FILE (the masks to certify)")
+    for path, flag in ((args.pruned, "--pruned"), (args.masks, "--masks")):
+        if path and not Path(path).exists():
+            raise FileNotFoundError(f"{flag} {path}: no such file or folder")
+    if args.json:
+        check_writable_file(args.json, "--json")
+    config = PruneConfig(method="wanda", calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
+                         data_dir=args.data_dir, device=args.device)
+    check_text_source(config.calib, config.data_dir)
+    check_model_argument(args.dense, "")
+    dense, tok, _ = load_model(args.dense, "", torch.float32, config.seqlen)
+    adapter = adapter_for(dense)
+    blocks = [int(b) for b in args.blocks.split(",")] if args.blocks else list(range(len(adapter.blocks(dense))))
+    check_blocks(dense, adapter, blocks)
+    masks = checkpoint_masks(dense, args.pruned, args.masks)
+    problems = dense_layer_problems(dense, calibration_for(dense, tok, adapter, config), blocks, "cpu")
+    reports = []
+    for key, (W, G) in problems.items():
+        report = certify_layer(key, LayerProblem(W, G, key), pattern, *masks[key], args)
+        print(report.get("markdown") or f"layer `{key}`: the mask is not {pattern.name} ({report['problem']}): "
+              "not certified\n")
+        reports.append({k: v for k, v in report.items() if k != "markdown"})
+    if args.json:
+        Path(args.json).write_text(json.dumps(reports, indent=2))
+    broken = [r["layer"] for r in reports if not r["pattern_ok"]]
+    if broken:
+        print(f"{len(broken)} layer(s) break the claimed {pattern.name} pattern: {', '.join(broken)}")
+    return 0
