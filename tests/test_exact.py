@@ -22,7 +22,7 @@ CASES = [  # (rows, cols, pattern, sparsity)
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("rows,cols,spec,sparsity", CASES)
-@pytest.mark.parametrize("method", ["milp", "oa"])
+@pytest.mark.parametrize("method", ["milp", "oa", "oa-qcr"])
 def test_exact_mask_optimum_equals_brute_force(seed, rows, cols, spec, sparsity, method):
     prob = random_problem(rows, cols, seed=seed)
     pat = Pattern.parse(spec, default=sparsity)
@@ -122,3 +122,21 @@ def test_unknown_exact_method_names_the_registry():
     sb = build_subblock(prob, pat, select_mask(prob.W.abs(), pat))
     with pytest.raises(ValueError, match=", ".join(repr(k) for k in sorted(EXACT_METHODS))):
         certify_block(sb, "branch-and-pray")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_convex_reformulation_is_the_same_function_on_binaries_and_convex(seed):
+    from itertools import product
+    from optprune.formulations.mask import convex_reformulation
+
+    prob = random_problem(2, 6, seed=seed)
+    pat = Pattern("per-row", 0.5)
+    qp = build_subblock(prob, pat, select_mask(prob.W.abs(), pat)).qp
+    qcr = convex_reformulation(qp)
+    assert np.linalg.eigvalsh(qcr.Q)[0] >= -1e-12 * np.abs(qp.Q).max()
+    for z in product([0.0, 1.0], repeat=qp.n):
+        assert qcr.value(np.array(z)) == pytest.approx(qp.value(np.array(z)), rel=1e-9, abs=1e-9)
+    # tighter: the reformulation's continuous optimum bounds the binary optimum from closer below
+    box = relaxation_bound(qp, 30.0).lower_bound
+    assert relaxation_bound(qcr, 30.0).lower_bound >= box - 1e-9 * abs(box)
+    assert relaxation_bound(qcr, 30.0).lower_bound <= brute_force(qp)[0] * (1 + 1e-9)

@@ -5,7 +5,8 @@ on SmolLM2), but its most ambiguous decisions can be re-decided exactly.  For ro
 ranked by the OBS-style saliency w_j^2 G_jj; the `size` decisions nearest the keep/prune threshold (the
 weakest kept and the strongest pruned, half each where the row allows) are freed, every other entry keeps
 its status, and the sub-block (`build_subblock`: one row, the freed columns as its window, each group's
-pruned count fixed) is solved exactly by HiGHS (`milp`, mask only; `refit-oa`, mask + refit).  If the
+pruned count fixed) is solved exactly by HiGHS (default `oa-qcr`: outer approximation of the SDP convex reformulation, mask
+only; any registered exact method, e.g. `refit-oa` for mask + refit).  If the
 optimum equals the mask's value, the certificate reads "no better mask differs from this one only inside
 these positions"; otherwise the better mask is returned.  `certify_rows` grows the window while a time
 budget allows.
@@ -65,7 +66,7 @@ def ambiguous_columns(problem: LayerProblem, mask: torch.Tensor, row: int, size:
 
 
 def neighbourhood_certificate(problem: LayerProblem, pattern: Pattern, mask: torch.Tensor, row: int, size: int,
-                              exact: str = "milp", time_limit: float = 10.0) -> NeighbourhoodCertificate:
+                              exact: str = "oa-qcr", time_limit: float = 10.0) -> NeighbourhoodCertificate:
     """Solve row `row`'s `size` most ambiguous decisions exactly, the rest of the mask fixed."""
     t0 = time.perf_counter()
     window = ambiguous_columns(problem, mask, row, size)
@@ -80,7 +81,7 @@ def neighbourhood_certificate(problem: LayerProblem, pattern: Pattern, mask: tor
 
 
 def certify_rows(problem: LayerProblem, pattern: Pattern, mask: torch.Tensor, rows, time_budget: float = 10.0,
-                 start_size: int = 16, exact: str = "milp") -> list[NeighbourhoodCertificate]:
+                 start_size: int = 16, exact: str = "oa-qcr") -> list[NeighbourhoodCertificate]:
     """For each row, the largest neighbourhood (doubling from `start_size`) whose solve finished inside the
     row's `time_budget` seconds; an improvement is taken into the mask before the next row."""
     mask = mask.clone()
