@@ -36,8 +36,9 @@ def ramp_pattern(pattern: Pattern, fraction: float) -> Pattern:
 
 
 def admm_support(problem: LayerProblem, pattern: Pattern, iters: int = 20, ramp: int = 15, rho: float = 1.0,
-                 percdamp: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-    """(keep mask, Z in raw coordinates, objective of Z per iteration) of the ADMM iterations (module doc)."""
+                 percdamp: float = 0.1, track: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """(keep mask, Z in raw coordinates, objective of Z per iteration when `track`: one more product per
+    iteration) of the ADMM iterations (module doc)."""
     W0, G0 = problem.W.float(), problem.G.float()
     s = G0.diagonal().clamp_min(1e-12 * G0.diagonal().max().clamp_min(1e-30)).sqrt()
     G = G0 / s[:, None] / s[None, :]
@@ -53,7 +54,8 @@ def admm_support(problem: LayerProblem, pattern: Pattern, iters: int = 20, ramp:
         Z = (V + U) * mask
         U = U + V - Z
         V = torch.cholesky_solve((WG + rho * (Z - U)).T, L).T
-        history.append(problem.objective(W_hat=(Z / s[None, :]).to(problem.W.dtype)))
+        if track:
+            history.append(problem.objective(W_hat=(Z / s[None, :]).to(problem.W.dtype)))
     mask = pattern.project((V + U).abs())
     return mask, ((V + U) * mask / s[None, :]).to(problem.W.dtype), history
 
