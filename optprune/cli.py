@@ -62,6 +62,7 @@ def cmd_certify(args) -> int:
 
     if args.dense:
         from .pipeline.certify import certify_checkpoint_main
+        args.rows_list = _rows(args.rows)
         return certify_checkpoint_main(args)
 
     if args.json:

@@ -69,10 +69,8 @@ def certify_layer(key: str, problem: LayerProblem, pattern: Pattern, keep, weigh
 
 
 def certify_checkpoint_main(args) -> int:
-    from ..cli import _rows
-
+    """`args.rows_list`: the sub-block rows, parsed by the CLI."""
     pattern = Pattern.parse(args.pattern, args.sparsity, default=0.5)
-    args.rows_list = _rows(args.rows)
     if not args.pruned and not args.masks:
         raise ValueError("--dense needs --pruned CHECKPOINT or --masks FILE (the masks to certify)")
     for path, flag in ((args.pruned, "--pruned"), (args.masks, "--masks")):
