@@ -59,6 +59,7 @@ class LayerProblem:
     target_ridge: float = 0.3                  # ridge of W* (a fraction of mean diag G; see symmetric_equivalent)
     _float64: tuple | None = field(default=None, init=False, repr=False, compare=False)
     _certifiable: bool = field(default=False, init=False, repr=False, compare=False)
+    _linear64: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         W = _as_float_tensor(self.W, "W")
@@ -157,13 +158,17 @@ class LayerProblem:
         return self._float64
 
     def linear64(self) -> tuple[np.ndarray, np.ndarray]:
-        """(B, kappa) in float64: f_i(v) = v^T G v - 2 b_i^T v + kappa_i for row i (kappa_i = f_i(0))."""
-        W, G = self.float64()
-        if not self.dense_target:
-            B = W @ G
-            return B, (B * W).sum(1)
-        C, Gt = (t.detach().cpu().double().numpy() for t in (self.cross, self.target_gram))
-        return W @ C, ((W @ Gt) * W).sum(1)
+        """(B, kappa) in float64: f_i(v) = v^T G v - 2 b_i^T v + kappa_i for row i (kappa_i = f_i(0)); made
+        once (the exact solvers evaluate rows with it at every iteration)."""
+        if self._linear64 is None:
+            W, G = self.float64()
+            if not self.dense_target:
+                B = W @ G
+                self._linear64 = (B, (B * W).sum(1))
+            else:
+                C, Gt = (t.detach().cpu().double().numpy() for t in (self.cross, self.target_gram))
+                self._linear64 = (W @ C, ((W @ Gt) * W).sum(1))
+        return self._linear64
 
     def errors64(self, V: np.ndarray, rows) -> np.ndarray:
         """Float64 errors f_i(v_i) of `rows` with weights V (len(rows) x d)."""

@@ -115,6 +115,17 @@ def _units_in(pattern: Pattern, shape, rows: np.ndarray, window: np.ndarray):
     return ids, entries, np.concatenate([rows, extra])
 
 
+def _row_units(W, i: int, entries, pos, width: int) -> tuple[list[int], np.ndarray]:
+    """(the units row i holds, their (units x window) matrix of row i's window weights: B_i)."""
+    units = [u for u, (ri, _) in enumerate(entries) if i in ri]
+    B = np.zeros((len(units), width))
+    for k, u in enumerate(units):
+        ri, cj = entries[u]
+        j = cj[ri == i]
+        B[k, pos[j]] = W[i, j]
+    return units, B
+
+
 def _quadratic_terms(W, G, keep, rows, window, entries):
     """Q, c, const of the sub-block objective (see the module docstring)."""
     cols = W.shape[1]
@@ -125,12 +136,7 @@ def _quadratic_terms(W, G, keep, rows, window, entries):
     n = len(entries)
     Q, c, const = np.zeros((n, n)), np.zeros(n), 0.0
     for i in rows:
-        units = [u for u, (ri, _) in enumerate(entries) if i in ri]
-        B = np.zeros((len(units), len(window)))
-        for k, u in enumerate(units):
-            ri, cj = entries[u]
-            j = cj[ri == i]
-            B[k, pos[j]] = W[i, j]
+        units, B = _row_units(W, i, entries, pos, len(window))
         r_F = W[i, fixed] * (~keep[i, fixed])
         Q[np.ix_(units, units)] += B @ G_CC @ B.T
         c[units] += 2 * B @ (G_CF @ r_F)
@@ -147,18 +153,13 @@ def _dense_target_terms(problem: LayerProblem, keep, rows, window, entries):
     n = len(entries)
     Q, c, const = np.zeros((n, n)), np.zeros(n), 0.0
     for i in rows:
-        units = [u for u, (ri, _) in enumerate(entries) if i in ri]
-        E = np.zeros((len(units), len(window)))
-        for k, u in enumerate(units):
-            ri, cj = entries[u]
-            j = cj[ri == i]
-            E[k, pos[j]] = W[i, j]
+        units, E = _row_units(W, i, entries, pos, len(window))
         a = W[i] * keep[i]
         a[window] = W[i, window]
-        grad = G @ a - B[i]
+        Ga = G @ a
         Q[np.ix_(units, units)] += E @ G[np.ix_(window, window)] @ E.T
-        c[units] += -2 * E @ grad[window]
-        const += float(a @ G @ a - 2 * B[i] @ a + kappa[i])
+        c[units] += -2 * E @ (Ga - B[i])[window]
+        const += float(a @ Ga - 2 * B[i] @ a + kappa[i])
     return Q, c, const
 
 
