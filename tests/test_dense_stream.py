@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from optprune.adapters import adapter_for
-from optprune.api import run_pruning
+from optprune.api import pruner_for, run_pruning
 from optprune.config import PruneConfig
-from optprune.engine import BlockReconstruction, DenseTargetGrams, Engine
+from optprune.engine import BlockReconstruction, DenseTargetGrams, Engine, ResumeState
 
 
 def _config(**settings):
@@ -26,13 +26,23 @@ def _inputs_of(block, name, run):
     return torch.cat(seen)
 
 
-def test_dense_target_statistics_pair_the_two_streams_token_by_token(tiny_net):
+def _block_zero(tiny_net, batch: int):
+    """(adapter, engine, captured calls, block 0, a dense copy of it)."""
     net, _, windows = tiny_net
     adapter = adapter_for(net)
-    engine = Engine(net, adapter, batch=3)
-    calls = engine.capture(windows)
+    engine = Engine(net, adapter, batch=batch)
     block = adapter.blocks(net)[0]
-    dense = copy.deepcopy(block)
+    return adapter, engine, engine.capture(windows), block, copy.deepcopy(block)
+
+
+def _gram_of(block, name, engine, calls):
+    """X^T X of the inputs `name` receives when `block` (block 0) runs on the captured windows."""
+    X = _inputs_of(block, name, lambda: engine.propagate(block, 0, calls, calls.inputs))
+    return X.T @ X
+
+
+def test_dense_target_statistics_pair_the_two_streams_token_by_token(tiny_net):
+    adapter, engine, calls, block, dense = _block_zero(tiny_net, batch=3)
     with torch.no_grad():
         block.self_attn.q_proj.weight[:, ::2] = 0          # the "pruned" block differs from the dense copy
         block.mlp.up_proj.weight[::3] = 0
@@ -51,29 +61,22 @@ def test_dense_target_statistics_pair_the_two_streams_token_by_token(tiny_net):
 
 def test_sequential_stages_see_the_earlier_groups_pruned(tiny_net):
     """The step is called once per input group, in order; o_proj's Gram is taken after q/k/v were pruned."""
-    net, tok, windows = tiny_net
+    net, _, windows = tiny_net
     adapter = adapter_for(net)
+    pruner = pruner_for(net, _config(sequential=True), adapter)
+    probe = Engine(net, adapter, batch=2)
+    probe_calls = probe.capture(windows)
+    dense_gram = _gram_of(adapter.blocks(net)[0], "self_attn.o_proj", probe, probe_calls)
     calls_seen, o_grams = [], {}
-    step_config = _config(sequential=True)
-    from optprune.api import pruner_for
-    pruner = pruner_for(net, step_config, adapter)
 
     def step(b, block, grams):
         calls_seen.append((b, tuple(sorted(grams))))
         if b == 0 and "self_attn.o_proj" in grams:
             o_grams["seen"] = grams["self_attn.o_proj"].clone()
-            engine_probe = Engine(net, adapter, batch=2)
-            X = _inputs_of(block, "self_attn.o_proj", lambda: engine_probe.propagate(block, 0, probe_calls, probe_calls.inputs))
-            o_grams["direct"] = X.T @ X
+            o_grams["direct"] = _gram_of(block, "self_attn.o_proj", probe, probe_calls)
         return pruner(b, block, grams)
 
-    probe_calls = Engine(net, adapter).capture(windows)
-    block0 = adapter.blocks(net)[0]
-    X = _inputs_of(block0, "self_attn.o_proj", lambda: Engine(net, adapter).propagate(block0, 0, probe_calls, probe_calls.inputs))
-    dense_gram = X.T @ X
-    engine = Engine(net, adapter, batch=2, sequential=True)
-    from optprune.engine import ResumeState
-    engine.run(windows, step, ResumeState(None, adapter))
+    Engine(net, adapter, batch=2, sequential=True).run(windows, step, ResumeState(None, adapter))
     groups = [tuple(sorted(g)) for g in adapter.gram_groups]
     assert calls_seen == [(b, g) for b in range(2) for g in groups]
     assert torch.allclose(o_grams["seen"], o_grams["direct"], rtol=1e-4, atol=1e-5)
@@ -81,12 +84,7 @@ def test_sequential_stages_see_the_earlier_groups_pruned(tiny_net):
 
 
 def test_reconstruction_never_increases_the_block_error_and_keeps_the_masks(tiny_net):
-    net, _, windows = tiny_net
-    adapter = adapter_for(net)
-    engine = Engine(net, adapter, batch=2)
-    calls = engine.capture(windows)
-    block = adapter.blocks(net)[0]
-    dense = copy.deepcopy(block)
+    adapter, engine, calls, block, dense = _block_zero(tiny_net, batch=2)
     targets = engine.propagate(dense, 0, calls, calls.inputs, calls.inputs.like())
     with torch.no_grad():
         for lin in adapter.targets(block).values():
