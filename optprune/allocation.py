@@ -81,12 +81,9 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu: np.ndarray | None
     from .pruner import layer_problem
     from .solvers.baselines import wanda_scores
 
-    engine = Engine(net, adapter, device, batch, offload=False)
-    calls = engine.capture(windows)
     out = dict(names=[], block=[], pruned=[], costs=[], ratios=[], energy=[])
 
-    def visit(b, block, inps):
-        grams = engine.grams(block, b, calls, inps)[0]
+    def visit(b, block, grams):
         scores = []
         for name, lin in adapter.targets(block).items():
             problem = layer_problem(lin.weight.detach().float(), grams[name], f"{b}.{name}")
@@ -99,7 +96,7 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu: np.ndarray | None
                 out["pruned"].append(pruned)
                 out["costs"].append(costs)
         out["ratios"].append(outlier_ratio(scores))
-    engine.dense_pass(calls, visit).release()
+    Engine(net, adapter, device, batch, offload=False).each_dense_block(windows, visit)
     return out
 
 

@@ -152,13 +152,10 @@ def dense_layer_problems(net, windows: torch.Tensor, blocks: list[int], device: 
     """{'<block>.<linear>': (W, G)} of the dense model: weights and input Grams of chosen blocks."""
     adapter = adapter_for(net)
     check_blocks(net, adapter, blocks)
-    engine = Engine(net, adapter, resolve_device(device), batch, offload=False)
-    calls, out = engine.capture(windows), {}
+    out = {}
 
-    def collect(b, block, inps):
-        if b in blocks:
-            grams = engine.grams(block, b, calls, inps)[0]
-            out.update({f"{b}.{name}": (lin.weight.detach().float().cpu(), grams[name].cpu())
-                        for name, lin in adapter.targets(block).items()})
-    engine.dense_pass(calls, collect, stop=max(blocks) + 1).release()
+    def collect(b, block, grams):
+        out.update({f"{b}.{name}": (lin.weight.detach().float().cpu(), grams[name].cpu())
+                    for name, lin in adapter.targets(block).items()})
+    Engine(net, adapter, resolve_device(device), batch, offload=False).each_dense_block(windows, collect, blocks)
     return out

@@ -89,9 +89,12 @@ class Engine:
                                    spill_dir)
 
     @torch.no_grad()
-    def propagate(self, block, b: int, calls: BlockCalls, inps, outs=None):
-        """Block b's outputs for every stored input, batch by batch on the block's device."""
+    def propagate(self, block, b: int, calls: BlockCalls, inps, outs=None, lead=None):
+        """Block b's outputs for every stored input, batch by batch on the block's device; lead = (another
+        block, its inputs) is run on the same batch first (the dense copy, in lockstep for paired hooks)."""
         for s in range(0, len(inps), self.batch):
+            if lead is not None:
+                call_block(lead[0], lead[1].data[s:s + self.batch].to(self.device), calls.args[b], calls.kwargs[b])
             y = call_block(block, inps.data[s:s + self.batch].to(self.device), calls.args[b], calls.kwargs[b])
             if outs is not None:
                 outs.data[s:s + self.batch] = y.to("cpu", outs.data.dtype)
@@ -109,10 +112,7 @@ class Engine:
         else:
             hooks = DenseTargetHooks(linears, self.adapter.targets(dense[0]), self.adapter.gram_groups)
         try:
-            for s in range(0, len(inps), self.batch):
-                if dense is not None:
-                    call_block(dense[0], dense[1].data[s:s + self.batch].to(self.device), calls.args[b], calls.kwargs[b])
-                call_block(block, inps.data[s:s + self.batch].to(self.device), calls.args[b], calls.kwargs[b])
+            self.propagate(block, b, calls, inps, lead=dense)
         finally:
             grams = hooks.close()
         for stats in {id(G): G for G in grams.values()}.values():
@@ -130,6 +130,17 @@ class Engine:
         groups = [tuple(n for n in group if n in targets) for group in (self.adapter.gram_groups or ())]
         grouped = {n for group in groups for n in group}
         return [g for g in groups if g] + [(n,) for n in targets if n not in grouped]
+
+    @torch.no_grad()
+    def each_dense_block(self, windows: torch.Tensor, visit, blocks: list[int] | None = None) -> None:
+        """visit(b, block, Grams of its linears) for every block of the unchanged model (or those in
+        `blocks`, the walk stopping after the last), calibrated on `windows`."""
+        calls = self.capture(windows)
+
+        def calibrated(b, block, inps):
+            if blocks is None or b in blocks:
+                visit(b, block, self.grams(block, b, calls, inps)[0])
+        self.dense_pass(calls, calibrated, stop=None if blocks is None else max(blocks) + 1).release()
 
     @torch.no_grad()
     def dense_pass(self, calls: BlockCalls, visit=None, stop: int | None = None):
