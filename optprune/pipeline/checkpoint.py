@@ -1,0 +1,193 @@
+"""Pruned checkpoints with compressed-tensors sparsity metadata, and its bitmask formats.
+
+`config.json` gets the `quantization_config` block that compressed-tensors, llm-compressor and
+vLLM read: quant_method "compressed-tensors" and a `sparsity_config` (format, global_sparsity
+measured from the saved weights, sparsity_structure "2:4" or "unstructured", targets = the pruned
+linears, ignore = ["lm_head"]), validated by compressed-tensors' own config classes.
+
+Formats (`--save-format`):
+- dense (default): the weights as they are (zeros included). Plain `from_pretrained` loads it
+  wherever compressed-tensors is installed.
+- compressed: sparse-24-bitmask for 2:4 (per weight: `shape`, `compressed` = the kept values
+  (rows, cols/2), `bitmask` = the keep mask packed 8 per byte), sparse-bitmask for other patterns
+  when it is smaller than dense (`shape`, `compressed` = the nonzeros row-major, `bitmask`,
+  `row_offsets`), dense otherwise: compressed-tensors' layout, packed and unpacked with its own
+  `pack_bitmasks` / `unpack_bitmasks`.  compressed-tensors >= 0.13 no longer ships the sparse
+  decompressors, and transformers then loads such weights as missing (randomly initialised,
+  with a warning), so load these with `optprune.load_pretrained` (or any optprune command).
+- plain: no metadata (structured pruning always: its matrices are smaller, not sparse).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+SAVE_FORMATS = ("dense", "compressed", "plain")
+BITMASK, BITMASK_24, DENSE = "sparse-bitmask", "sparse-24-bitmask", "dense"
+PARTS = {BITMASK: ("shape", "compressed", "bitmask", "row_offsets"), BITMASK_24: ("shape", "compressed", "bitmask")}
+
+
+def is_two_four(weight: torch.Tensor) -> bool:
+    """At most 2 nonzeros in every group of 4 consecutive inputs."""
+    return weight.shape[-1] % 4 == 0 and bool(((weight != 0).reshape(-1, 4).sum(1) <= 2).all())
+
+
+def keep_two_of_four(weight: torch.Tensor) -> torch.Tensor:
+    """The 2:4 keep mask of a weight with at most 2 nonzeros per group: its nonzeros, filled up to 2
+    per group with the group's first zeros (a kept weight may be exactly 0)."""
+    groups = (weight != 0).reshape(-1, 4)
+    order = torch.argsort((~groups).to(torch.int8), dim=1, stable=True)[:, :2]
+    return torch.zeros_like(groups).scatter_(1, order, True).reshape(weight.shape)
+
+
+def compress_weight(fmt: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """compressed-tensors' parts of one weight in `fmt` (sparse-bitmask or sparse-24-bitmask)."""
+    from compressed_tensors.utils import pack_bitmasks
+
+    keep = keep_two_of_four(weight) if fmt == BITMASK_24 else weight != 0
+    values = weight[keep]
+    if fmt == BITMASK_24:
+        return dict(shape=torch.tensor(list(weight.shape)).reshape(-1, 1), bitmask=pack_bitmasks(keep),
+                    compressed=values.reshape(weight.shape[0], weight.shape[1] // 2))
+    counts = keep.sum(1)
+    return dict(shape=torch.tensor(list(weight.shape)), compressed=values, bitmask=pack_bitmasks(keep),
+                row_offsets=torch.cumsum(counts, 0) - counts)
+
+
+def decompress_weight(parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The dense weight from its bitmask parts (either format), through compressed-tensors' unpacking."""
+    from compressed_tensors.utils import unpack_bitmasks
+
+    shape = parts["shape"].flatten().tolist()
+    keep = unpack_bitmasks(parts["bitmask"], shape)
+    dense = torch.zeros(shape, dtype=parts["compressed"].dtype)
+    dense[keep] = parts["compressed"].flatten()
+    return dense
+
+
+def stored_bytes(fmt: str, weights: dict[str, torch.Tensor]) -> int:
+    """Bytes the target weights take in `fmt` (dense: numel x element size)."""
+    if fmt == DENSE:
+        return sum(w.numel() * w.element_size() for w in weights.values())
+    return sum(t.numel() * t.element_size() for w in weights.values() for t in compress_weight(fmt, w).values())
+
+
+def choose_format(requested: str, weights: dict[str, torch.Tensor]) -> str:
+    """dense for --save-format dense; for compressed: sparse-24-bitmask when every target is 2:4,
+    else sparse-bitmask when it takes fewer bytes than dense, else dense."""
+    if requested != "compressed" or not weights:
+        return DENSE
+    if all(is_two_four(w) for w in weights.values()):
+        return BITMASK_24
+    return BITMASK if stored_bytes(BITMASK, weights) < stored_bytes(DENSE, weights) else DENSE
+
+
+def sparsity_metadata(fmt: str, weights: dict[str, torch.Tensor]) -> dict:
+    """The quantization_config block, its sparsity_config checked by compressed-tensors' registry."""
+    import compressed_tensors
+    from compressed_tensors.config import SparsityCompressionConfig
+
+    zeros = sum(int((w == 0).sum()) for w in weights.values())
+    total = sum(w.numel() for w in weights.values())
+    structure = "2:4" if weights and all(is_two_four(w) for w in weights.values()) else "unstructured"
+    config = SparsityCompressionConfig.load_from_registry(
+        fmt, format=fmt, global_sparsity=zeros / max(total, 1), sparsity_structure=structure,
+        targets=sorted(weights), ignore=["lm_head"])
+    return dict(quant_method="compressed-tensors", format=DENSE, version=compressed_tensors.__version__,
+                sparsity_config=config.model_dump())
+
+
+def target_weights(net, adapter) -> dict[str, torch.Tensor]:
+    """'<module name>' -> weight of every linear the adapter prunes, in every block."""
+    names = {id(m): n for n, m in net.named_modules()}
+    out = {}
+    for block in adapter.blocks(net):
+        for module in adapter.targets(block).values():
+            out[names[id(module)]] = module.weight.detach()
+    return out
+
+
+def save_checkpoint(net, tok, out: Path, adapter, save_format: str = "dense", structured: bool = False) -> dict:
+    """save_pretrained, then (formats dense / compressed) the targets' weights rewritten in the chosen
+    format and the sparsity metadata added to config.json (none for `structured`: smaller matrices,
+    not sparse ones).  Returns what was written (format, measured global sparsity, bytes of the
+    target weights dense and as stored)."""
+    if save_format not in SAVE_FORMATS:
+        raise ValueError(f"--save-format {save_format!r}: choose from {', '.join(SAVE_FORMATS)}")
+    out = Path(out)
+    net.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
+    weights = target_weights(net, adapter)
+    if save_format == "plain" or structured:
+        return dict(format="plain")
+    fmt = choose_format(save_format, weights)
+    if fmt != DENSE:
+        _compress_files(out, fmt, set(weights))
+    meta = sparsity_metadata(fmt, weights)
+    config_file = out / "config.json"
+    config = json.loads(config_file.read_text())
+    config["quantization_config"] = meta
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+    return dict(format=fmt, global_sparsity=meta["sparsity_config"]["global_sparsity"],
+                sparsity_structure=meta["sparsity_config"]["sparsity_structure"],
+                dense_bytes=stored_bytes(DENSE, weights), stored_bytes=stored_bytes(fmt, weights))
+
+
+def _compress_files(out: Path, fmt: str, targets: set[str]) -> None:
+    """Rewrite every safetensors file of `out`: '<target>.weight' -> '<target>.<part>' (and the index)."""
+    from safetensors.torch import load_file, save_file
+
+    renamed = {}
+    for path in sorted(out.glob("*.safetensors")):
+        tensors = load_file(str(path))
+        for key in [k for k in tensors if k.endswith(".weight") and k[:-len(".weight")] in targets]:
+            prefix = key[:-len(".weight")]
+            for part, value in compress_weight(fmt, tensors.pop(key)).items():
+                tensors[f"{prefix}.{part}"] = value.contiguous()
+                renamed.setdefault(key, []).append((f"{prefix}.{part}", path.name))
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    index = out / "model.safetensors.index.json"
+    if index.exists():
+        data = json.loads(index.read_text())
+        for key, parts in renamed.items():
+            data["weight_map"].pop(key, None)
+            data["weight_map"].update(dict(parts))
+        index.write_text(json.dumps(data, indent=2))
+
+
+def sparsity_format(config) -> str | None:
+    """The compressed-tensors sparsity format a (HF) config declares, None when it declares none."""
+    meta = getattr(config, "quantization_config", None)
+    meta = meta if isinstance(meta, dict) else getattr(meta, "to_dict", lambda: None)() or {}
+    if meta.get("quant_method") != "compressed-tensors" or meta.get("config_groups"):
+        return None
+    return (meta.get("sparsity_config") or {}).get("format")
+
+
+def load_sparse_checkpoint(path: str | Path, config, dtype: torch.dtype):
+    """A checkpoint saved by save_checkpoint (or any with only compressed-tensors sparsity metadata):
+    the model built from its config without the metadata, bitmask weights decompressed."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    fmt = sparsity_format(config)
+    clean = type(config).from_dict({k: v for k, v in config.to_dict().items() if k != "quantization_config"})
+    if fmt not in PARTS:
+        return AutoModelForCausalLM.from_pretrained(str(path), config=clean, dtype=dtype)
+    tensors = {}
+    for file in sorted(Path(path).glob("*.safetensors")):
+        tensors.update(load_file(str(file)))
+    state = {k: v for k, v in tensors.items() if not any(k.endswith("." + p) for p in PARTS[fmt])}
+    for prefix in {k.rsplit(".", 1)[0] for k in tensors if k.endswith(".bitmask")}:
+        state[prefix + ".weight"] = decompress_weight({p: tensors[f"{prefix}.{p}"] for p in PARTS[fmt]})
+    net = AutoModelForCausalLM.from_config(clean, dtype=dtype)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    tied = {k for k in missing if k.endswith("lm_head.weight") and getattr(clean, "tie_word_embeddings", False)}
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"{path}: the {fmt} checkpoint does not fit its config (missing {sorted(set(missing) - tied)[:3]}, "
+                         f"unexpected {sorted(unexpected)[:3]})")
+    if tied:
+        net.tie_weights()
+    return net
