@@ -1,0 +1,1 @@
+"""Bridges to other tools: `optprune.integrations.llmcompressor` (needs llm-compressor installed)."""

@@ -1,0 +1,113 @@
+"""optprune's methods inside llm-compressor: OptPruneModifier under `oneshot`, next to optprune's own
+pipeline on the same calibration windows, on SmolLM2-135M.
+
+llm-compressor pins its own transformers (0.14.0.1: transformers 5.15-5.17, compressed-tensors
+0.19.0), so this runs in its own environment, not in the main CI:
+
+    python -m venv --system-site-packages /tmp/lcenv && . /tmp/lcenv/bin/activate
+    pip install "llmcompressor==0.14.0.1" "torch==2.13.0" && pip install --no-deps -e .
+    python validation/llmcompressor_bridge.py --method sparsegpt --sparsity 0.5 --nsamples 32 --data-dir ../shared/data
+
+Rows: (1) optprune's pipeline (optprune.prune), (2) OptPruneModifier in llm-compressor's sequential
+pipeline, (3) llm-compressor's own SparseGPTModifier (unstructured, its defaults) for reference.
+Each starts from the same dequantised model and uses the same token windows; perplexity is
+optprune.evaluate on the whole WikiText-2 raw test.  Writes docs/results/llmcompressor_bridge.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import optprune
+from optprune.adapters import adapter_for
+from optprune.api import calibration_for
+from optprune.config import PruneConfig
+from optprune.pipeline.model_io import load_model
+
+
+def calibration_dataset(windows: torch.Tensor):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"input_ids": windows.tolist(), "attention_mask": torch.ones_like(windows).tolist()})
+
+
+def run_oneshot(net, tok, windows, modifier) -> float:
+    from llmcompressor import oneshot
+
+    t0 = time.perf_counter()
+    oneshot(model=net, processor=tok, dataset=calibration_dataset(windows), recipe=[modifier],
+            num_calibration_samples=len(windows), max_seq_length=windows.shape[1], shuffle_calibration_samples=False,
+            pipeline="sequential")
+    return time.perf_counter() - t0
+
+
+def zeros(net) -> float:
+    adapter = adapter_for(net)
+    ws = [m.weight for b in adapter.blocks(net) for m in adapter.targets(b).values()]
+    return sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--method", default="sparsegpt")
+    ap.add_argument("--pattern", default="per-row")
+    ap.add_argument("--sparsity", type=float, default=0.5)
+    ap.add_argument("--nsamples", type=int, default=32)
+    ap.add_argument("--seqlen", type=int, default=2048)
+    ap.add_argument("--data-dir", default="")
+    ap.add_argument("--max-windows", type=int, default=0, help="evaluation windows (0: the whole test)")
+    ap.add_argument("--out", default="docs/results/llmcompressor_bridge")
+    args = ap.parse_args()
+    from llmcompressor.modifiers.pruning import SparseGPTModifier
+
+    from optprune.integrations.llmcompressor import OptPruneModifier
+
+    rows = []
+    for label in ("optprune pipeline", "OptPruneModifier in llm-compressor oneshot", "llm-compressor SparseGPTModifier"):
+        net, tok, source = load_model(dtype=torch.bfloat16)
+        config = PruneConfig(method=args.method, pattern=args.pattern, sparsity=args.sparsity, nsamples=args.nsamples,
+                             seqlen=args.seqlen, data_dir=args.data_dir, device="cpu")
+        windows = calibration_for(net, tok, adapter_for(net), config)
+        t0 = time.perf_counter()
+        if label == "optprune pipeline":
+            optprune.prune(net, windows, config=config)
+            seconds = time.perf_counter() - t0
+        elif label.startswith("OptPrune"):
+            seconds = run_oneshot(net, tok, windows, OptPruneModifier(
+                method=args.method, pattern=args.pattern, sparsity=args.sparsity, targets=["LlamaDecoderLayer"],
+                ignore=["re:.*lm_head"]))
+        else:
+            seconds = run_oneshot(net, tok, windows, SparseGPTModifier(
+                sparsity=args.sparsity, targets=["LlamaDecoderLayer"], ignore=["re:.*lm_head"]))
+        ppl = optprune.evaluate(net, tok, data_dir=args.data_dir, max_windows=args.max_windows, device="cpu")
+        rows.append(dict(run=label, method=args.method if "SparseGPTModifier" not in label else "sparsegpt (llm-compressor)",
+                         ppl=ppl["ppl"], windows=ppl["windows"], prune_seconds=seconds, sparsity=zeros(net)))
+        print(rows[-1], flush=True)
+    write(rows, args)
+
+
+def write(rows: list[dict], args) -> None:
+    import llmcompressor
+    import transformers
+
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(dict(args=vars(args), rows=rows), indent=2))
+    lines = ["# optprune inside llm-compressor (OptPruneModifier) next to optprune's own pipeline\n",
+             f"SmolLM2-135M-Instruct (dequantised GGUF, bf16), {args.pattern} {args.sparsity:.0%}; calibration: the same "
+             f"{args.nsamples} windows x {args.seqlen} tokens (C4 sample, seed 0) for every row; evaluation: WikiText-2 "
+             f"raw test, {rows[0]['windows']} windows of 2048, optprune.evaluate. llm-compressor "
+             f"{llmcompressor.__version__}, transformers {transformers.__version__}, CPU. Command: `python "
+             f"validation/llmcompressor_bridge.py --method {args.method} --sparsity {args.sparsity} --nsamples "
+             f"{args.nsamples} --data-dir ../shared/data` (environment in the script's docstring).\n",
+             "| run | method | wikitext2 ppl | prune seconds | sparsity of the linears |", "|---|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['method']} | {r['ppl']:.2f} | {r['prune_seconds']:.0f} | {r['sparsity']:.3f} |"
+              for r in rows]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
