@@ -169,10 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (forward passes)")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--out", required=True, help="output folder (never the input model's folder)")
-    pr.add_argument("--save-format", default="dense", choices=["dense", "compressed", "plain"],
+    pr.add_argument("--save-format", default="dense",
                     help="dense: weights as they are + compressed-tensors sparsity metadata (plain from_pretrained "
                          "loads it); compressed: sparse-24-bitmask for 2:4, sparse-bitmask where smaller (load with "
-                         "optprune.load_pretrained); plain: no metadata")
+                         "optprune.load_pretrained); plain: no metadata (default: dense)")
     pr.add_argument("--eval-ppl", action="store_true", help="also evaluate WikiText-2 perplexity")
     pr.add_argument("--no-resume", action="store_true")
     pr.add_argument("--max-memory", default="", help="RAM budget per activation buffer, e.g. 8GiB; larger ones "
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ppl", default="wikitext2")
     ev.add_argument("--zeroshot", default="", help="comma list: arc_easy,arc_challenge,piqa,boolq,rte,...")
     ev.add_argument("--limit", type=int, default=0, help="at most this many items per zero-shot task (the first ones)")
-    ev.add_argument("--zeroshot-scorer", default="auto", choices=["auto", "harness", "builtin"],
+    ev.add_argument("--zeroshot-scorer", default="auto",
                     help="harness: lm-evaluation-harness (HFLM on the model in memory, optprune[eval]); builtin: "
                          "optprune's scorer; auto: the harness when installed")
     ev.add_argument("--max-windows", type=int, default=0, help="at most this many ppl windows (0 = all)")

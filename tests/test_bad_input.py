@@ -34,6 +34,7 @@ PRUNE_USAGE = [   # (extra arguments replacing the defaults, message)
     (["--allocation", "milp", "--pattern", "2:4"], "2:4 stays uniform per layer"),
     (["--allocation", "milp", "--allocation-step", "0"], "need 0 < step <= spread"),
     (["--seqlen", "4096"], "--seqlen 4096 is longer than this model's max_position_embeddings (128)"),
+    (["--save-format", "bitmask"], "--save-format 'bitmask': choose from dense, compressed, plain"),
 ]
 
 
@@ -142,6 +143,25 @@ def test_failed_evaluation_keeps_the_saved_model(tiny, tmp_path, capsys, monkeyp
     assert "evaluation blew up" in err and "the pruned model is saved" in err
     assert (out / "model.safetensors").exists() and (out / "optprune_complete.json").exists()
     assert not (out / ".resume").exists()
+
+
+EVAL_USAGE = [   # (extra arguments of optprune eval on the tiny model, message)
+    (["--zeroshot", "mmlu"], "unknown zero-shot task 'mmlu'"),
+    (["--zeroshot", "arc_easy", "--zeroshot-scorer", "exact"], "--zeroshot-scorer 'exact': choose from auto, harness, "
+                                                                "builtin"),
+]
+
+
+def _eval_args(tiny, extra):
+    model_dir, data = tiny
+    return ["eval", "--model", str(model_dir), "--ppl", "", "--data-dir", str(data), *extra]
+
+
+@pytest.mark.parametrize("extra,message", EVAL_USAGE, ids=[" ".join(e) for e, _ in EVAL_USAGE])
+def test_eval_usage_errors_exit_2_with_one_line_before_loading(tiny, capsys, extra, message):
+    assert main(_eval_args(tiny, extra)) == 2
+    err = capsys.readouterr().err
+    assert _one_line(err, message) and "Loading weights" not in err, err
 
 
 def test_eval_refuses_unwritable_json_before_loading(tiny, tmp_path, capsys):

@@ -38,7 +38,8 @@ def test_two_four_checkpoint_is_sparse_24_bitmask_that_compressed_tensors_reads(
     from compressed_tensors.config import SparsityCompressionConfig
     from compressed_tensors.utils import get_nested_weight_mappings, get_quantization_config
 
-    from optprune.pipeline.model_io import load_model, save_model
+    import optprune
+    from optprune.pipeline.model_io import save_model
 
     net, tok = _pruned(tiny_net, "2:4")
     info = save_model(net, tok, tmp_path / "out", "input", "compressed")
@@ -49,7 +50,7 @@ def test_two_four_checkpoint_is_sparse_24_bitmask_that_compressed_tensors_reads(
     assert config.global_sparsity == pytest.approx(0.5)
     nested = get_nested_weight_mappings(str(tmp_path / "out"), ["shape", "compressed", "bitmask"])
     assert len(nested) == 2 * 7 and all(set(v) == {"shape", "compressed", "bitmask"} for v in nested.values())
-    back, _, _ = load_model(str(tmp_path / "out"), dtype=torch.float32)
+    back, _ = optprune.load_pretrained(str(tmp_path / "out"))
     assert _same_weights(back, net)
     ids = torch.randint(0, 20, (1, 16))
     assert torch.allclose(back(ids).logits, net(ids).logits, atol=1e-5)

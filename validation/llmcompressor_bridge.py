@@ -36,8 +36,13 @@ def calibration_dataset(windows: torch.Tensor):
 
 
 def run_oneshot(net, tok, windows, modifier) -> float:
+    import tempfile
+
     from llmcompressor import oneshot
 
+    from optprune.integrations.llmcompressor import ready_for_oneshot
+
+    ready_for_oneshot(net, tempfile.mkdtemp())
     t0 = time.perf_counter()
     oneshot(model=net, processor=tok, dataset=calibration_dataset(windows), recipe=[modifier],
             num_calibration_samples=len(windows), max_seq_length=windows.shape[1], shuffle_calibration_samples=False,
@@ -45,10 +50,14 @@ def run_oneshot(net, tok, windows, modifier) -> float:
     return time.perf_counter() - t0
 
 
-def zeros(net) -> float:
+def masks(net) -> list[torch.Tensor]:
     adapter = adapter_for(net)
-    ws = [m.weight for b in adapter.blocks(net) for m in adapter.targets(b).values()]
-    return sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
+    return [m.weight.detach() != 0 for b in adapter.blocks(net) for m in adapter.targets(b).values()]
+
+
+def agreement(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """Share of the linears' weights whose keep/prune decision is the same in both."""
+    return sum(int((x == y).sum()) for x, y in zip(a, b)) / sum(x.numel() for x in a)
 
 
 def main() -> None:
@@ -66,7 +75,7 @@ def main() -> None:
 
     from optprune.integrations.llmcompressor import OptPruneModifier
 
-    rows = []
+    rows, first = [], None
     for label in ("optprune pipeline", "OptPruneModifier in llm-compressor oneshot", "llm-compressor SparseGPTModifier"):
         net, tok, source = load_model(dtype=torch.bfloat16)
         config = PruneConfig(method=args.method, pattern=args.pattern, sparsity=args.sparsity, nsamples=args.nsamples,
@@ -84,8 +93,12 @@ def main() -> None:
             seconds = run_oneshot(net, tok, windows, SparseGPTModifier(
                 sparsity=args.sparsity, targets=["LlamaDecoderLayer"], ignore=["re:.*lm_head"]))
         ppl = optprune.evaluate(net, tok, data_dir=args.data_dir, max_windows=args.max_windows, device="cpu")
+        kept = masks(net)
+        first = first or kept
         rows.append(dict(run=label, method=args.method if "SparseGPTModifier" not in label else "sparsegpt (llm-compressor)",
-                         ppl=ppl["ppl"], windows=ppl["windows"], prune_seconds=seconds, sparsity=zeros(net)))
+                         ppl=ppl["ppl"], windows=ppl["windows"], prune_seconds=seconds,
+                         sparsity=1 - sum(int(k.sum()) for k in kept) / sum(k.numel() for k in kept),
+                         mask_agreement=agreement(first, kept)))
         print(rows[-1], flush=True)
     write(rows, args)
 
@@ -103,9 +116,11 @@ def write(rows: list[dict], args) -> None:
              f"{llmcompressor.__version__}, transformers {transformers.__version__}, CPU. Command: `python "
              f"validation/llmcompressor_bridge.py --method {args.method} --sparsity {args.sparsity} --nsamples "
              f"{args.nsamples} --data-dir ../shared/data` (environment in the script's docstring).\n",
-             "| run | method | wikitext2 ppl | prune seconds | sparsity of the linears |", "|---|---|---|---|---|"]
-    lines += [f"| {r['run']} | {r['method']} | {r['ppl']:.2f} | {r['prune_seconds']:.0f} | {r['sparsity']:.3f} |"
-              for r in rows]
+             "Mask agreement: the share of the linears' weights kept or pruned alike in this row and the first.\n",
+             "| run | method | wikitext2 ppl | prune seconds | sparsity of the linears | mask agreement with row 1 |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['method']} | {r['ppl']:.2f} | {r['prune_seconds']:.0f} | {r['sparsity']:.3f} | "
+              f"{r['mask_agreement']:.4f} |" for r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

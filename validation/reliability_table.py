@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 from conftest import build_tiny  # noqa: E402
-from test_bad_input import CERTIFY_USAGE, PATH_CASES, PRUNE_USAGE, _layer_files, _prune_args, path_case  # noqa: E402
+from test_bad_input import (CERTIFY_USAGE, EVAL_USAGE, PATH_CASES, PRUNE_USAGE, _eval_args,  # noqa: E402
+                             _layer_files, _prune_args, path_case)
 
 from optprune.cli import main  # noqa: E402
 
@@ -97,6 +98,7 @@ def main_table() -> str:
             out, extra = path_case(case, tmp / f"p{k}")
             code, line = run(_prune_args(tiny, out, extra), tmp)
             paths.append(f"| {case} | {code} | `{line}` |")
+        evals = rows_for(EVAL_USAGE, lambda c: _eval_args(tiny, c[0]), tmp)
         files = _layer_files(tmp)
         certify = rows_for([(f, e, m) for f, e, m in CERTIFY_USAGE],
                            lambda c: ["certify", "--layer", str(files[c[0]]), *c[1]], tmp)
@@ -105,7 +107,9 @@ def main_table() -> str:
     faults = "| case | exit | what the user sees |\n|---|---|---|\n" + "\n".join(
         f"| {c} | {e} | {s} |" for c, e, s in FAULTS)
     return (INTRO + "\n## `optprune prune` on a tiny Llama (nothing loaded, nothing written)\n\n" + head
-            + "\n".join(prune) + "\n" + "\n".join(paths) + "\n\n## `optprune certify` on layer files (`report` gives the same lines)\n\n"
+            + "\n".join(prune) + "\n" + "\n".join(paths)
+            + "\n\n## `optprune eval` on a tiny Llama (nothing loaded)\n\n" + head + "\n".join(evals)
+            + "\n\n## `optprune certify` on layer files (`report` gives the same lines)\n\n"
             + head.replace("arguments", "layer file: arguments") + "\n".join(certify)
             + "\n\n## Stale state and faults (tests/test_bad_input.py, tests/test_faults.py)\n\n" + faults + "\n")
 

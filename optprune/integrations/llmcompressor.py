@@ -29,7 +29,16 @@ from ..patterns import Pattern
 from ..problem import LayerProblem
 from ..solvers import prune_layer
 
-__all__ = ["OptPruneModifier"]
+__all__ = ["OptPruneModifier", "ready_for_oneshot"]
+
+
+def ready_for_oneshot(model, folder) -> None:
+    """llm-compressor (0.14) re-reads the model's config from `config.name_or_path`; a model built in
+    memory (optprune's dequantised GGUF, `from_config`) has none, so its config is written to
+    `folder` and named there."""
+    if not model.config.name_or_path:
+        model.config.save_pretrained(str(folder))
+        model.config._name_or_path = str(folder)
 
 
 class OptPruneModifier(SparsityModifierBase):

@@ -17,6 +17,7 @@ from ..parallel import init_from_env
 from ..data import check_text_source, describe_source
 from .model_io import check_model_argument, load_model, model_source
 from .output import OutputFolder, check_writable_file
+from .checkpoint import SAVE_FORMATS
 from .harness import check_zeroshot, evaluate_zeroshot
 from .progress import BlockProgress
 
@@ -51,6 +52,8 @@ def eval_ppl(net, tok, seqlen: int, data_dir: str = "", max_windows: int = 0, de
 def check_prune_inputs(args, config: PruneConfig) -> tuple[OutputFolder, bool]:
     """Every check that needs no model: data, model path, output folder (and its resume state).
     Returns the folder and whether it already holds this run's finished output."""
+    if args.save_format not in SAVE_FORMATS:
+        raise ValueError(f"--save-format {args.save_format!r}: choose from {', '.join(SAVE_FORMATS)}")
     if config.needs_calibration():
         check_text_source(config.calib, config.data_dir)
     if args.eval_ppl:
