@@ -153,6 +153,14 @@ def load_model(model: str = "", gguf_file: str = "", dtype: torch.dtype = torch.
     return net, tok, source
 
 
+def load_pretrained(path: str = "", dtype: torch.dtype | None = None):
+    """(model, tokenizer) of a checkpoint folder or hub id, in any format optprune saves (dense with
+    sparsity metadata, compressed-tensors bitmask formats, plain), or the default SmolLM2 when
+    `path` is empty; float32 unless `dtype` is given."""
+    net, tok, _ = load_model(path, dtype=dtype or torch.float32)
+    return net, tok
+
+
 def check_output_dir(out: Path, source: str) -> None:
     """Refuse an output folder that is (or holds) the input model."""
     out, src = Path(out).resolve(), Path(source).resolve()
