@@ -65,8 +65,8 @@ class PruneConfig:
             raise ValueError(f"unknown reconstruction {self.reconstruct!r}: use {' or '.join(RECONSTRUCTIONS)}")
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"unknown allocation {self.allocation!r}: use {', '.join(ALLOCATIONS)}")
-        if self.allocation != "uniform" and self.parsed_pattern().name not in ("unstructured", "per-row"):
-            raise ValueError(f"--allocation {self.allocation} allocates unstructured and per-row sparsity; "
+        if self.allocation != "uniform" and self.parsed_pattern().name not in ("unstructured", "per-row", "structured"):
+            raise ValueError(f"--allocation {self.allocation} allocates unstructured, per-row and structured sparsity; "
                              f"{self.parsed_pattern().name} stays uniform per layer")
         if self.allocation_cost not in ("error", "sensitivity"):
             raise ValueError(f"unknown allocation cost {self.allocation_cost!r}: use error or sensitivity")

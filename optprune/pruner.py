@@ -102,6 +102,10 @@ class BlockPruner:
             return {n: targets[n] for n in patterns if n in targets}, patterns
         mlp_sp, attn_sp = ((self.pattern.sparsity, self.attn_sparsity) if self.attn_sparsity is not None
                            else parameter_matched_split(block, self.adapter, self.pattern.sparsity))
+        allocated = self.layer_sparsity or {}                 # an allocation's shares of block b, if any
+        mlp_sp = allocated.get(f"{b}.{self.adapter.mlp.output}", mlp_sp)
+        if self.adapter.attention is not None:
+            attn_sp = allocated.get(f"{b}.{self.adapter.attention.o}", attn_sp)
         patterns = {self.adapter.mlp.output: Pattern("structured", mlp_sp)}
         widths = {self.adapter.mlp.output: mlp_width(block, self.adapter)}
         if self.adapter.attention is not None:

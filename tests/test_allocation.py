@@ -168,3 +168,73 @@ def test_allocation_is_refused_for_n_m_before_any_work():
 
     with pytest.raises(ValueError, match="2:4 stays uniform per layer"):
         PruneConfig(method="sparsegpt", pattern="2:4", allocation="milp")
+
+
+def _prunable_parameters(net) -> int:
+    from optprune.adapters import adapter_for
+
+    adapter = adapter_for(net)
+    return sum(lin.weight.numel() for b in adapter.blocks(net) for lin in adapter.targets(b).values())
+
+
+@pytest.mark.parametrize("kind", ["owl", "milp"])
+def test_structured_allocation_shares_channels_and_kv_groups_within_the_budget(tiny_net, kind):
+    import torch
+    from optprune.adapters import adapter_for, block_widths
+    from optprune.api import run_pruning
+    from optprune.config import PruneConfig
+
+    net, _, windows = tiny_net
+    before = _prunable_parameters(net)
+    uniform = type(net)(net.config)
+    uniform.load_state_dict(net.state_dict())
+    base = dict(method="wanda", pattern="structured", sparsity=0.3, dtype="float32", device="cpu")
+    run_pruning(uniform, windows, PruneConfig(**base), adapter_for(uniform))
+    config = PruneConfig(**base, allocation=kind, allocation_spread=0.25, allocation_step=0.125)
+    alloc = run_pruning(net, windows, config, adapter_for(net))["allocation"]
+    assert set(alloc["sparsity"]) == {f"{b}.{n}" for b in (0, 1) for n in ("mlp.down_proj", "self_attn.o_proj")}
+    removed = 1 - _prunable_parameters(net) / before
+    assert removed == pytest.approx(alloc["achieved_sparsity"], abs=1e-9)
+    widths = [block_widths(b, adapter_for(net)) for b in adapter_for(net).blocks(net)]
+    if kind == "milp":                            # the uniform run's removed parameters, exactly
+        assert _prunable_parameters(net) == _prunable_parameters(uniform)
+        assert alloc["milp"]["status"] == "optimal" and alloc["milp"]["objective"] <= alloc["uniform_cost"] + 1e-12
+    else:                                         # OWL: the two blocks differ in outliers, so in widths
+        assert widths[0] != widths[1] and abs(removed - 0.3) < 0.1
+    ids = torch.randint(0, 20, (1, 12))
+    assert torch.isfinite(net(ids).logits).all()
+
+
+def test_a_structured_model_of_unequal_blocks_saves_and_loads_back(tiny_net, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import optprune
+    from optprune.adapters import adapter_for
+    from optprune.api import run_pruning
+    from optprune.config import PruneConfig
+    from optprune.pipeline.model_io import save_model
+
+    net, tok, windows = tiny_net
+    config = PruneConfig(method="wanda", pattern="structured", sparsity=0.3, dtype="float32", device="cpu",
+                         allocation="owl")
+    run_pruning(net, windows, config, adapter_for(net))
+    assert save_model(net, tok, tmp_path / "out", "input", structured=True) == {"format": "plain"}
+    assert len(net.config.optprune_block_widths) == 2
+    back, _ = optprune.load_pretrained(str(tmp_path / "out"))
+    ids = torch.randint(0, 20, (1, 12))
+    assert torch.allclose(back(ids).logits, net(ids).logits, atol=1e-5)
+    with pytest.raises(Exception):                # plain transformers cannot fit unequal blocks: it says so
+        AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
+
+
+def test_the_cli_plots_the_allocation_per_block(cli_prune, tmp_path):
+    import json
+
+    from optprune.pipeline.allocation_plot import allocation_by_kind
+
+    assert cli_prune(tmp_path / "out", method="wanda", pattern="structured", extra=("--allocation", "owl")) == 0
+    report = json.loads((tmp_path / "out" / "optprune_report.json").read_text())
+    kinds = allocation_by_kind(report["allocation"]["sparsity"])
+    assert set(kinds) == {"mlp.down_proj", "self_attn.o_proj"} and set(kinds["mlp.down_proj"]) == {0, 1}
+    assert (tmp_path / "out" / "allocation.png").stat().st_size > 1000

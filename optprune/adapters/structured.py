@@ -109,12 +109,33 @@ def shrink_to_state(block, adapter: ModelAdapter, state: dict) -> None:
             shrink_attention(block, adapter, torch.arange(saved.shape[0] // hd))
 
 
+def block_widths(block, adapter: ModelAdapter) -> dict:
+    """A block's structured widths: MLP channels and KV groups (None where the family has no such layout)."""
+    return dict(mlp=mlp_width(block, adapter) if adapter.mlp is not None else None,
+                kv_groups=attention_layout(block, adapter)[0] if adapter.attention is not None else None)
+
+
 def set_structured_config(net, adapter: ModelAdapter) -> None:
-    """Record the (uniform) shrunk widths in the config so `from_pretrained` rebuilds the model."""
-    first = adapter.blocks(net)[0]
+    """Record the shrunk widths in the config so the model can be rebuilt: when every block has the same
+    widths, those (plain `from_pretrained` rebuilds it); else the largest, and every block's in
+    `optprune_block_widths` (an allocation's non-uniform shares), which optprune's loader shrinks to."""
+    blocks = adapter.blocks(net)
+    widths = [block_widths(block, adapter) for block in blocks]
     if adapter.mlp is not None:
-        setattr(net.config, adapter.mlp.width_field, mlp_width(first, adapter))
+        setattr(net.config, adapter.mlp.width_field, max(w["mlp"] for w in widths))
     if adapter.attention is not None:
-        n_kv, n_rep, hd = attention_layout(first, adapter)
+        _, n_rep, hd = attention_layout(blocks[0], adapter)
+        n_kv = max(w["kv_groups"] for w in widths)
         net.config.head_dim = hd
         net.config.num_key_value_heads, net.config.num_attention_heads = n_kv, n_kv * n_rep
+    if any(w != widths[0] for w in widths):
+        net.config.optprune_block_widths = widths
+
+
+def shrink_to_widths(net, adapter: ModelAdapter, widths: list[dict]) -> None:
+    """Shrink each block of a model built at the largest widths to its recorded `optprune_block_widths`."""
+    for block, w in zip(adapter.blocks(net), widths):
+        if w["mlp"] is not None and w["mlp"] != mlp_width(block, adapter):
+            shrink_mlp(block, adapter, torch.arange(w["mlp"]))
+        if w["kv_groups"] is not None and w["kv_groups"] != attention_layout(block, adapter)[0]:
+            shrink_attention(block, adapter, torch.arange(w["kv_groups"]))

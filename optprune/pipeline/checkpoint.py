@@ -169,25 +169,50 @@ def sparsity_format(config) -> str | None:
 def load_sparse_checkpoint(path: str | Path, config, dtype: torch.dtype):
     """A checkpoint saved by save_checkpoint (or any with only compressed-tensors sparsity metadata):
     the model built from its config without the metadata, bitmask weights decompressed."""
-    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     fmt = sparsity_format(config)
     clean = type(config).from_dict({k: v for k, v in config.to_dict().items() if k != "quantization_config"})
     if fmt not in PARTS:
         return AutoModelForCausalLM.from_pretrained(str(path), config=clean, dtype=dtype)
-    tensors = {}
-    for file in sorted(Path(path).glob("*.safetensors")):
-        tensors.update(load_file(str(file)))
+    tensors = saved_tensors(path)
     state = {k: v for k, v in tensors.items() if not any(k.endswith("." + p) for p in PARTS[fmt])}
     for prefix in {k.rsplit(".", 1)[0] for k in tensors if k.endswith(".bitmask")}:
         state[prefix + ".weight"] = decompress_weight({p: tensors[f"{prefix}.{p}"] for p in PARTS[fmt]})
     net = AutoModelForCausalLM.from_config(clean, dtype=dtype)
+    load_every_weight(net, state, clean, f"{path}: the {fmt} checkpoint does not fit its config")
+    return net
+
+
+def saved_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of every safetensors file of a checkpoint folder."""
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for file in sorted(Path(path).glob("*.safetensors")):
+        tensors.update(load_file(str(file)))
+    return tensors
+
+
+def load_every_weight(net, state: dict, config, what: str) -> None:
+    """load_state_dict that refuses a missing or unexpected weight (a tied head aside) instead of leaving
+    it initialised at random."""
     missing, unexpected = net.load_state_dict(state, strict=False)
-    tied = {k for k in missing if k.endswith("lm_head.weight") and getattr(clean, "tie_word_embeddings", False)}
+    tied = {k for k in missing if k.endswith("lm_head.weight") and getattr(config, "tie_word_embeddings", False)}
     if set(missing) - tied or unexpected:
-        raise ValueError(f"{path}: the {fmt} checkpoint does not fit its config (missing {sorted(set(missing) - tied)[:3]}, "
-                         f"unexpected {sorted(unexpected)[:3]})")
+        raise ValueError(f"{what} (missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})")
     if tied:
         net.tie_weights()
+
+
+def load_block_widths_checkpoint(path: str | Path, config, dtype: torch.dtype):
+    """A structured checkpoint whose blocks have different widths (`optprune_block_widths` in its config):
+    built at the largest widths, each block shrunk to its own, then every saved weight loaded (strictly)."""
+    from transformers import AutoModelForCausalLM
+
+    from ..adapters import adapter_for, shrink_to_widths
+
+    net = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    shrink_to_widths(net, adapter_for(net), config.optprune_block_widths)
+    load_every_weight(net, saved_tensors(path), config, f"{path}: the checkpoint does not fit its block widths")
     return net

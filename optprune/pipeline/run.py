@@ -17,6 +17,7 @@ from ..parallel import init_from_env
 from ..data import check_text_source, describe_source
 from .model_io import check_model_argument, load_model, model_source
 from .output import OutputFolder, check_writable_file
+from .allocation_plot import plot_allocation
 from .checkpoint import SAVE_FORMATS
 from .harness import check_zeroshot, evaluate_zeroshot
 from .progress import BlockProgress
@@ -94,6 +95,8 @@ def prune_main(args) -> int:
     prune_seconds = sum(report.get("sessions", [0.0])[:-1]) + time.perf_counter() - t0
     summary = run_summary(net, source, config, report, prune_seconds, size, windows)
     folder.save(net, tok, summary, report["fingerprint"], args.save_format)
+    if summary["allocation"] and plot_allocation(summary["allocation"], summary["sparsity"], folder.path / "allocation.png"):
+        print(f"allocation per block: {folder.path / 'allocation.png'}", file=sys.stderr)
     print(f"pruned with {config.method} ({summary['pattern']}, sparsity {summary['sparsity']:.2f}) in "
           f"{prune_seconds:.0f}s; " + (f"mean layer rel. error {summary['mean_rel_error']:.4g}; "
                                        if windows is not None else "no calibration; ") + f"saved to {folder.path}")
