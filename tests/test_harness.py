@@ -53,6 +53,7 @@ def test_harness_and_builtin_scorers_agree_on_the_same_items(model_with_eos, tmp
     for task in ("arc_easy", "boolq"):     # a character tokenizer: joint and separate tokenisation agree
         assert harness["tasks"][task]["n"] == builtin["tasks"][task]["n"] == 3
         assert harness["tasks"][task]["acc"] == pytest.approx(builtin["tasks"][task]["acc"])
+    assert harness["tasks"]["arc_easy"]["acc_norm"] == pytest.approx(builtin["tasks"]["arc_easy"]["acc_norm"])
     limited = evaluate_zeroshot(net, tok, ["arc_easy"], str(root), limit=2, scorer="harness")
     assert limited["tasks"]["arc_easy"]["n"] == 2
 

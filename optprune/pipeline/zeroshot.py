@@ -2,7 +2,7 @@
 
 For each item: context c and choices a_k; score_k = sum log p(a_k | c) over the
 continuation tokens.  acc = [argmax score_k = gold]; acc_norm divides score_k by the
-continuation's length in characters (lm-eval's acc_norm).  Winogrande uses partial
+choice's length in characters without the space that joins it to the context (lm-eval's acc_norm).  Winogrande uses partial
 scoring: the option fills the blank in the context, the continuation is the rest.
 """
 from __future__ import annotations
@@ -97,7 +97,7 @@ def evaluate_tasks(net, tok, tasks: list[str], data_dir: str = "", limit: int = 
                 lengths = [len(choices)] * len(ctx)
             else:
                 scores = [continuation_logprob(net, tok, ctx, a) for a in choices]
-                lengths = [len(a) for a in choices]
+                lengths = [len(a) - a.startswith(" ") for a in choices]   # lm-eval: the choice without its delimiter
             correct += int(max(range(len(scores)), key=scores.__getitem__) == gold)
             norm = [s / max(n_, 1) for s, n_ in zip(scores, lengths)]
             correct_norm += int(max(range(len(norm)), key=norm.__getitem__) == gold)
