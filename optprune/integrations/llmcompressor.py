@@ -34,9 +34,11 @@ __all__ = ["OptPruneModifier", "ready_for_oneshot"]
 
 def ready_for_oneshot(model, folder) -> None:
     """llm-compressor (0.14) re-reads the model's config from `config.name_or_path`; a model built in
-    memory (optprune's dequantised GGUF, `from_config`) has none, so its config is written to
-    `folder` and named there."""
-    if not model.config.name_or_path:
+    memory (`from_config`, or optprune's dequantised GGUF, whose path is the GGUF's folder) has no
+    config.json there, so its config is written to `folder` and named there."""
+    from pathlib import Path
+
+    if not (Path(model.config.name_or_path or "/nonexistent") / "config.json").is_file():
         model.config.save_pretrained(str(folder))
         model.config._name_or_path = str(folder)
 
