@@ -7,6 +7,7 @@ llm-compressor pins its own transformers (0.14.0.1: transformers 5.15-5.17, comp
     python -m venv --system-site-packages /tmp/lcenv && . /tmp/lcenv/bin/activate
     pip install "llmcompressor==0.14.0.1" "torch==2.13.0" && pip install --no-deps -e .
     python validation/llmcompressor_bridge.py --method sparsegpt --sparsity 0.5 --nsamples 32 --data-dir ../shared/data
+    python validation/llmcompressor_bridge.py --tiny      # the float32 check on a tiny random Llama
 
 Rows: (1) optprune's pipeline (optprune.prune), (2) OptPruneModifier in llm-compressor's sequential
 pipeline, (3) llm-compressor's own SparseGPTModifier (unstructured, its defaults) for reference.
@@ -70,7 +71,10 @@ def main() -> None:
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--max-windows", type=int, default=0, help="evaluation windows (0: the whole test)")
     ap.add_argument("--out", default="docs/results/llmcompressor_bridge")
+    ap.add_argument("--tiny", action="store_true", help="only the float32 check on a tiny random Llama")
     args = ap.parse_args()
+    if args.tiny:
+        return tiny_check()
     from llmcompressor.modifiers.pruning import SparseGPTModifier
 
     from optprune.integrations.llmcompressor import OptPruneModifier
@@ -103,6 +107,32 @@ def main() -> None:
     write(rows, args)
 
 
+def tiny_check() -> None:
+    """A 2-block random Llama in float32: OptPruneModifier in oneshot against optprune.prune on the same
+    windows (prints the mask agreement and the largest weight difference)."""
+    from tokenizers import Tokenizer, models
+    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+
+    from optprune.integrations.llmcompressor import OptPruneModifier
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=300)
+    base, windows = AutoModelForCausalLM.from_config(cfg), torch.randint(0, 300, (4, 32))
+    ours, theirs = (AutoModelForCausalLM.from_config(cfg) for _ in range(2))
+    ours.load_state_dict(base.state_dict())
+    theirs.load_state_dict(base.state_dict())
+    optprune.prune(ours, windows, method="sparsegpt", pattern="per-row", sparsity=0.5, device="cpu", dtype="float32")
+    vocab = {str(i): i for i in range(300)} | {"<unk>": 300}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
+                                  unk_token="<unk>", eos_token="<unk>")
+    run_oneshot(theirs, tok, windows, OptPruneModifier(method="sparsegpt", pattern="per-row", sparsity=0.5,
+                                                       targets=["LlamaDecoderLayer"], ignore=["re:.*lm_head"]))
+    diff = max(float((a - b).abs().max()) for a, b in zip(ours.parameters(), theirs.parameters()))
+    print(f"tiny Llama, float32: mask agreement {agreement(masks(ours), masks(theirs)):.6f}, "
+          f"largest weight difference {diff:.2e}")
+
+
 def write(rows: list[dict], args) -> None:
     import llmcompressor
     import transformers
@@ -121,7 +151,21 @@ def write(rows: list[dict], args) -> None:
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['run']} | {r['method']} | {r['ppl']:.2f} | {r['prune_seconds']:.0f} | {r['sparsity']:.3f} | "
               f"{r['mask_agreement']:.4f} |" for r in rows]
+    lines.append(NOTE)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+NOTE = """
+Rows 1 and 2 run the same method on the same Grams' definition (sum of x x^T over the calibration
+tokens of each linear's inputs, inputs from the already pruned blocks below). On a tiny Llama in
+float32 they choose identical masks, weights within 3e-6 (`python validation/llmcompressor_bridge.py --tiny`). Here
+98.4% of the decisions agree: both forward passes run in bf16, and llm-compressor's sequential pipeline
+(traced subgraphs, one window per batch) rounds differently from optprune's engine (8 windows per batch), so
+near-ties of the mask choice fall differently and the difference grows through the 30 blocks. The
+perplexities (47.39 vs 46.87) differ by that rounding, not by the method. Row 3 is llm-compressor's own
+SparseGPT (unstructured within 128-column blocks, its default dampening 0.01) for reference. Prune seconds
+are wall time from the call to the end of pruning; llm-compressor's includes its tracing and its
+per-layer calibration and propagation passes."""
 
 
 if __name__ == "__main__":
