@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--pruned", default="", help="with --dense: the pruned checkpoint (any tool's); masks = its zeros")
     c.add_argument("--masks", default="", help="with --dense: a safetensors of keep masks '<block>.<linear>'")
     c.add_argument("--blocks", default="", help="with --dense: blocks to certify (default all)")
+    c.add_argument("--neighbourhood", type=float, default=0.0, help="with --dense: seconds per row (of --rows) for "
+                   "a neighbourhood certificate: the largest window of its most ambiguous decisions solved exactly")
     for flag, default in (("--calib", "c4"), ("--data-dir", "")):
         c.add_argument(flag, default=default)
     c.add_argument("--nsamples", type=int, default=32)

@@ -90,3 +90,22 @@ def test_certify_without_masks_is_refused(tiny, tmp_path, capsys):
     assert "needs --pruned CHECKPOINT or --masks FILE" in capsys.readouterr().err
     assert main(["certify"]) == 2
     assert "give --layer FILE" in capsys.readouterr().err
+
+
+def test_neighbourhood_certificates_of_a_checkpoint_state_their_window_or_a_better_mask(tiny, tmp_path, capsys):
+    wanda_script(tiny[0], tiny[1], tmp_path / "pruned")
+    code, reports = _certify(tiny, tmp_path, ["--pruned", str(tmp_path / "pruned"), "--rows", "0",
+                                              "--neighbourhood", "3"])
+    assert code == 0
+    for r in reports:
+        assert [n["row"] for n in r["neighbourhood"]] == [0]           # every asked row is reported
+        for n in r["neighbourhood"]:
+            if n["size"] == 0:                                            # nothing finished in time: said so
+                assert not n["certified"] and "no window finished" in n["statement"]
+                continue
+            assert n["size"] >= 16 and n["status"] == "optimal" and n["certified"] != n["improved"]
+            assert n["lower_bound"] <= n["optimum"] * (1 + 1e-7) + 1e-12 and n["optimum"] <= n["value"] * (1 + 1e-9)
+            if n["improved"]:
+                assert n["optimum"] < n["value"]
+    assert "no better mask differs from this one only inside" in capsys.readouterr().out or \
+        any(n["improved"] for r in reports for n in r["neighbourhood"])

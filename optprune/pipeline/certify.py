@@ -64,8 +64,26 @@ def certify_layer(key: str, problem: LayerProblem, pattern: Pattern, keep, weigh
     result = PruneResult(keep, weight, "checkpoint")
     cmp = compare(problem, pattern, {"checkpoint": result}, rows=args.rows_list, window_size=args.window or 24,
                   exact_method=args.exact, time_limit=args.time_limit, workers=args.workers)
-    return dict(json.loads(cmp.to_json()), layer=key, pattern_ok=True, sparsity=float(1 - keep.float().mean()),
-                markdown=cmp.to_markdown())
+    report = dict(json.loads(cmp.to_json()), layer=key, pattern_ok=True, sparsity=float(1 - keep.float().mean()),
+                  markdown=cmp.to_markdown())
+    if getattr(args, "neighbourhood", 0) > 0:
+        report["neighbourhood"] = neighbourhoods(problem, pattern, keep, args.rows_list, args.neighbourhood)
+        report["markdown"] += "".join(f"\n- {n['statement']} ({n['seconds']:.1f} s)" for n in report["neighbourhood"]) + "\n"
+    return report
+
+
+def neighbourhoods(problem: LayerProblem, pattern: Pattern, keep, rows, seconds: float) -> list[dict]:
+    """Each row's neighbourhood certificate (`optprune.exact.neighbourhood.certify_rows`): the largest window
+    of its most ambiguous decisions solved exactly within `seconds`, or the better mask found there."""
+    from ..exact.neighbourhood import certify_rows
+
+    found = {c.row: c for c in certify_rows(problem, pattern, keep, rows, time_budget=seconds)}
+    return [dict(row=r, size=len(c.positions), certified=c.certified, improved=c.improved_mask is not None,
+                 value=c.value, optimum=c.optimum, lower_bound=c.lower_bound, status=c.status, seconds=c.seconds,
+                 statement=c.statement()) if (c := found.get(r)) is not None else
+            dict(row=r, size=0, certified=False, improved=False, status="time limit", seconds=seconds,
+                 statement=f"row {r}: no window finished within {seconds:g} s")
+            for r in rows]
 
 
 def certify_checkpoint_main(args) -> int:
