@@ -15,12 +15,9 @@ import tempfile
 from pathlib import Path
 
 from ..data import find_data_dir, hub_reachable
+from .zeroshot import _jsonl
 
 SCORERS = ("auto", "harness", "builtin")
-
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _arc(path: Path) -> list[dict]:
