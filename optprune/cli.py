@@ -73,7 +73,8 @@ def cmd_certify(args) -> int:
     for name, problem in problems.items():
         results = run_methods(problem, pattern, methods)
         cmp = compare(problem, pattern, results, rows=rows, window_size=_window(args, problem),
-                      exact_method=args.exact, time_limit=args.time_limit, workers=args.workers)
+                      exact_method=args.exact, time_limit=args.time_limit, workers=args.workers,
+                      full_row_bounds=args.full_row_bounds)
         if rank == 0:
             print(cmp.to_markdown())
         reports.append(json.loads(cmp.to_json()))
@@ -91,7 +92,8 @@ def cmd_report(args) -> int:
     for name, problem in problems.items():
         out = Path(args.out) / name if len(problems) > 1 else Path(args.out)
         path = layer_report(problem, pattern, methods, out, rows=rows, window_size=_window(args, problem),
-                            exact_method=args.exact, time_limit=args.time_limit, workers=args.workers)
+                            exact_method=args.exact, time_limit=args.time_limit, workers=args.workers,
+                            full_row_bounds=args.full_row_bounds)
         print(f"wrote {path}")
     return 0
 
@@ -126,6 +128,8 @@ def _add_layer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-limit", type=float, default=60.0)
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=1, help="local processes for the exact sub-block solves")
+    p.add_argument("--full-row-bounds", action="store_true", help="also the rigorous full-row bounds: QCR (mask "
+                   "only, every row, with a per-row gap histogram) and perspective (mask + refit, the --rows)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ of the convex relaxation (valid for the mask-only problem; weight updates can go
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -38,6 +39,9 @@ class MethodRow:
     block_status: str = ""
     block_relaxation: float = float("nan")    # convex-relaxation bound of the sub-block (mask only)
     gap_to_bound: float = float("nan")     # rel_error_mask - relaxation bound (relative units)
+    gap_qcr: float = float("nan")          # rel_error_mask / QCR bound: certified ratio to the mask-only optimum
+    row_gap_histogram: dict = field(default_factory=dict)   # rows by certified ratio (error_i / QCR bound_i)
+    gap_perspective: float = float("nan")  # refit error / perspective bound on `perspective_rows`
 
 
 @dataclass
@@ -50,6 +54,10 @@ class Comparison:
     window: list[int]
     exact_method: str = "milp"
     methods: list[MethodRow] = field(default_factory=list)
+    qcr_bound: float = float("nan")        # relative units, every row (`exact.row_bounds.qcr_bound`)
+    perspective_bound: float = float("nan")   # relative units, on perspective_rows (mask + refit)
+    perspective_rows: list[int] = field(default_factory=list)
+    full_row_seconds: float = float("nan")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -59,6 +67,10 @@ class Comparison:
                 f"relaxation lower bound (mask only) {self.relaxation_bound:.6g}; "
                 f"sub-block: rows {self.rows}, {len(self.window)} columns; exact method `{self.exact_method}` "
                 f"({EXACT_METHODS[self.exact_method].problem} problem)\n\n")
+        if self.qcr_bound == self.qcr_bound:
+            head += (f"Full-row bounds ({self.full_row_seconds:.1f} s): QCR (mask only, every row) {self.qcr_bound:.6g}; "
+                     f"perspective (mask + refit, rows {self.perspective_rows}) {self.perspective_bound:.6g}. "
+                     "A gap is objective / bound: the method is within that factor of the optimum.\n\n")
         lines = ["| method | rel. error | rel. error (mask only) | gap to bound | sub-block value | "
                  "sub-block optimum | sub-block gap | status | seconds |",
                  "|---|---|---|---|---|---|---|---|---|"]
@@ -68,7 +80,18 @@ class Comparison:
                              f"<= {r.block_gap_at_most:.3%}"))
             lines.append(f"| {r.method} | {r.rel_error:.6g} | {r.rel_error_mask:.6g} | {r.gap_to_bound:.6g} | "
                          f"{r.block_value:.6g} | {optimum} | {gap} | {r.block_status} | {r.seconds:.2f} |")
-        return head + "\n".join(lines) + "\n"
+        return head + "\n".join(lines) + "\n" + self._full_row_markdown()
+
+    def _full_row_markdown(self) -> str:
+        if self.qcr_bound != self.qcr_bound:
+            return ""
+        bins = list(self.methods[0].row_gap_histogram) if self.methods else []
+        lines = ["", "| method | gap to QCR bound (mask only) | gap to perspective bound (refit) | rows by gap: "
+                 + " / ".join(bins) + " |", "|---|---|---|---|"]
+        for r in self.methods:
+            counts = " / ".join(str(r.row_gap_histogram.get(b, 0)) for b in bins)
+            lines.append(f"| {r.method} | {r.gap_qcr:.4g} | {r.gap_perspective:.4g} | {counts} |")
+        return "\n".join(lines) + "\n"
 
 
 def layer_relaxation_bound(problem: LayerProblem, pattern: Pattern, iters: int = 300) -> float:
@@ -111,7 +134,8 @@ def _certify_local(jobs: list, workers: int) -> list:
 
 def compare(problem: LayerProblem, pattern: Pattern, results: dict[str, PruneResult],
             rows=(0,), window=None, window_size: int = 24, exact_method: str = "milp",
-            time_limit: float = 60.0, bound_iters: int = 300, workers: int = 1) -> Comparison:
+            time_limit: float = 60.0, bound_iters: int = 300, workers: int = 1,
+            full_row_bounds: bool = False) -> Comparison:
     problem.check_certifiable()
     rows = [int(r) for r in rows]
     window = default_window(pattern, problem.shape[1], window_size) if window is None else np.asarray(window)
@@ -129,7 +153,48 @@ def compare(problem: LayerProblem, pattern: Pattern, results: dict[str, PruneRes
                         gap_to_bound=mask_err - bound)
         fill_block_certificate(row, blocks[name], starts[name], exact, exact_method)
         cmp.methods.append(row)
+    if full_row_bounds:
+        add_full_row_bounds(cmp, problem, pattern, results, rows)
     return cmp
+
+
+GAP_BINS = (1.0, 1.1, 1.25, 1.5, 2.0, 3.0, float("inf"))
+
+
+def row_gap_histogram(errors: np.ndarray, bounds: np.ndarray) -> dict:
+    """Rows counted by certified ratio error_i / bound_i, in the bins [1, 1.1), [1.1, 1.25), ... [3, inf)."""
+    ratio = errors / np.maximum(bounds, 1e-300)
+    edges = np.array(GAP_BINS)
+    counts = np.histogram(np.clip(ratio, 1.0, 1e300), bins=np.append(edges[:-1], 1e301))[0]
+    return {f"<{hi:g}" if hi != float("inf") else f">={lo:g}": int(c) for lo, hi, c in zip(edges, edges[1:], counts)}
+
+
+def add_full_row_bounds(cmp: Comparison, problem: LayerProblem, pattern: Pattern, results: dict,
+                        rows, max_seconds: float = 120.0) -> None:
+    """The QCR bound on every row (mask only) and the perspective bound on `rows` (mask + refit), with each
+    method's certified ratio to them (`optprune.exact.row_bounds`); entrywise, symmetric problems only."""
+    from .exact.row_bounds import perspective_bound, qcr_bound, shared_diagonal
+
+    if not pattern.entrywise or problem.dense_target:
+        return
+    t0, energy = time.perf_counter(), problem.dense_energy()
+    W, G = problem.float64()
+    lam = shared_diagonal(G, (W ** 2).mean(0), max_seconds=max_seconds)
+    best = min(results.values(), key=lambda r: problem.objective(r.mask)).mask
+    qcr = qcr_bound(problem, pattern, lam, start=best)
+    cmp.qcr_bound = qcr.total / energy
+    rows = np.asarray(rows, int)
+    separable = pattern.budget_scope != "layer"
+    persp = perspective_bound(problem, pattern, lam, rows=rows, start=best) if separable else None
+    cmp.perspective_bound = persp.total / energy if persp else float("nan")
+    cmp.perspective_rows = rows.tolist() if persp else []
+    for row, res in zip(cmp.methods, results.values()):
+        row.gap_qcr = row.rel_error_mask / max(cmp.qcr_bound, 1e-300)
+        if separable:
+            row.row_gap_histogram = row_gap_histogram(problem.row_errors(res.mask).double().cpu().numpy(), qcr.per_row)
+            refit = float(problem.row_errors(W_hat=res.weight).double().cpu().numpy()[rows].sum())
+            row.gap_perspective = refit / max(persp.total, 1e-300)
+    cmp.full_row_seconds = time.perf_counter() - t0
 
 
 def fill_block_certificate(row: MethodRow, block, start, exact, exact_method: str) -> None:

@@ -27,6 +27,27 @@ def mask_agreement(masks: dict[str, torch.Tensor]) -> np.ndarray:
     return out
 
 
+def _row_gap_figure(cmp: Comparison, out: Path) -> list[str]:
+    """Rows of each method by certified ratio to the QCR bound (only when the full-row bounds ran)."""
+    if not (cmp.methods and cmp.methods[0].row_gap_histogram):
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = list(cmp.methods[0].row_gap_histogram)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    width = 0.8 / len(cmp.methods)
+    for k, r in enumerate(cmp.methods):
+        ax.bar(np.arange(len(bins)) + k * width, [r.row_gap_histogram[b] for b in bins], width, label=r.method)
+    ax.set_xticks(np.arange(len(bins)) + 0.4 - width / 2, bins)
+    ax.set(xlabel="row error / row QCR bound (certified ratio to the row's optimum)", ylabel="rows",
+           title="per-row certified gap")
+    ax.legend(fontsize=7)
+    fig.tight_layout(), fig.savefig(out / "row_gaps.png", dpi=110), plt.close(fig)
+    return ["row_gaps.png"]
+
+
 def _figures(problem: LayerProblem, results: dict, cmp: Comparison, out: Path) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
@@ -51,6 +72,8 @@ def _figures(problem: LayerProblem, results: dict, cmp: Comparison, out: Path) -
     a1.bar(names, [r.rel_error for r in cmp.methods], color="tab:blue", label="with own weights")
     a1.bar(names, [r.rel_error_mask for r in cmp.methods], color="none", edgecolor="k", label="mask only")
     a1.axhline(cmp.relaxation_bound, color="r", ls="--", label="relaxation bound")
+    if cmp.qcr_bound == cmp.qcr_bound:
+        a1.axhline(cmp.qcr_bound, color="g", ls="-.", label="QCR bound (every row)")
     a1.set(ylabel="relative error", title="layer error vs lower bound")
     a1.legend(fontsize=7), a1.tick_params(axis="x", rotation=45)
     a2.bar(names, [100 * r.block_gap for r in cmp.methods], color="tab:orange")
@@ -86,15 +109,16 @@ def _figures(problem: LayerProblem, results: dict, cmp: Comparison, out: Path) -
 
 def layer_report(problem: LayerProblem, pattern: Pattern, methods: list[str], out_dir: str | Path,
                  rows=(0,), window_size: int = 24, exact_method: str = "milp", time_limit: float = 60.0,
-                 workers: int = 1) -> Path:
-    """Run `methods`, certify sub-blocks, draw the figures; returns the path of report.md."""
+                 workers: int = 1, full_row_bounds: bool = False) -> Path:
+    """Run `methods`, certify sub-blocks (and, with full_row_bounds, bound every row), draw the figures;
+    returns the path of report.md."""
     problem.check_certifiable()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = run_methods(problem, pattern, methods)
     cmp = compare(problem, pattern, results, rows=rows, window_size=window_size,
-                  exact_method=exact_method, time_limit=time_limit, workers=workers)
-    files = _figures(problem, results, cmp, out)
+                  exact_method=exact_method, time_limit=time_limit, workers=workers, full_row_bounds=full_row_bounds)
+    files = _figures(problem, results, cmp, out) + _row_gap_figure(cmp, out)
     agree = mask_agreement({n: r.mask for n, r in results.items()})
     text = [f"# Layer report: `{problem.name}` ({problem.shape[0]}x{problem.shape[1]}), "
             f"{pattern.name} at sparsity {pattern.sparsity:.2f}\n",
