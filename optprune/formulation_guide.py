@@ -106,6 +106,17 @@ def _exact_section() -> str:
     return "## Exact methods (`optprune certify --exact`)\n\n" + _doc(solve) + "\n\n" + "\n".join(rows) + "\n"
 
 
+def _full_row_section() -> str:
+    from .exact import row_bounds
+    from .formulations.refit import perspective_relaxation
+
+    return ("## Full-row bounds (`optprune certify --full-row-bounds`)\n\n" + _doc(row_bounds) + "\n\n"
+            "The perspective relaxation as a statement — `optprune.formulations.refit.perspective_relaxation`:\n\n"
+            + _doc(perspective_relaxation) + "\n\nThe QCR relaxation of a whole row is the sub-block statement "
+            "`mask_relaxation(convex_reformulation(qp, w_i^2 lam))` with the row as its window; a test checks that "
+            "the layer-scale solvers' bounds reach both statements' optima within 1%.\n")
+
+
 def render() -> str:
     from .formulations import allocation, l0, mask, penalty, refit, statement
     from .exact import subblock
@@ -121,7 +132,7 @@ def render() -> str:
                    else "2 x 6 per-row sub-block at 50%")
         parts.append(f"#### {k}. {title} — `{builder.__module__}.{builder.__name__}`\n\n{_doc(builder)}\n\n"
                      f"Example ({example}): {_size(st)}. Solved by: {solved_by}.\n")
-    parts += [_exact_section(), _patterns_section()]
+    parts += [_exact_section(), _full_row_section(), _patterns_section()]
     return "\n".join(parts)
 
 

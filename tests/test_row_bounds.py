@@ -161,3 +161,30 @@ def test_certify_and_report_show_the_full_row_bounds(tmp_path, capsys):
                  "--window", "8", "--full-row-bounds", "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "row_gaps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "(row_gaps.png)" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_the_bounds_reach_the_optima_of_their_stated_relaxations():
+    """QCR: the sub-block statement mask_relaxation(convex_reformulation(qp, w^2 lam)) of each whole row,
+    solved by HiGHS; perspective: the cvxpy statement, solved by Clarabel.  The layer-scale solvers' bounds
+    are below those optima (they are certificates of them) and within 1% of them."""
+    import cvxpy as cp
+
+    from optprune.exact import build_subblock
+    from optprune.formulations import backends
+    from optprune.formulations.mask import convex_reformulation, mask_relaxation
+    from optprune.formulations.refit import perspective_relaxation
+
+    prob, pat = random_problem(2, 10, seed=5), Pattern("per-row", 0.5)
+    lam = lam_of(prob)
+    W, G = prob.float64()
+    B, kappa = prob.linear64()
+    qcr = qcr_bound(prob, pat, lam, iters=1000).per_row
+    persp = perspective_bound(prob, pat, lam, iters=200).per_row
+    for i in range(2):
+        block = build_subblock(prob, pat, pat.project(prob.W.abs()), rows=[i], window=np.arange(10))
+        stated = backends.solve_highs(mask_relaxation(convex_reformulation(block.qp, W[i] ** 2 * lam)), 60.0)
+        assert stated.status == "optimal"
+        assert stated.objective * (1 - 1e-2) <= qcr[i] <= stated.objective * (1 + 1e-7)
+        problem = perspective_relaxation(B[i], kappa[i], G, lam, keep=5)
+        problem.solve(solver=cp.CLARABEL)
+        assert problem.value * (1 - 1e-2) <= persp[i] <= problem.value * (1 + 1e-6)

@@ -9,7 +9,8 @@ interrupted mid-way resumes at its first unfinished block).
 Usage: python validation/pipeline_ppl.py --pattern per-row --sparsity 0.5 [--methods dense,wanda,...]
 A method name may carry ingredients after "+" (RECIPE_SUFFIXES): "+refit" (least-squares refit of the kept
 weights), "+dense" (dense-target layer problems), "+seq" (within-block sequential), "+recon" (block
-reconstruction), e.g. admm+dense+seq+recon.  --prefix ablation writes smollm2_ablation_<setting>.json/.md
+reconstruction), "+owl" / "+milp" / "+milpsens" (OWL, MILP-by-error, MILP-by-sensitivity allocation),
+e.g. admm+dense+seq+recon, sparsegpt+milp.  --prefix ablation writes smollm2_ablation_<setting>.json/.md
 (the 32-window ablation) instead of the full-protocol tables.
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main():
     ap.add_argument("--seqlen", type=int, default=2048)
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--work", default=str(ROOT / "runs" / "pipeline_ppl"))
+    ap.add_argument("--allocation-step", type=float, default=0.025, help="+milp: the menu step")
     ap.add_argument("--prefix", default="smollm2_ppl", help="results file prefix (smollm2_ppl: the full protocol)")
     args = ap.parse_args()
     pattern = Pattern.parse(args.pattern, args.sparsity, default=0.5)
@@ -62,7 +64,8 @@ def main():
                 raise SystemExit(f"unknown ingredient {unknown} in {method!r}: use {', '.join(RECIPE_SUFFIXES)}")
             settings = {k: v for x in suffixes for k, v in RECIPE_SUFFIXES[x].items()}
             config = PruneConfig(method=base, pattern=pattern.name, sparsity=pattern.sparsity, nsamples=args.nsamples,
-                                 seqlen=args.seqlen, data_dir=args.data_dir, device=str(device), **settings)
+                                 seqlen=args.seqlen, data_dir=args.data_dir, device=str(device),
+                                 allocation_step=args.allocation_step, **settings)
             adapter = adapter_for(net)
             if windows is None and config.needs_calibration():
                 windows = calibration_for(net, tok, adapter, config)
@@ -70,6 +73,10 @@ def main():
             row.update(prune_timing(rep, len(adapter.blocks(net))))
             row["mean_rel_error"] = mean_layer_error(rep["layers"])
             row["sparsity"] = sum(r["sparsity"] for r in rep["layers"]) / len(rep["layers"])
+            if rep.get("allocation"):
+                alloc = rep["allocation"]
+                row["sparsity"] = alloc["achieved_sparsity"]
+                row["allocation"] = {k: alloc[k] for k in ("kind", "milp", "cost", "seconds") if k in alloc}
             if rep.get("reconstruction"):
                 recon = rep["reconstruction"].values()
                 row["reconstruction"] = {f"{slice_}_{when}": sum(r[f"error_{when}"][slice_] for r in recon) / len(recon)
@@ -86,7 +93,8 @@ def main():
 
 
 RECIPE_SUFFIXES = {"refit": dict(refit=True), "dense": dict(target="dense"), "seq": dict(sequential=True),
-                   "recon": dict(reconstruct="block")}
+                   "recon": dict(reconstruct="block"), "owl": dict(allocation="owl"), "milp": dict(allocation="milp"),
+                   "milpsens": dict(allocation="milp", allocation_cost="sensitivity")}
 
 
 def prune_timing(report: dict, n_blocks: int) -> dict:

@@ -1,7 +1,8 @@
 """Rigorous lower bounds on whole layers (every full row), beyond the box relaxation.
 
-Both bounds rest on one diagonal lam with G - diag(lam) PSD, shared by all rows of a layer (one small SDP
-per Gram, `shared_diagonal`; the PSD-ness is verified in float64 and lam shifted down until it holds):
+Both bounds rest on one diagonal lam >= 0 with G - diag(lam) PSD, shared by all rows of a layer: the SDP
+max sum_j a_j lam_j (a_j = mean_i w_ij^2) over that set, solved once per Gram by a log-det barrier method
+(`shared_diagonal`), its PSD-ness verified in float64 and lam scaled down until it holds with a margin:
 
 * mask only, `qcr_bound` (quadratic convex reformulation).  With z = 1 - M the pruned indicator,
   row i's error (w_i o z)^T G (w_i o z) equals, on every binary z (z_j^2 = z_j),

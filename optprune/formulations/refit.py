@@ -97,3 +97,21 @@ def refit_cuts(data: RefitData, master: Statement, V: np.ndarray, scale: float) 
         rows[r, v_idx[r][data.free[r]]] = -grad
         lower[r] = value / scale - grad @ V[r][data.free[r]]
     return rows, lower
+
+
+def perspective_relaxation(b: np.ndarray, kappa: float, G: np.ndarray, lam: np.ndarray, keep: int):
+    """The perspective relaxation of one row's mask + refit problem (a cvxpy problem: its perspective terms
+    are second-order cones, outside the QP statements above), with A = G - diag(lam) PSD, lam >= 0:
+
+        min_{v, k}  v^T A v + sum_j lam_j v_j^2 / k_j - 2 b^T v + kappa   s.t.  0 <= k <= 1,  sum_j k_j <= keep.
+
+    At binary k (v_j = 0 where k_j = 0) it is the row's refit error, so its optimum bounds the optimum from
+    below; `optprune.exact.row_bounds.perspective_bound` solves it at layer scale with a certificate."""
+    import cvxpy as cp
+
+    d = len(b)
+    v, k = cp.Variable(d), cp.Variable(d)
+    A = G - np.diag(lam)
+    terms = [cp.quad_over_lin(v[j], k[j]) * lam[j] for j in range(d) if lam[j] > 0]
+    objective = cp.quad_form(v, cp.psd_wrap(0.5 * (A + A.T))) + cp.sum(cp.hstack(terms)) - 2 * b @ v + kappa
+    return cp.Problem(cp.Minimize(objective), [k >= 0, k <= 1, cp.sum(k) <= keep])
