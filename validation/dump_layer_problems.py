@@ -37,7 +37,7 @@ def main():
             blk, name = key.split(".", 1)
             if int(blk) == b:
                 short = name.split(".")[-1]
-                tensors[f"{short}.weight"], tensors[f"{short}.gram"] = W.contiguous(), G.contiguous()
+                tensors[f"{short}.weight"], tensors[f"{short}.gram"] = W.contiguous().clone(), G.contiguous().clone()
         path = Path(args.out_dir) / f"smollm2-135m_block{b:02d}.safetensors"
         save_file(tensors, str(path))
         print(path)

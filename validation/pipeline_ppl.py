@@ -109,6 +109,7 @@ def prune_timing(report: dict, n_blocks: int) -> dict:
 def write_table(results: dict, pattern: Pattern, path: Path, args) -> None:
     any_row = next(iter(results.values()))
     extra = "" if args.prefix == "smollm2_ppl" else f" --nsamples {args.nsamples} --prefix {args.prefix}"
+    extra += f" --allocation-step {args.allocation_step}" if args.allocation_step != 0.025 else ""
     lines = [f"# SmolLM2-135M-Instruct, {pattern.name} {pattern.sparsity:.0%}: WikiText-2 perplexity\n",
              f"Machine: {any_row['machine']} (every method on this machine, same code and protocol). Calibration: {any_row['nsamples']} windows x "
              f"{any_row['seqlen']} tokens sampled with seed 0 from the concatenated local C4 sample; "
@@ -137,7 +138,18 @@ def write_table(results: dict, pattern: Pattern, path: Path, args) -> None:
               f"{r['reconstruction']['train_before']:.4g} -> {r['reconstruction']['train_after']:.4g}, held-out windows "
               f"{r['reconstruction']['held_out_before']:.4g} -> {r['reconstruction']['held_out_after']:.4g}."
               for m, r in results.items() if r.get("reconstruction")]
+    lines += [f"\n{m}: {allocation_line(r['allocation'])}" for m, r in results.items() if r.get("allocation")]
     path.write_text("\n".join(lines) + "\n")
+
+
+def allocation_line(alloc: dict) -> str:
+    """One sentence on a run's allocation: its kind, and for the MILP its cost, status, optimum, bound, time."""
+    text = f"{alloc['kind']} allocation ({alloc.get('seconds', 0):.0f} s including the pricing pass)"
+    if "milp" in alloc:
+        milp = alloc["milp"]
+        text += (f"; MILP priced by {alloc.get('cost')}: {milp['status']}, optimum {milp['objective']:.6g}, "
+                 f"bound {milp['bound']:.6g}, {milp['seconds']:.2f} s")
+    return text + "."
 
 
 SUMMARY_ORDER = ("dense", "magnitude", "wanda", "sparsegpt", "sparsefw", "maiht", "sparseswaps", "sparseswaps+refit")
