@@ -122,28 +122,32 @@ def check_bound_pattern(pattern: Pattern) -> None:
         raise ValueError(f"the full-row bounds need an entrywise pattern, not {pattern.name}")
 
 
-def project_keep(Y: torch.Tensor, pattern: Pattern, steps: int = 50) -> torch.Tensor:
-    """Euclidean projection of Y onto the relaxed keep set {0 <= M <= 1, at most the budget kept per
-    group}: M = clip(Y - tau_g, 0, 1) with tau_g >= 0 found by bisection in every group at once."""
+def project_keep(Y: torch.Tensor, pattern: Pattern, metric: torch.Tensor | None = None, steps: int = 50) -> torch.Tensor:
+    """Projection of Y onto the relaxed keep set {0 <= M <= 1, at most the budget kept per group} in the norm
+    sum_j p_j (M_j - Y_j)^2 (p = `metric`, default 1): M = clip(Y - tau_g / p, 0, 1) with tau_g >= 0 found
+    by bisection in every group at once."""
     rows, cols = Y.shape
     U = pattern.to_units(Y)[..., 0]
+    inv = torch.ones_like(U) if metric is None else 1 / pattern.to_units(metric)[..., 0]
     keep = U.shape[-1] - pattern.pruned_per_group(rows, cols)
     lo = torch.zeros(U.shape[0], 1, dtype=U.dtype)
-    hi = U.max(-1, keepdim=True).values.clamp_min(0)
+    hi = (U / inv).max(-1, keepdim=True).values.clamp_min(0)
     for _ in range(steps):
         mid = (lo + hi) / 2
-        over = (U - mid).clamp(0, 1).sum(-1, keepdim=True) > keep
+        over = (U - mid * inv).clamp(0, 1).sum(-1, keepdim=True) > keep
         lo, hi = torch.where(over, mid, lo), torch.where(over, hi, mid)
-    return pattern.from_units((U - hi).clamp(0, 1)[..., None], rows, cols)
+    return pattern.from_units((U - hi * inv).clamp(0, 1)[..., None], rows, cols)
 
 
-def row_curvatures(W: torch.Tensor, Gq: torch.Tensor, steps: int = 30) -> torch.Tensor:
-    """lambda_max of each row's Hessian 2 D_w Gq D_w (power iteration, batched over rows; 5% margin)."""
+def row_curvatures(W: torch.Tensor, Gq: torch.Tensor, metric: torch.Tensor, steps: int = 30) -> torch.Tensor:
+    """lambda_max of each row's Hessian 2 D_w Gq D_w in the metric p (of P^-1/2 H P^-1/2; power iteration,
+    batched over rows; 5% margin)."""
+    root = metric.rsqrt()
     X = torch.ones_like(W)
     for _ in range(steps):
-        X = W * ((W * X) @ Gq)
+        X = root * W * ((W * root * X) @ Gq)
         X = X / X.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    return 2.1 * ((W * ((W * X) @ Gq)) * X).sum(1).clamp_min(1e-300)
+    return 2.1 * ((root * W * ((W * root * X) @ Gq)) * X).sum(1).clamp_min(1e-300)
 
 
 def _qcr_value_and_gradient(W, Gq, lin, M):
@@ -154,7 +158,8 @@ def _qcr_value_and_gradient(W, Gq, lin, M):
 
 def qcr_bound(problem: LayerProblem, pattern: Pattern, lam: np.ndarray | None, start: torch.Tensor | None = None,
               iters: int = 300, certify_every: int = 10) -> LayerBound:
-    """Accelerated projected gradient (FISTA; a step per row when the pattern's rows are independent) on
+    """Accelerated projected gradient (FISTA in the Jacobi metric p_j = H_jj; a step per row when the pattern's
+    rows are independent) on
     the relaxed q of the module doc, from keep mask `start`; returns the best Frank-Wolfe dual bound
     f(M) + <grad, S - M> (S = `Pattern.lmo(grad)`) met (lam None: the box bound).  Mask-only objective of
     a symmetric problem (W, G)."""
@@ -166,8 +171,9 @@ def qcr_bound(problem: LayerProblem, pattern: Pattern, lam: np.ndarray | None, s
     lam_t = torch.zeros(G.shape[0], dtype=torch.float64) if lam is None else torch.as_tensor(lam, dtype=torch.float64)
     Gq, lin = G - torch.diag(lam_t), W ** 2 * lam_t
     separable = _row_separable(pattern)
-    L = row_curvatures(W, Gq)
-    step = (1 / L if separable else torch.full_like(L, 1 / float(L.max())))[:, None]
+    metric = (2 * W ** 2 * Gq.diagonal()).clamp_min(1e-12 * float((W ** 2).max() * Gq.diagonal().max()))
+    L = row_curvatures(W, Gq, metric)
+    step = (1 / L if separable else torch.full_like(L, 1 / float(L.max())))[:, None] / metric
     M = (pattern.project(W.abs()) if start is None else start.cpu()).double()
     Y, t, best = M.clone(), 1.0, torch.full((W.shape[0],), -float("inf"), dtype=torch.float64)
     for k in range(iters + 1):
@@ -178,7 +184,7 @@ def qcr_bound(problem: LayerProblem, pattern: Pattern, lam: np.ndarray | None, s
         if k == iters:
             break
         _, grad_y = _qcr_value_and_gradient(W, Gq, lin, Y)
-        M_next = project_keep(Y - step * grad_y, pattern)
+        M_next = project_keep(Y - step * grad_y, pattern, metric)
         if float((grad_y * (M_next - M)).sum()) > 0:   # adaptive restart: the momentum points uphill
             t = 1.0
         t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
