@@ -91,6 +91,11 @@ def main():
     print(render(done))
 
 
+def ratio(x: float) -> str:
+    """A gap for the table ('inf' where a row's bound is 0: nothing proven there)."""
+    return "inf" if x > 1e6 else f"{x:.2f}"
+
+
 def render(done: dict) -> str:
     lines = ["# Rigorous full-row lower bounds on SmolLM2 layers", "",
              "Written by `python validation/row_bounds.py --iters 500 --files <blocks 00, 29 of shared/data/layers; "
@@ -107,8 +112,8 @@ def render(done: dict) -> str:
         for layer, r in table["rows"].items():
             q = r["qcr_row_gap_quartiles"]
             lines.append(f"| {layer} | {r['best']} | {r['mask_only'][r['best']]:.4g} | {r['box']:.4g} | "
-                         f"{r['gap_box']:.3f} | {r['qcr']:.4g} | {r['gap_qcr']:.3f} | {q[0]:.2f} / {q[2]:.2f} / "
-                         f"{q[4]:.2f} | {r['box_s']:.1f} | {r['qcr_s']:.1f} (+{r['diagonal_s']:.1f}) | "
+                         f"{r['gap_box']:.3f} | {r['qcr']:.4g} | {r['gap_qcr']:.3f} | {ratio(q[0])} / {ratio(q[2])} / "
+                         f"{ratio(q[4])} | {r['box_s']:.1f} | {r['qcr_s']:.1f} (+{r['diagonal_s']:.1f}) | "
                          f"{r['best_refit']} | {r['refit']:.4g} | {r['perspective']:.4g} | {r['gap_perspective']:.3f} | "
                          f"{r['perspective_s']:.1f} |")
         lines.append("")
