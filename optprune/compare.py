@@ -173,18 +173,18 @@ def add_full_row_bounds(cmp: Comparison, problem: LayerProblem, pattern: Pattern
                         rows, max_seconds: float = 120.0) -> None:
     """The QCR bound on every row (mask only) and the perspective bound on `rows` (mask + refit), with each
     method's certified ratio to them (`optprune.exact.row_bounds`); entrywise, symmetric problems only."""
-    from .exact.row_bounds import perspective_bound, qcr_bound, shared_diagonal
+    from .exact.row_bounds import perspective_bound, qcr_bound, rows_independent, shared_diagonal
 
     if not pattern.entrywise or problem.dense_target:
         return
     t0, energy = time.perf_counter(), problem.dense_energy()
     W, G = problem.float64()
     lam = shared_diagonal(G, (W ** 2).mean(0), max_seconds=max_seconds)
-    best = min(results.values(), key=lambda r: problem.objective(r.mask)).mask
+    best = min(zip(cmp.methods, results.values()), key=lambda pair: pair[0].rel_error_mask)[1].mask
     qcr = qcr_bound(problem, pattern, lam, start=best)
     cmp.qcr_bound = qcr.total / energy
     rows = np.asarray(rows, int)
-    separable = pattern.budget_scope != "layer"
+    separable = rows_independent(pattern)
     persp = perspective_bound(problem, pattern, lam, rows=rows, start=best) if separable else None
     cmp.perspective_bound = persp.total / energy if persp else float("nan")
     cmp.perspective_rows = rows.tolist() if persp else []

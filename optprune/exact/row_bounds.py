@@ -48,17 +48,17 @@ def psd_margin(G: np.ndarray) -> float:
     return 64 * G.shape[0] * np.finfo(np.float64).eps * float(np.abs(G).sum(1).max())
 
 
-def verified_diagonal(G: np.ndarray, lam: np.ndarray) -> np.ndarray:
+def verified_diagonal(G: np.ndarray, lam: np.ndarray, base: float | None = None) -> np.ndarray:
     """lam >= 0 scaled down (G - theta diag(lam) = (1 - theta) G + theta (G - diag(lam))) until the smallest
-    eigenvalue of G - diag(lam) clears a float64 rounding margin, so it is PSD despite eigvalsh's errors."""
+    eigenvalue of G - diag(lam) clears a float64 rounding margin, so it is PSD despite eigvalsh's errors
+    (base: G's smallest eigenvalue, when the caller has it)."""
     lam, margin = np.clip(lam, 0.0, None), psd_margin(G)
-    low, base = float(np.linalg.eigvalsh(G - np.diag(lam))[0]), float(np.linalg.eigvalsh(G)[0])
-    if low >= margin:
-        return lam
-    if base <= 2 * margin:
-        raise ValueError(f"the Gram's smallest eigenvalue is {base:.3g}: not positive definite; dampen it first")
-    theta = (base - 2 * margin) / (base - low)
-    return verified_diagonal(G, theta * lam)
+    base = float(np.linalg.eigvalsh(G)[0]) if base is None else base
+    while (low := float(np.linalg.eigvalsh(G - np.diag(lam))[0])) < margin:
+        if base <= 2 * margin:
+            raise ValueError(f"the Gram's smallest eigenvalue is {base:.3g}: not positive definite; dampen it first")
+        lam = (base - 2 * margin) / (base - low) * lam
+    return lam
 
 
 def shared_diagonal(G: np.ndarray, weights: np.ndarray | None = None, method: str = "barrier",
@@ -68,24 +68,24 @@ def shared_diagonal(G: np.ndarray, weights: np.ndarray | None = None, method: st
     lam = lambda_min(G) 1.  Verified (`verified_diagonal`) either way."""
     G = 0.5 * (G + G.T)
     a = np.ones(G.shape[0]) if weights is None else np.asarray(weights, float)
-    if not float(np.linalg.eigvalsh(G)[0]) > 2 * psd_margin(G):
+    base = float(np.linalg.eigvalsh(G)[0])
+    if not base > 2 * psd_margin(G):
         raise ValueError("the Gram is not positive definite (a bound needs G - diag(lam) PSD with lam >= 0 "
                          "useful): dampen it first")
     if method == "eigmin":
-        return verified_diagonal(G, np.full(G.shape[0], float(np.linalg.eigvalsh(G)[0])))
+        return verified_diagonal(G, np.full(G.shape[0], base), base)
     if method != "barrier":
         raise ValueError(f"unknown diagonal method {method!r}: 'barrier' or 'eigmin'")
     scale = float(np.diag(G).mean())
-    lam = _barrier_max_diagonal(G / scale, a / a.sum(), time.perf_counter() + max_seconds) * scale
-    return verified_diagonal(G, lam)
+    lam = _barrier_max_diagonal(G / scale, a / a.sum(), base / scale, time.perf_counter() + max_seconds) * scale
+    return verified_diagonal(G, lam, base)
 
 
-def _barrier_max_diagonal(G: np.ndarray, a: np.ndarray, deadline: float) -> np.ndarray:
-    """max a^T x + t (logdet(G - diag x) + sum log x), t -> 0 (Newton steps, backtracking to stay inside)."""
+def _barrier_max_diagonal(G: np.ndarray, a: np.ndarray, base: float, deadline: float) -> np.ndarray:
+    """max a^T x + t (logdet(G - diag x) + sum log x), t -> 0 (Newton steps, backtracking to stay inside),
+    from x = base / 2 (base: G's smallest eigenvalue, > 0)."""
     n = G.shape[0]
-    x = np.full(n, 0.5 * float(np.linalg.eigvalsh(G)[0]))
-    if x[0] <= 0:
-        raise ValueError("the Gram is not positive definite: dampen it first")
+    x = np.full(n, 0.5 * base)
     t = 1.0 / n
     while t > 1e-9 / n and time.perf_counter() < deadline:
         for _ in range(30):
@@ -113,13 +113,25 @@ def _feasible_fraction(G: np.ndarray, x: np.ndarray, step: np.ndarray) -> float:
     return 0.0
 
 
-def _row_separable(pattern: Pattern) -> bool:
-    return pattern.budget_scope != "layer"
+def rows_independent(pattern: Pattern) -> bool:
+    """Whether each row is a problem of its own (`Pattern.row_block` = 1: per-row, N:M)."""
+    return pattern.row_block == 1
 
 
 def check_bound_pattern(pattern: Pattern) -> None:
     if not pattern.entrywise:
         raise ValueError(f"the full-row bounds need an entrywise pattern, not {pattern.name}")
+
+
+def group_threshold(kept, units: torch.Tensor, keep: int, hi: torch.Tensor, steps: int) -> torch.Tensor:
+    """The smallest tau in [0, hi] (per group, bisection) with sum kept(units, tau) <= keep in every group;
+    kept(units, tau) is nonincreasing in tau."""
+    lo = torch.zeros_like(hi)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        over = kept(units, mid).sum(-1, keepdim=True) > keep
+        lo, hi = torch.where(over, mid, lo), torch.where(over, hi, mid)
+    return hi
 
 
 def project_keep(Y: torch.Tensor, pattern: Pattern, metric: torch.Tensor | None = None, steps: int = 50) -> torch.Tensor:
@@ -130,13 +142,12 @@ def project_keep(Y: torch.Tensor, pattern: Pattern, metric: torch.Tensor | None 
     U = pattern.to_units(Y)[..., 0]
     inv = torch.ones_like(U) if metric is None else 1 / pattern.to_units(metric)[..., 0]
     keep = U.shape[-1] - pattern.pruned_per_group(rows, cols)
-    lo = torch.zeros(U.shape[0], 1, dtype=U.dtype)
-    hi = (U / inv).max(-1, keepdim=True).values.clamp_min(0)
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        over = (U - mid * inv).clamp(0, 1).sum(-1, keepdim=True) > keep
-        lo, hi = torch.where(over, mid, lo), torch.where(over, hi, mid)
-    return pattern.from_units((U - hi * inv).clamp(0, 1)[..., None], rows, cols)
+
+    def kept(u, tau):
+        return (u - tau * inv).clamp(0, 1)
+
+    tau = group_threshold(kept, U, keep, (U / inv).max(-1, keepdim=True).values.clamp_min(0), steps)
+    return pattern.from_units(kept(U, tau)[..., None], rows, cols)
 
 
 def row_curvatures(W: torch.Tensor, Gq: torch.Tensor, metric: torch.Tensor, steps: int = 30) -> torch.Tensor:
@@ -159,8 +170,7 @@ def _qcr_value_and_gradient(W, Gq, lin, M):
 def qcr_bound(problem: LayerProblem, pattern: Pattern, lam: np.ndarray | None, start: torch.Tensor | None = None,
               iters: int = 300, certify_every: int = 10) -> LayerBound:
     """Accelerated projected gradient (FISTA in the Jacobi metric p_j = H_jj; a step per row when the pattern's
-    rows are independent) on
-    the relaxed q of the module doc, from keep mask `start`; returns the best Frank-Wolfe dual bound
+    rows are independent) on the relaxed q of the module doc, from keep mask `start`; returns the best Frank-Wolfe dual bound
     f(M) + <grad, S - M> (S = `Pattern.lmo(grad)`) met (lam None: the box bound).  Mask-only objective of
     a symmetric problem (W, G)."""
     check_bound_pattern(pattern)
@@ -170,7 +180,7 @@ def qcr_bound(problem: LayerProblem, pattern: Pattern, lam: np.ndarray | None, s
     W, G = (torch.from_numpy(a) for a in problem.float64())
     lam_t = torch.zeros(G.shape[0], dtype=torch.float64) if lam is None else torch.as_tensor(lam, dtype=torch.float64)
     Gq, lin = G - torch.diag(lam_t), W ** 2 * lam_t
-    separable = _row_separable(pattern)
+    separable = rows_independent(pattern)
     metric = (2 * W ** 2 * Gq.diagonal()).clamp_min(1e-12 * float((W ** 2).max() * Gq.diagonal().max()))
     L = row_curvatures(W, Gq, metric)
     step = (1 / L if separable else torch.full_like(L, 1 / float(L.max())))[:, None] / metric
@@ -201,13 +211,12 @@ def keep_update(cost: torch.Tensor, pattern: Pattern, floor: float = 1e-12, step
     rows, cols = cost.shape
     root = pattern.to_units(cost.clamp_min(0).sqrt())[..., 0]
     keep = root.shape[-1] - pattern.pruned_per_group(rows, cols)
-    lo = torch.zeros(root.shape[0], 1, dtype=root.dtype)
-    hi = root.max(-1, keepdim=True).values.clamp_min(1e-300) * root.shape[-1]
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        over = (root / mid).clamp(max=1).sum(-1, keepdim=True) > keep
-        lo, hi = torch.where(over, mid, lo), torch.where(over, hi, mid)
-    return pattern.from_units((root / hi).clamp(floor, 1)[..., None], rows, cols)
+
+    def kept(r, tau):
+        return (r / tau).clamp(max=1)
+
+    tau = group_threshold(kept, root, keep, root.max(-1, keepdim=True).values.clamp_min(1e-300) * root.shape[-1], steps)
+    return pattern.from_units(kept(root, tau).clamp(min=floor)[..., None], rows, cols)
 
 
 def _perspective_solve(G, lam, B, K):
@@ -231,7 +240,7 @@ def perspective_bound(problem: LayerProblem, pattern: Pattern, lam: np.ndarray, 
     """The perspective relaxation of mask + refit (module doc) on `rows` (default all) of a row-separable
     pattern, minimised by alternating v and k from keep mask `start`; each row's best certified bound."""
     check_bound_pattern(pattern)
-    if not _row_separable(pattern):
+    if not rows_independent(pattern):
         raise ValueError("perspective_bound needs a pattern whose rows are independent (per-row, N:M)")
     t0 = time.perf_counter()
     W, G = (torch.from_numpy(a) for a in problem.float64())
