@@ -58,6 +58,7 @@ class Comparison:
     perspective_bound: float = float("nan")   # relative units, on perspective_rows (mask + refit)
     perspective_rows: list[int] = field(default_factory=list)
     full_row_seconds: float = float("nan")
+    full_row_note: str = ""                # why the full-row bounds were asked for but not computed
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -67,6 +68,8 @@ class Comparison:
                 f"relaxation lower bound (mask only) {self.relaxation_bound:.6g}; "
                 f"sub-block: rows {self.rows}, {len(self.window)} columns; exact method `{self.exact_method}` "
                 f"({EXACT_METHODS[self.exact_method].problem} problem)\n\n")
+        if self.full_row_note:
+            head += f"Full-row bounds not computed: {self.full_row_note}\n\n"
         if self.qcr_bound == self.qcr_bound:
             head += (f"Full-row bounds ({self.full_row_seconds:.1f} s): QCR (mask only, every row) {self.qcr_bound:.6g}; "
                      f"perspective (mask + refit, rows {self.perspective_rows}) {self.perspective_bound:.6g}. "
@@ -176,6 +179,8 @@ def add_full_row_bounds(cmp: Comparison, problem: LayerProblem, pattern: Pattern
     from .exact.row_bounds import perspective_bound, qcr_bound, rows_independent, shared_diagonal
 
     if not pattern.entrywise or problem.dense_target:
+        cmp.full_row_note = (f"they need an entrywise pattern, not {pattern.name}" if not pattern.entrywise else
+                             "they bound the mask problem of (W, G), not a dense-target problem")
         return
     t0, energy = time.perf_counter(), problem.dense_energy()
     W, G = problem.float64()

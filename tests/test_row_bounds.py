@@ -188,3 +188,13 @@ def test_the_bounds_reach_the_optima_of_their_stated_relaxations():
         problem = perspective_relaxation(B[i], kappa[i], G, lam, keep=5)
         problem.solve(solver=cp.CLARABEL)
         assert problem.value * (1 - 1e-2) <= persp[i] <= problem.value * (1 + 1e-6)
+
+
+def test_full_row_bounds_asked_for_a_pattern_they_cannot_bound_say_so():
+    from optprune.compare import compare
+    from optprune.solvers import prune_layer
+
+    prob, pat = random_problem(4, 8, seed=0), Pattern("structured", 0.5)
+    cmp = compare(prob, pat, {"wanda": prune_layer(prob, pat, "wanda")}, window_size=4, full_row_bounds=True)
+    assert cmp.qcr_bound != cmp.qcr_bound and "entrywise" in cmp.full_row_note
+    assert "Full-row bounds not computed" in cmp.to_markdown()

@@ -58,7 +58,8 @@ def main():
 
 def render(out: dict) -> str:
     lines = ["# Neighbourhood certificates on full SmolLM2 rows", "",
-             f"Written by `python validation/neighbourhoods.py --rows {out['rows']} --seconds {out['seconds']:g}` on "
+             f"Written by `python validation/neighbourhoods.py --layers {','.join(out['layers'])} --rows {out['rows']} "
+             f"--seconds {out['seconds']:g}` on "
              f"{out['machine']} (one thread, beside other benchmarks). 50% per-row; each method's own mask; "
              f"{out['rows']} rows per layer (seed 0); per row a budget of {out['seconds']:g} s for neighbourhoods of "
              "16, 32, 64 free decisions (the most ambiguous by w_j^2 G_jj), solved exactly by `oa-qcr`. "
