@@ -70,24 +70,23 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
     device = resolve_device(config.device)
     step = pruner_for(net, config, adapter)
     step.check_fits(net)
+    calibrated = config.needs_calibration()
+    fingerprint = run_fingerprint(net, windows if calibrated else None, config, **(identity or {}))
+    if calibrated and windows is None:
+        raise ValueError(f"{config.method} needs calibration windows"
+                         + (f" (--allocation {config.allocation})" if config.allocation != "uniform" else ""))
+    state = ResumeState(resume_dir if calibrated else None, adapter, resume, fingerprint)
     allocation = None
     if config.allocation != "uniform":
-        if windows is None:
-            raise ValueError(f"--allocation {config.allocation} needs calibration windows")
-        allocation = allocate(net, adapter, windows, config)
+        allocation = state.remember("allocation.json", lambda: allocate(net, adapter, windows, config))
         step.layer_sparsity = allocation["sparsity"]
     engine = Engine(net, adapter, device, config.batch, offload=config.offload,
                     max_memory=parse_memory(config.max_memory), mmap_weights=config.mmap_weights,
                     dense_target=config.target == "dense", sequential=config.runs_sequential(),
                     reconstruct=reconstruction_for(config, adapter, say))
-    calibrated = config.needs_calibration()
-    fingerprint = run_fingerprint(net, windows if calibrated else None, config, **(identity or {}))
     if not calibrated:
         report = engine.run_without_data(step, progress)
-    elif windows is None:
-        raise ValueError(f"{config.method} needs calibration windows")
     else:
-        state = ResumeState(resume_dir, adapter, resume, fingerprint)
         report = engine.run(windows, step, state, progress)
         report["sessions"] = state.sessions()
     step.finish(net)

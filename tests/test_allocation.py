@@ -142,6 +142,29 @@ def test_the_pipeline_allocates_and_meets_the_budget(tiny_net, kind, cost):
         assert abs(alloc["achieved_sparsity"] - 0.5) < 0.02
 
 
+def test_a_resumed_milp_run_reads_its_allocation_back_and_finishes_bit_for_bit(tiny, tiny_net, tmp_path,
+                                                                               monkeypatch):
+    import torch
+    import optprune.api
+    from optprune.adapters import adapter_for
+    from optprune.api import run_pruning
+    from optprune.config import PruneConfig
+    from optprune.pipeline.model_io import load_model
+
+    net, _, windows = tiny_net
+    config = PruneConfig(method="sparsegpt", pattern="unstructured", sparsity=0.5, dtype="float32", device="cpu",
+                         allocation="milp", allocation_spread=0.2, allocation_step=0.1)
+    first = run_pruning(net, windows, config, adapter_for(net), tmp_path / "state")
+    reference = {k: v.clone() for k, v in net.state_dict().items()}
+    (tmp_path / "state" / "block001.pt").unlink()                  # as if killed during block 1
+    monkeypatch.setattr(optprune.api, "allocate", lambda *a: pytest.fail("the pricing pass ran again"))
+    net2, _, _ = load_model(str(tiny[0]), dtype=torch.float32)
+    again = run_pruning(net2, windows, config, adapter_for(net2), tmp_path / "state")
+    assert again["allocation"] == first["allocation"]
+    for k, v in net2.state_dict().items():
+        assert torch.equal(v, reference[k]), k
+
+
 def test_the_output_fisher_is_the_mean_squared_gradient_of_each_output(tiny_net):
     import torch
     from optprune.adapters import adapter_for

@@ -105,6 +105,17 @@ class ResumeState:
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(self.folder / FINGERPRINT, lambda p: p.write_text(json.dumps(self.fingerprint, indent=1)))
 
+    def remember(self, name: str, compute):
+        """compute()'s JSON result, saved as `name` in the folder and read back by a resumed run of the same
+        fingerprint instead of computed again (an allocation's pricing pass: minutes)."""
+        path = self.folder / name if self.folder is not None else None
+        if path is not None and self.resume and path.exists():
+            return json.loads(path.read_text())
+        value = compute()
+        if path is not None and world()[0] == 0:
+            atomic_write(path, lambda p: p.write_text(json.dumps(value)))
+        return value
+
     @property
     def report_path(self) -> Path | None:
         return self.folder / "report.json" if self.folder is not None else None
