@@ -1,8 +1,8 @@
 """Benchmark: rigorous full-row lower bounds on real SmolLM2 layers, and the certified gap they give.
 
 For every linear of the given blocks (real layer problems: shared/data/layers, or `optprune dump-layers`):
-* mask only: the best mask-only objective of wanda / sparsegpt / sparseswaps (their masks, W * M) against
-  the box bound and the QCR bound (`optprune.exact.row_bounds`) on every row;
+* mask only: every entrywise method's mask-only objective (its mask, W * M; MASK_METHODS) against the box
+  bound and the QCR bound (`optprune.exact.row_bounds`) on every row, the best mask's row gaps summarised;
 * mask + refit: the best refit objective (sparsegpt, sparseswaps+refit) against the perspective bound, on a
   sample of rows (seed 0; the perspective costs one d x d solve per row and iteration).
 Gap = best objective / bound over the same rows (1 = proven optimal).  Seconds are wall-clock on this machine.
@@ -25,7 +25,7 @@ from optprune.pipeline.run import machine_name
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ROOT.parent / "shared" / "data" / "layers"
-MASK_METHODS = ["wanda", "sparsegpt", "sparseswaps"]
+MASK_METHODS = ["magnitude", "wanda", "sparsegpt", "sparsefw", "maiht", "sparseswaps", "admm"]
 
 
 def diagonal_for(prob, cache: dict) -> tuple[np.ndarray, float]:
@@ -116,8 +116,28 @@ def render(done: dict) -> str:
                          f"{ratio(q[4])} | {r['box_s']:.1f} | {r['qcr_s']:.1f} (+{r['diagonal_s']:.1f}) | "
                          f"{r['best_refit']} | {r['refit']:.4g} | {r['perspective']:.4g} | {r['gap_perspective']:.3f} | "
                          f"{r['perspective_s']:.1f} |")
-        lines.append("")
+        lines += [""] + method_gaps(table["rows"]) + [""]
     return "\n".join(lines) + "\n"
+
+
+def method_gaps(rows: dict) -> list[str]:
+    """Every method's certified gap (its mask-only objective / the QCR bound) per layer, and their median."""
+    methods = [m for m in MASK_METHODS if any(m in r["mask_only"] for r in rows.values())]
+    lines = ["Every method's mask (W * M) against the QCR bound: certified gap per layer (its objective / the "
+             "bound; '-' where the method was not run).", "",
+             "| layer | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 1)]
+    gaps = {m: [] for m in methods}
+    for layer, r in rows.items():
+        cells = []
+        for m in methods:
+            g = r["mask_only"][m] / max(r["qcr"], 1e-300) if m in r["mask_only"] else None
+            cells.append("-" if g is None else ratio(g))
+            if g is not None:
+                gaps[m].append(g)
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    lines.append("| **median** | " + " | ".join(ratio(float(np.median(gaps[m]))) if gaps[m] else "-" for m in methods)
+                 + " |")
+    return lines
 
 
 if __name__ == "__main__":
