@@ -103,6 +103,36 @@ def test_owl_matches_a_hand_computation():
         owl_sparsities([0.0, 1.0], 0.9, lam=0.2)
 
 
+@pytest.mark.parametrize("spec", ["unstructured", "per-row"])
+def test_the_window_milp_bounds_the_exact_budget_and_the_remainder_meets_it(spec):
+    """Layers of odd sizes and costs whose window optimum prunes more than the uniform count P: the window's
+    optimum is no worse than the exact-budget optimum (brute force), and the placed remainder brings the
+    count back to P exactly (per-row: to within one row's granule), only by giving weights back."""
+    from functools import partial
+
+    from optprune import Pattern
+    from optprune.allocation import milp_allocation, place_remainder, pruned_count, sparsity_menu
+
+    shapes = [(7, 13), (5, 11), (7, 13), (3, 17)]
+    pattern, menu = Pattern.parse(spec, 0.5), sparsity_menu(0.5, 0.2, 0.1)
+    counters = [partial(pruned_count, pattern, shape, None) for shape in shapes]
+    pruned = np.array([[c(s) for s in menu] for c in counters])
+    rng = np.random.default_rng(1)
+    costs = rng.uniform(0.5, 3, (4, 1)) * menu[None] ** rng.uniform(1, 4, (4, 1))
+    uniform, names = np.full(4, 2), [f"l{i}" for i in range(4)]
+    res = milp_allocation(names, pruned, costs, uniform)
+    budget = int(pruned[np.arange(4), uniform].sum())
+    exact, _ = brute_force_allocation(Allocation(names, pruned, costs, budget))
+    assert res.status == "optimal" and res.bound <= res.objective <= exact + 1e-12
+    assert res.pruned > budget                                   # the remainder has work to do
+    placed, left, moved = place_remainder(names, menu[res.choice], counters, res.pruned - budget, costs, pruned,
+                                          res.choice)
+    assert sum(c(s) for c, s in zip(counters, placed)) == budget + left
+    assert left == 0 if spec == "unstructured" else 0 <= left < max(r for r, _ in shapes)
+    assert all(p <= s + 1e-12 for p, s in zip(placed, menu[res.choice]))
+    assert len(moved) == int(np.sum(placed < menu[res.choice])) and (moved or left == res.pruned - budget)
+
+
 def test_the_menu_is_centred_and_clipped():
     from optprune.allocation import sparsity_menu
 

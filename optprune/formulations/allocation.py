@@ -97,16 +97,22 @@ class AllocationResult:
     pruned: int
 
 
-def solve_allocation(problem: Allocation, time_limit: float = 60.0) -> AllocationResult:
-    """The allocation's proven optimum with HiGHS (status 'infeasible' raises: no menu choice meets the budget)."""
+def solve_allocation(problem: Allocation, time_limit: float = 60.0, mip_rel_gap: float = 1e-9,
+                     start: np.ndarray | None = None) -> AllocationResult:
+    """The allocation's optimum with HiGHS, proven within `mip_rel_gap` (the bound is reported: optimum - bound
+    <= mip_rel_gap x optimum when the status is 'optimal'; at the time limit the best choice found and the
+    bound); `start`: a feasible choice (option per layer) as the first incumbent.  Raises when no menu
+    choice meets the budget."""
     from .backends import solve_highs
 
     t0 = time.perf_counter()
     st = allocation_milp(problem)
-    out = solve_highs(st, time_limit)
-    if out.x is None:
-        raise ValueError(f"no allocation meets the budget and bounds (HiGHS: {out.status})")
     opts = problem.options()
+    x0 = None if start is None else np.array([float(start[l] == k) for l, k in opts])
+    out = solve_highs(st, time_limit, x0, mip_rel_gap=mip_rel_gap)
+    if out.x is None:
+        found = "meets the budget and bounds" if out.status == "infeasible" else f"was found in {time_limit:.0f} s"
+        raise ValueError(f"no allocation {found} (HiGHS: {out.status}); widen the budget's slack or the menus")
     choice = np.zeros(len(problem.names), dtype=int)
     for i, (l, k) in enumerate(opts):
         if out.x[i] > 0.5:
