@@ -46,7 +46,7 @@ def test_an_improvable_mask_is_improved_only_inside_its_positions():
     changed = torch.nonzero(cert.improved_mask[0] != mask[0]).flatten().tolist()
     assert set(changed) <= set(cert.positions)
     assert float(prob.row_errors(cert.improved_mask)[0]) < float(prob.row_errors(mask)[0])
-    assert "a better mask differs" in cert.statement()
+    assert "a better mask (" in cert.statement() and "differs inside 6 positions" in cert.statement()
 
 
 def test_an_optimal_row_is_certified():
@@ -76,3 +76,19 @@ def test_certify_rows_grows_the_window_and_keeps_improvements():
     assert [c.row for c in certs] == [0, 1, 2]
     assert all(c.status == "optimal" for c in certs)
     assert all(len(c.positions) >= 4 for c in certs)
+
+
+def test_an_improved_row_is_certified_around_its_improvement_at_the_next_window():
+    """A poor mask is improved in a small window; the larger windows are then solved around the improved
+    mask, and with the whole row as the last window the result is the row's brute-force optimum."""
+    prob, pattern = random_problem(1, 12, seed=2), Pattern("per-row", 0.5)
+    mask = pattern.project(-prob.W.abs())                                 # keeps the smallest weights
+    cert, = certify_rows(prob, pattern, mask, rows=[0], time_budget=60.0, start_size=3)
+    best, _ = best_row_mask(prob, 0, 6)
+    assert cert.improved_mask is not None and cert.certified and len(cert.positions) == 12
+    assert cert.optimum == pytest.approx(best, rel=1e-7)
+    assert cert.start_value == pytest.approx(float(prob.row_errors(mask)[0]), rel=1e-9)
+    assert cert.start_value > cert.optimum
+    assert float(prob.row_errors(cert.improved_mask)[0]) == pytest.approx(cert.optimum, rel=1e-7)
+    assert "a better mask (" in cert.statement() and "no better mask differs from it only inside these 12" \
+        in cert.statement()

@@ -16,7 +16,7 @@ budget allows.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -32,25 +32,33 @@ from .window_bnb import qcr_branch_and_bound, row_window_quadratic
 class NeighbourhoodCertificate:
     row: int
     positions: list[int]             # the freed columns
-    value: float                     # the mask's value on the neighbourhood problem
+    value: float                     # the (last) solve's starting mask's value on the neighbourhood problem
     optimum: float                   # best value found inside the neighbourhood
     lower_bound: float               # proven
     status: str
     seconds: float
     improved_mask: torch.Tensor | None = field(default=None, repr=False)   # the layer mask, when better
+    start_value: float | None = None  # the row's value before the improvements of smaller windows (certify_rows)
 
     @property
     def certified(self) -> bool:
-        """Proven: no mask that differs from this one only inside `positions` is better (rel. 1e-7)."""
-        return self.status == "optimal" and self.improved_mask is None
+        """Proven: no mask that differs from the returned one (the improved mask, if any) only inside
+        `positions` is better (rel. 1e-7)."""
+        return self.status == "optimal" and self.optimum >= self.value - 1e-7 * max(abs(self.value), 1e-30)
+
+    @property
+    def original_value(self) -> float:
+        """The row's value under the mask given, before any improvement."""
+        return self.value if self.start_value is None else self.start_value
 
     def statement(self) -> str:
+        better = (f"a better mask ({self.original_value:.6g} -> {self.optimum:.6g})"
+                  if self.improved_mask is not None else "")
         if self.certified:
-            return (f"row {self.row}: no better mask differs from this one only inside these {len(self.positions)} "
-                    "positions")
-        if self.improved_mask is not None:
-            return (f"row {self.row}: a better mask differs inside {len(self.positions)} positions "
-                    f"({self.value:.6g} -> {self.optimum:.6g})")
+            return (f"row {self.row}: {better + ', and ' if better else ''}no better mask differs from "
+                    f"{'it' if better else 'this one'} only inside these {len(self.positions)} positions")
+        if better:
+            return f"row {self.row}: {better} differs inside {len(self.positions)} positions"
         return f"row {self.row}: {self.status} after {self.seconds:.1f}s (bound {self.lower_bound:.6g})"
 
 
@@ -117,24 +125,23 @@ def bnb_certificate(problem: LayerProblem, mask: torch.Tensor, row: int, window:
 def certify_rows(problem: LayerProblem, pattern: Pattern, mask: torch.Tensor, rows, time_budget: float = 10.0,
                  start_size: int = 16, exact: str = "auto") -> list[NeighbourhoodCertificate]:
     """For each row, the largest neighbourhood (doubling from `start_size`) whose solve finished inside the
-    row's `time_budget` seconds; an improvement is taken into the mask before the next row."""
-    mask = mask.clone()
-    out = []
+    row's `time_budget` seconds.  A better mask found in a window is taken at once and the next, larger
+    window is solved around it, so a row's certificate can hold both an improvement and the neighbourhood
+    in which the improved mask is proven best; improvements carry over to the next rows."""
+    mask, out = mask.clone(), []
     for row in rows:
-        t0, size, best = time.perf_counter(), min(start_size, problem.shape[1]), None
-        while size <= problem.shape[1]:
-            left = time_budget - (time.perf_counter() - t0)
-            if left <= 0:
-                break
+        t0, size, last, first, changed = time.perf_counter(), min(start_size, problem.shape[1]), None, None, False
+        while size <= problem.shape[1] and (left := time_budget - (time.perf_counter() - t0)) > 0:
             cert = neighbourhood_certificate(problem, pattern, mask, row, size, exact, left)
             if cert.status != "optimal":
                 break
-            best = cert
-            if cert.improved_mask is not None or size == problem.shape[1]:
+            last, first = cert, cert.value if first is None else first
+            if cert.improved_mask is not None:
+                mask, changed = cert.improved_mask, True
+            if size == problem.shape[1]:
                 break
             size = min(2 * size, problem.shape[1])
-        if best is not None:
-            out.append(best)
-            if best.improved_mask is not None:
-                mask = best.improved_mask
+        if last is not None:
+            out.append(replace(last, improved_mask=mask.clone() if changed else None,
+                               start_value=first if changed else None))
     return out

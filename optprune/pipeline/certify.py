@@ -80,8 +80,8 @@ def neighbourhoods(problem: LayerProblem, pattern: Pattern, keep, rows, seconds:
 
     found = {c.row: c for c in certify_rows(problem, pattern, keep, rows, time_budget=seconds)}
     return [dict(row=r, size=len(c.positions), certified=c.certified, improved=c.improved_mask is not None,
-                 value=c.value, optimum=c.optimum, lower_bound=c.lower_bound, status=c.status, seconds=c.seconds,
-                 statement=c.statement()) if (c := found.get(r)) is not None else
+                 value=c.value, original_value=c.original_value, optimum=c.optimum, lower_bound=c.lower_bound,
+                 status=c.status, seconds=c.seconds, statement=c.statement()) if (c := found.get(r)) is not None else
             dict(row=r, size=0, certified=False, improved=False, status="time limit", seconds=seconds,
                  statement=f"row {r}: no window finished within {seconds:g} s")
             for r in rows]
