@@ -133,19 +133,21 @@ def place_remainder(names: list[str], sparsity: np.ndarray, counters: list, surp
 
 @torch.no_grad()
 def survey(net, adapter, windows: torch.Tensor, pattern, menu, method: str, device, batch: int = 8,
-           units=None) -> dict:
+           units=None, keep_target: bool = False) -> dict:
     """One pass over the dense model: every block's OWL outlier ratio (from its Wanda scores) and, with a
     menu, the priced options: every target layer's pruned weights and cost at each menu sparsity, or with
     `units` (a BlockPruner of the structured pattern; `menu` then maps a unit's uniform share to its menu)
     every structured unit's removed parameters and cost at each share of its menu (`counters`: each layer's
-    pruned count as a function of its sparsity)."""
+    pruned count as a function of its sparsity; with `keep_target`, `at_target`: each layer's weights pruned
+    at the run's sparsity, for `loss_increases`)."""
     from functools import partial
 
     from .engine import Engine
     from .pruner import layer_problem
+    from .solvers import prune_layer
     from .solvers.baselines import wanda_scores
 
-    out = dict(names=[], block=[], pruned=[], costs=[], ratios=[], energy=[], menus=[], counters=[])
+    out = dict(names=[], block=[], pruned=[], costs=[], ratios=[], energy=[], menus=[], counters=[], at_target={})
 
     def record(b, name, problem, unit_pattern, params=None):
         out["names"].append(f"{b}.{name}")
@@ -156,6 +158,8 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu, method: str, devi
         options = menu(unit_pattern.sparsity) if units is not None else menu
         pruned, costs = layer_costs(problem, unit_pattern, options, method, params)
         out["counters"].append(partial(pruned_count, unit_pattern, problem.shape, params))
+        if keep_target:
+            out["at_target"][f"{b}.{name}"] = prune_layer(problem, unit_pattern, method).weight.to(torch.bfloat16)
         out["pruned"].append(pruned)
         out["costs"].append(costs)
         out["menus"].append(options)
@@ -193,7 +197,7 @@ def allocate(net, adapter, windows: torch.Tensor, config) -> dict:
                                                              top=menu_args[2]) if units is not None
                                                      else sparsity_menu(pattern.sparsity, *menu_args))
     found = survey(net, adapter, windows, pattern, menu, cost_method(config.method, units is not None),
-                   resolve_device(config.device), config.batch, units)
+                   resolve_device(config.device), config.batch, units, keep_target=config.allocation_cost == "loss")
     report = dict(kind=config.allocation, outlier_ratios=found["ratios"])
     if config.allocation == "owl":
         sparsity = owl_allocation(net, adapter, found, pattern)
@@ -225,8 +229,10 @@ def owl_allocation(net, adapter, found: dict, pattern) -> dict:
 def milp_choice(net, adapter, windows, config, found: dict, pattern) -> tuple[dict, dict]:
     """The MILP's menu choice (module doc of formulations.allocation) pruning at least the uniform allocation's
     count P (at most one menu step more), the surplus then returned by `place_remainder`, so the run prunes
-    exactly P weights where the pattern's granularity allows (unstructured: always); costs optionally weighted
-    by the loss sensitivity of each layer's output."""
+    exactly P weights where the pattern's granularity allows (unstructured: always).  Costs: each layer's
+    relative error (`error`); times its output energy and Fisher (`sensitivity`); or rescaled so that the
+    option at the run's sparsity costs the measured rise of the calibration loss when that layer alone is
+    pruned there (`loss`, `loss_increases`)."""
     from .config import resolve_device
 
     menus, pruned, costs = np.array(found["menus"]), np.array(found["pruned"]), np.array(found["costs"])
@@ -239,6 +245,12 @@ def milp_choice(net, adapter, windows, config, found: dict, pattern) -> tuple[di
         weight = np.array([fisher[n] * e for n, e in zip(found["names"], found["energy"])])
         costs = costs * weight[:, None] / weight.mean()
         report["sensitivity"] = dict(zip(found["names"], (weight / weight.mean()).tolist()))
+    if config.allocation_cost == "loss":
+        rise = loss_increases(net, adapter, windows, found["at_target"], resolve_device(config.device))
+        measured = np.array([rise[n] for n in found["names"]])
+        floor = 1e-3 * max(measured.max(), 1e-12)                 # a rise within noise of zero: still priced
+        costs = costs * (np.maximum(measured, floor) / np.maximum(costs[rows, uniform], 1e-12))[:, None]
+        report["loss_increase"] = dict(zip(found["names"], measured.tolist()))
     budget = int(pruned[rows, uniform].sum())
     res = milp_allocation(found["names"], pruned, costs, np.array(uniform))
     chosen = np.array([menus[i][k] for i, k in enumerate(res.choice)], dtype=float)
@@ -268,6 +280,27 @@ def achieved_sparsity(net, adapter, pattern, sparsity: dict, units=None) -> floa
             removed += p.pruned_total(lin.out_features, lin.in_features) / lin.weight.numel() * params
             total += params
     return removed / total
+
+
+@torch.no_grad()
+def loss_increases(net, adapter, windows: torch.Tensor, pruned: dict, device, max_windows: int = 2) -> dict:
+    """{'<block>.<linear>': L(that linear alone pruned) - L(dense)}: the calibration loss (mean token NLL over
+    the first `max_windows` windows, the same tokens for every layer) with one layer's weights replaced by
+    `pruned[name]`, each restored before the next."""
+    net.to(device)
+    ids = windows[:max_windows].to(device)
+    dense = float(net(ids, labels=ids).loss)
+    blocks, rise = adapter.blocks(net), {}
+    for key, weight in pruned.items():
+        b, name = key.split(".", 1)
+        lin = adapter.targets(blocks[int(b)])[name]
+        kept = lin.weight.data.clone()
+        try:
+            lin.weight.data.copy_(weight.to(lin.weight))
+            rise[key] = float(net(ids, labels=ids).loss) - dense
+        finally:
+            lin.weight.data.copy_(kept)
+    return rise
 
 
 def output_fisher(net, adapter, windows: torch.Tensor, device, max_windows: int = 8) -> dict[str, float]:

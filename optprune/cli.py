@@ -212,9 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "luuyin/OWL); milp (a menu of sparsities per layer priced by each layer's error, the "
                          "choice with the least total error and exactly the uniform run's pruned count, proven "
                          "optimal by HiGHS)")
-    pr.add_argument("--allocation-cost", default="error", choices=["error", "sensitivity"],
-                    help="milp: price a layer by its relative error, or by that error times its output energy "
-                         "and the calibration loss's diagonal Fisher on its outputs (one backward pass)")
+    pr.add_argument("--allocation-cost", default="error", choices=["error", "sensitivity", "loss"],
+                    help="milp: price a layer by its relative error; by that error times its output energy "
+                         "and the calibration loss's diagonal Fisher on its outputs (one backward pass); or by "
+                         "its error curve scaled to the measured rise of the calibration loss when that layer "
+                         "alone is pruned at the target (one forward pass per layer)")
     pr.add_argument("--allocation-spread", type=float, default=0.2, help="milp menu: sparsity +- spread")
     pr.add_argument("--allocation-step", type=float, default=0.025, help="milp menu step")
     pr.add_argument("--allocation-max", type=float, default=0.95, help="milp menu: most a layer may lose")

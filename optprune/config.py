@@ -31,7 +31,7 @@ class PruneConfig:
     target_ridge: float = 0.3            # dense target: ridge of the corrected weights W*, times mean diag G
     sequential: bool = False             # within a block, later linears see the earlier ones pruned
     allocation: str = "uniform"          # per-layer sparsities: uniform, owl, or milp (the proven optimum of a menu)
-    allocation_cost: str = "error"       # milp: a layer's price is its relative error, or error x loss sensitivity
+    allocation_cost: str = "error"       # milp: a layer's price: relative error, x loss sensitivity, or measured loss
     allocation_spread: float = 0.2       # milp menu: target +- spread ...
     allocation_step: float = 0.025       # ... in these steps ...
     allocation_max: float = 0.95         # ... at most this per layer
@@ -68,8 +68,11 @@ class PruneConfig:
         if self.allocation != "uniform" and self.parsed_pattern().name not in ("unstructured", "per-row", "structured"):
             raise ValueError(f"--allocation {self.allocation} allocates unstructured, per-row and structured sparsity; "
                              f"{self.parsed_pattern().name} stays uniform per layer")
-        if self.allocation_cost not in ("error", "sensitivity"):
-            raise ValueError(f"unknown allocation cost {self.allocation_cost!r}: use error or sensitivity")
+        if self.allocation_cost not in ("error", "sensitivity", "loss"):
+            raise ValueError(f"unknown allocation cost {self.allocation_cost!r}: use error, sensitivity or loss")
+        if self.allocation_cost == "loss" and self.parsed_pattern().removes_inputs:
+            raise ValueError("--allocation-cost loss prices single linears; structured units: use error or "
+                             "sensitivity")
         if not (0 < self.allocation_step <= self.allocation_spread and 0 < self.allocation_max < 1):
             raise ValueError("allocation menu: need 0 < step <= spread and 0 < max < 1")
         if not self.target_ridge > 0:

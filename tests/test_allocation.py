@@ -141,7 +141,8 @@ def test_the_menu_is_centred_and_clipped():
     assert sparsity_menu(0.05, 0.1, 0.05).min() == 0.0
 
 
-@pytest.mark.parametrize("kind,cost", [("owl", "error"), ("milp", "error"), ("milp", "sensitivity")])
+@pytest.mark.parametrize("kind,cost", [("owl", "error"), ("milp", "error"), ("milp", "sensitivity"),
+                                       ("milp", "loss")])
 def test_the_pipeline_allocates_and_meets_the_budget(tiny_net, kind, cost):
     import torch
     from optprune.adapters import adapter_for
@@ -168,6 +169,9 @@ def test_the_pipeline_allocates_and_meets_the_budget(tiny_net, kind, cost):
         if cost == "sensitivity":
             weights = np.array(list(alloc["sensitivity"].values()))
             assert np.isfinite(weights).all() and (weights > 0).all() and weights.mean() == pytest.approx(1.0)
+        if cost == "loss":
+            assert set(alloc["loss_increase"]) == set(alloc["sparsity"])
+            assert all(np.isfinite(v) for v in alloc["loss_increase"].values())
     else:
         assert abs(alloc["achieved_sparsity"] - 0.5) < 0.02
 
@@ -193,6 +197,40 @@ def test_a_resumed_milp_run_reads_its_allocation_back_and_finishes_bit_for_bit(t
     assert again["allocation"] == first["allocation"]
     for k, v in net2.state_dict().items():
         assert torch.equal(v, reference[k]), k
+
+
+def test_the_loss_rise_of_one_pruned_layer_is_measured_and_the_weights_restored(tiny_net):
+    import copy
+
+    import torch
+    from optprune.adapters import adapter_for
+    from optprune.allocation import loss_increases
+
+    net, _, windows = tiny_net
+    net = copy.deepcopy(net)
+    adapter = adapter_for(net)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    lin = adapter.targets(adapter.blocks(net)[1])["mlp.down_proj"]
+    rise = loss_increases(net, adapter, windows, {"1.mlp.down_proj": torch.zeros_like(lin.weight),
+                                                  "0.self_attn.q_proj": adapter.blocks(net)[0].self_attn.q_proj.weight},
+                          "cpu")
+    ids = windows[:2]
+    with torch.no_grad():
+        dense = float(net(ids, labels=ids).loss)
+        lin.weight.data.zero_()
+        zeroed = float(net(ids, labels=ids).loss)
+    assert rise["1.mlp.down_proj"] == pytest.approx(zeroed - dense, abs=1e-6) and zeroed != dense
+    assert rise["0.self_attn.q_proj"] == pytest.approx(0.0, abs=1e-7)        # unchanged weights: no rise
+    lin.weight.data.copy_(before["model.layers.1.mlp.down_proj.weight"])
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_the_loss_cost_is_refused_for_structured_units():
+    from optprune.config import PruneConfig
+
+    with pytest.raises(ValueError, match="loss prices single linears"):
+        PruneConfig(method="wanda", pattern="structured", sparsity=0.3, allocation="milp", allocation_cost="loss")
 
 
 def test_the_output_fisher_is_the_mean_squared_gradient_of_each_output(tiny_net):

@@ -9,7 +9,8 @@ interrupted mid-way resumes at its first unfinished block).
 Usage: python validation/pipeline_ppl.py --pattern per-row --sparsity 0.5 [--methods dense,wanda,...]
 A method name may carry ingredients after "+" (RECIPE_SUFFIXES): "+refit" (least-squares refit of the kept
 weights), "+dense" (dense-target layer problems), "+seq" (within-block sequential), "+recon" (block
-reconstruction), "+owl" / "+milp" / "+milpsens" (OWL, MILP-by-error, MILP-by-sensitivity allocation),
+reconstruction), "+owl" / "+milp" / "+milpsens" / "+milploss" (OWL; MILP priced by error, by Fisher sensitivity, by the
+measured loss rise),
 e.g. admm+dense+seq+recon, sparsegpt+milp.  --prefix ablation writes smollm2_ablation_<setting>.json/.md
 (the 32-window ablation) instead of the full-protocol tables.
 """
@@ -94,7 +95,8 @@ def main():
 
 RECIPE_SUFFIXES = {"refit": dict(refit=True), "dense": dict(target="dense"), "seq": dict(sequential=True),
                    "recon": dict(reconstruct="block"), "owl": dict(allocation="owl"), "milp": dict(allocation="milp"),
-                   "milpsens": dict(allocation="milp", allocation_cost="sensitivity")}
+                   "milpsens": dict(allocation="milp", allocation_cost="sensitivity"),
+                   "milploss": dict(allocation="milp", allocation_cost="loss")}
 
 
 def prune_timing(report: dict, n_blocks: int) -> dict:
