@@ -254,7 +254,8 @@ def milp_choice(net, adapter, windows, config, found: dict, pattern) -> tuple[di
     budget = int(pruned[rows, uniform].sum())
     res = milp_allocation(found["names"], pruned, costs, np.array(uniform))
     chosen = np.array([menus[i][k] for i, k in enumerate(res.choice)], dtype=float)
-    placed, left, moved = place_remainder(found["names"], chosen, found["counters"], res.pruned - budget, costs, pruned, res.choice)
+    placed, left, moved = place_remainder(found["names"], chosen, found["counters"], res.pruned - budget, costs,
+                                          pruned, res.choice)
     report.update(milp=dict(status=res.status, objective=res.objective, bound=res.bound, seconds=res.seconds,
                             mip_rel_gap=MIP_REL_GAP, budget=budget, pruned=res.pruned, remainder_left=left,
                             remainder_moved=moved),

@@ -118,7 +118,7 @@ def bnb_certificate(problem: LayerProblem, mask: torch.Tensor, row: int, window:
     improved = None
     if better:
         improved = mask.clone()
-        improved[row, torch.as_tensor(window)] = torch.as_tensor(sol.keep, device=mask.device)
+        improved[row, torch.as_tensor(window, device=mask.device)] = torch.as_tensor(sol.keep, device=mask.device)
     return NeighbourhoodCertificate(row, window.tolist(), value, min(sol.value, value), sol.lower_bound,
                                     sol.status, time.perf_counter() - t0, improved)
 
