@@ -75,18 +75,22 @@ def pruned_count(pattern, shape: tuple[int, int], params: int | None, sparsity: 
     return pruned if params is None else int(np.round(pruned / (shape[0] * shape[1]) * params))
 
 
-def layer_costs(problem, pattern, menu: np.ndarray, method: str, params: int | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """(pruned weights, relative error) of `problem` at every menu sparsity, pruned by `method`."""
+def layer_costs(problem, pattern, menu: np.ndarray, method: str, params: int | None = None,
+                keep_target: bool = False) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
+    """(pruned weights, relative error) of `problem` at every menu sparsity, pruned by `method`, and with
+    `keep_target` the weights pruned at the pattern's own sparsity (one of the menu's options), else None."""
     from dataclasses import replace
 
     from .solvers import prune_layer
 
     pruned = np.array([pruned_count(pattern, problem.shape, params, s) for s in menu], dtype=np.int64)
-    costs = np.array([problem.relative_error(W_hat=prune_layer(problem, replace(pattern, sparsity=float(s)),
-                                                               method).weight) if n else 0.0
-                      for s, n in zip(menu, pruned)])
-    return pruned, costs
+    costs, at_target = np.zeros(len(menu)), None
+    for k, (s, n) in enumerate(zip(menu, pruned)):
+        weight = prune_layer(problem, replace(pattern, sparsity=float(s)), method).weight if n else problem.W
+        costs[k] = problem.relative_error(W_hat=weight) if n else 0.0
+        if keep_target and round(float(s), 10) == round(pattern.sparsity, 10):
+            at_target = weight.to(torch.bfloat16)
+    return pruned, costs, at_target
 
 
 def milp_allocation(names: list[str], pruned: np.ndarray, costs: np.ndarray, uniform: np.ndarray,
@@ -119,7 +123,8 @@ def place_remainder(names: list[str], sparsity: np.ndarray, counters: list, surp
         if surplus <= 0:
             break
         count = counters[l]
-        have, target = count(sparsity[l]), count(sparsity[l]) - surplus
+        have = count(sparsity[l])
+        target = have - surplus
         lo, hi = 0.0, float(sparsity[l])              # smallest s with count(s) >= target
         for _ in range(60):
             mid = (lo + hi) / 2
@@ -144,7 +149,6 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu, method: str, devi
 
     from .engine import Engine
     from .pruner import layer_problem
-    from .solvers import prune_layer
     from .solvers.baselines import wanda_scores
 
     out = dict(names=[], block=[], pruned=[], costs=[], ratios=[], energy=[], menus=[], counters=[], at_target={})
@@ -156,10 +160,10 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu, method: str, devi
         if menu is None:
             return
         options = menu(unit_pattern.sparsity) if units is not None else menu
-        pruned, costs = layer_costs(problem, unit_pattern, options, method, params)
+        pruned, costs, at_target = layer_costs(problem, unit_pattern, options, method, params, keep_target)
         out["counters"].append(partial(pruned_count, unit_pattern, problem.shape, params))
-        if keep_target:
-            out["at_target"][f"{b}.{name}"] = prune_layer(problem, unit_pattern, method).weight.to(torch.bfloat16)
+        if at_target is not None:
+            out["at_target"][f"{b}.{name}"] = at_target
         out["pruned"].append(pruned)
         out["costs"].append(costs)
         out["menus"].append(options)

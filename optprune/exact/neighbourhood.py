@@ -8,9 +8,9 @@ its status, and the sub-block (`build_subblock`: one row, the freed columns as i
 pruned count fixed) is solved exactly: where a row is one budget group (per-row, unstructured) by
 `bnb-qcr`, a batched branch and bound on QCR bounds (`window_bnb`, mask only: 64 decisions in about 10 s
 on SmolLM2 rows), otherwise by HiGHS (`oa-qcr`: outer approximation of the SDP convex reformulation, mask
-only; any registered exact method, e.g. `refit-oa` for mask + refit).  If the
-optimum equals the mask's value, the certificate reads "no better mask differs from this one only inside
-these positions"; otherwise the better mask is returned.  `certify_rows` grows the window while a time
+only; any registered exact method, e.g. `refit-oa` for mask + refit).  A finished solve certifies the
+returned mask (the given one, or the better mask the window held): "no better mask differs from it only
+inside these positions".  `certify_rows` grows the window while a time
 budget allows.
 """
 from __future__ import annotations
@@ -90,10 +90,15 @@ def neighbourhood_certificate(problem: LayerProblem, pattern: Pattern, mask: tor
     start = block.keep_units(mask)
     res = certify_block(block, method, start, time_limit=time_limit)
     value = block_value(block, start, method)
-    better = res.mask is not None and res.objective < value - 1e-7 * max(abs(value), 1e-30)
+    better = res.mask is not None and improves(res.objective, value)
     return NeighbourhoodCertificate(row, window.tolist(), value, min(res.objective, value), res.lower_bound,
                                     res.status, time.perf_counter() - t0,
                                     block.layer_mask(res.mask) if better else None)
+
+
+def improves(found: float, value: float) -> bool:
+    """Whether a window's optimum beats the mask's value by more than rounding (rel. 1e-7)."""
+    return found < value - 1e-7 * max(abs(value), 1e-30)
 
 
 def resolve_exact(exact: str, pattern: Pattern, cols: int) -> str:
@@ -114,9 +119,8 @@ def bnb_certificate(problem: LayerProblem, mask: torch.Tensor, row: int, window:
     Q, c, const, start = row_window_quadratic(problem, mask, row, window)
     sol = qcr_branch_and_bound(Q, c, int(round(start.sum())), start, const, time_limit)
     value = float(start @ Q @ start + c @ start) + const
-    better = sol.value < value - 1e-7 * max(abs(value), 1e-30)
     improved = None
-    if better:
+    if improves(sol.value, value):
         improved = mask.clone()
         improved[row, torch.as_tensor(window, device=mask.device)] = torch.as_tensor(sol.keep, device=mask.device)
     return NeighbourhoodCertificate(row, window.tolist(), value, min(sol.value, value), sol.lower_bound,
