@@ -11,7 +11,8 @@ A method name may carry ingredients after "+" (RECIPE_SUFFIXES): "+refit" (least
 weights), "+dense" (dense-target layer problems), "+seq" (within-block sequential), "+recon" (block
 reconstruction), "+owl" / "+milp" / "+milpsens" / "+milploss" (OWL; MILP priced by error, by Fisher sensitivity, by the
 measured loss rise),
-e.g. admm+dense+seq+recon, sparsegpt+milp.  --prefix ablation writes smollm2_ablation_<setting>.json/.md
+e.g. admm+dense+seq+recon, sparsegpt+milp (an allocation run also writes allocation_<setting>_<kind>.png,
+each layer's sparsity per block).  --prefix ablation writes smollm2_ablation_<setting>.json/.md
 (the 32-window ablation) instead of the full-protocol tables.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from optprune import Pattern
 from optprune.adapters import adapter_for
 from optprune.api import calibration_for, run_pruning
 from optprune.config import PruneConfig, resolve_dtype
+from optprune.pipeline.allocation_plot import plot_allocation
 from optprune.pipeline.model_io import load_model
 from optprune.pipeline.run import eval_ppl, machine_name, mean_layer_error
 
@@ -78,6 +80,8 @@ def main():
                 alloc = rep["allocation"]
                 row["sparsity"] = alloc["achieved_sparsity"]
                 row["allocation"] = {k: alloc[k] for k in ("kind", "milp", "cost", "seconds") if k in alloc}
+                plot_allocation(alloc, pattern.sparsity, results_path.parent /
+                                f"allocation_{tag}_{'+'.join(x for x in suffixes if 'allocation' in RECIPE_SUFFIXES[x])}.png")
             if rep.get("reconstruction"):
                 recon = rep["reconstruction"].values()
                 row["reconstruction"] = {f"{slice_}_{when}": sum(r[f"error_{when}"][slice_] for r in recon) / len(recon)
