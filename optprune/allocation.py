@@ -185,7 +185,8 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu, method: str, devi
 def allocate(net, adapter, windows: torch.Tensor, config) -> dict:
     """{'sparsity': {'<block>.<linear>': s}, and the allocation's report} for config.allocation; under the
     structured pattern the keys are each block's MLP output and attention output (the shares of MLP
-    channels and KV groups, `BlockPruner.layer_patterns`)."""
+    channels and KV groups, `BlockPruner.layer_patterns`).  Priced on the first config.allocation_windows
+    windows (0: all): the pricing pass prunes every layer at every menu sparsity, so a subset keeps it cheap."""
     import time
     from functools import partial
 
@@ -193,6 +194,7 @@ def allocate(net, adapter, windows: torch.Tensor, config) -> dict:
     from .pruner import BlockPruner
 
     t0 = time.perf_counter()
+    windows = windows[:config.allocation_windows] if config.allocation_windows else windows
     pattern = config.parsed_pattern()
     units = BlockPruner(adapter, config.method, pattern, attn_sparsity=config.attn_sparsity) \
         if pattern.removes_inputs else None

@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--allocation-spread", type=float, default=0.2, help="milp menu: sparsity +- spread")
     pr.add_argument("--allocation-step", type=float, default=0.025, help="milp menu step")
     pr.add_argument("--allocation-max", type=float, default=0.95, help="milp menu: most a layer may lose")
+    pr.add_argument("--allocation-windows", type=int, default=0,
+                    help="price the allocation (owl, milp) on the first this many calibration windows "
+                         "(0: all); the pruning itself uses every window")
     pr.add_argument("--reconstruct", default="none", choices=["none", "block"],
                     help="block: after each block is pruned, fit its kept weights (masks fixed) to the dense "
                          "block's outputs by Adam; 1/8 of the windows held out, never worse than before")

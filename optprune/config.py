@@ -35,6 +35,7 @@ class PruneConfig:
     allocation_spread: float = 0.2       # milp menu: target +- spread ...
     allocation_step: float = 0.025       # ... in these steps ...
     allocation_max: float = 0.95         # ... at most this per layer
+    allocation_windows: int = 0          # price the allocation on the first this many windows (0: all of them)
     reconstruct: str = "none"            # "block": fit each pruned block's kept weights to the dense outputs
     reconstruct_epochs: int = 2
     reconstruct_lr: float = 1e-3
@@ -73,6 +74,9 @@ class PruneConfig:
         if self.allocation_cost == "loss" and self.parsed_pattern().removes_inputs:
             raise ValueError("--allocation-cost loss prices single linears; structured units: use error or "
                              "sensitivity")
+        if not 0 <= self.allocation_windows <= self.nsamples:
+            raise ValueError(f"allocation_windows must be between 0 (all) and nsamples={self.nsamples}, "
+                             f"got {self.allocation_windows}")
         if not (0 < self.allocation_step <= self.allocation_spread and 0 < self.allocation_max < 1):
             raise ValueError("allocation menu: need 0 < step <= spread and 0 < max < 1")
         if not self.target_ridge > 0:
@@ -111,6 +115,8 @@ class PruneConfig:
                     **({"allocation_menu": [self.allocation_spread, self.allocation_step, self.allocation_max],
                         "allocation_cost": self.allocation_cost}
                        if self.allocation == "milp" else {}),
+                    **({"allocation_windows": self.allocation_windows}
+                       if self.allocation != "uniform" and self.allocation_windows else {}),
                     **({"reconstruct_epochs": self.reconstruct_epochs, "reconstruct_lr": self.reconstruct_lr}
                        if self.reconstruct != "none" else {}),
                     calib=self.calib, nsamples=self.nsamples, seqlen=self.seqlen,

@@ -176,6 +176,29 @@ def test_the_pipeline_allocates_and_meets_the_budget(tiny_net, kind, cost):
         assert abs(alloc["achieved_sparsity"] - 0.5) < 0.02
 
 
+def test_pricing_on_the_first_windows_is_pricing_on_those_windows_alone(tiny_net):
+    from dataclasses import replace
+
+    from optprune.adapters import adapter_for
+    from optprune.allocation import allocate
+    from optprune.api import run_fingerprint
+    from optprune.config import PruneConfig
+
+    net, _, windows = tiny_net
+    every = PruneConfig(method="sparsegpt", pattern="unstructured", sparsity=0.5, dtype="float32", device="cpu",
+                        allocation="milp", allocation_cost="sensitivity", allocation_spread=0.2,
+                        allocation_step=0.1, nsamples=len(windows))
+    first_two = replace(every, allocation_windows=2)
+    subset = allocate(net, adapter_for(net), windows, first_two)
+    alone = allocate(net, adapter_for(net), windows[:2], every)
+    assert subset["sparsity"] == alone["sparsity"]
+    assert subset["sensitivity"] == pytest.approx(alone["sensitivity"], rel=1e-6)
+    assert allocate(net, adapter_for(net), windows, every)["sensitivity"] != pytest.approx(subset["sensitivity"])
+    assert run_fingerprint(net, windows, first_two) != run_fingerprint(net, windows, every)
+    with pytest.raises(ValueError, match="allocation_windows must be between 0"):
+        replace(every, allocation_windows=len(windows) + 1)
+
+
 def test_a_resumed_milp_run_reads_its_allocation_back_and_finishes_bit_for_bit(tiny, tiny_net, tmp_path,
                                                                                monkeypatch):
     import torch

@@ -45,6 +45,8 @@ def main():
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--work", default=str(ROOT / "runs" / "pipeline_ppl"))
     ap.add_argument("--allocation-step", type=float, default=0.025, help="+milp: the menu step")
+    ap.add_argument("--allocation-windows", type=int, default=0,
+                    help="+owl/+milp*: price the allocation on the first this many calibration windows (0: all)")
     ap.add_argument("--prefix", default="smollm2_ppl", help="results file prefix (smollm2_ppl: the full protocol)")
     args = ap.parse_args()
     pattern = Pattern.parse(args.pattern, args.sparsity, default=0.5)
@@ -68,7 +70,8 @@ def main():
             settings = {k: v for x in suffixes for k, v in RECIPE_SUFFIXES[x].items()}
             config = PruneConfig(method=base, pattern=pattern.name, sparsity=pattern.sparsity, nsamples=args.nsamples,
                                  seqlen=args.seqlen, data_dir=args.data_dir, device=str(device),
-                                 allocation_step=args.allocation_step, **settings)
+                                 allocation_step=args.allocation_step, allocation_windows=args.allocation_windows,
+                                 **settings)
             adapter = adapter_for(net)
             if windows is None and config.needs_calibration():
                 windows = calibration_for(net, tok, adapter, config)
@@ -116,6 +119,7 @@ def write_table(results: dict, pattern: Pattern, path: Path, args) -> None:
     any_row = next(iter(results.values()))
     extra = "" if args.prefix == "smollm2_ppl" else f" --nsamples {args.nsamples} --prefix {args.prefix}"
     extra += f" --allocation-step {args.allocation_step}" if args.allocation_step != 0.025 else ""
+    extra += f" --allocation-windows {args.allocation_windows}" if args.allocation_windows else ""
     lines = [f"# SmolLM2-135M-Instruct, {pattern.name} {pattern.sparsity:.0%}: WikiText-2 perplexity\n",
              f"Machine: {any_row['machine']} (every method on this machine, same code and protocol). Calibration: {any_row['nsamples']} windows x "
              f"{any_row['seqlen']} tokens sampled with seed 0 from the concatenated local C4 sample; "
