@@ -94,28 +94,33 @@ def layer_costs(problem, pattern, menu: np.ndarray, method: str, params: int | N
 
 
 def milp_allocation(names: list[str], pruned: np.ndarray, costs: np.ndarray, uniform: np.ndarray,
-                    time_limit: float = 60.0, mip_rel_gap: float = MIP_REL_GAP):
+                    time_limit: float = 60.0, mip_rel_gap: float = MIP_REL_GAP, groups: list = ()):
     """The menu choice of least cost pruning between the uniform choice's count P and P + one menu step (the
     largest step of any layer; `place_remainder` then returns the surplus), from the uniform choice as the
     first incumbent.  An exact equality on counts of ~10^5 is a number-theoretic puzzle on which HiGHS found
     no choice in 60 s at 70% on SmolLM2; the window is a relaxation of it, so its bound is valid for the
-    exact budget too.  Proven within `mip_rel_gap` (HiGHS's default; status and bound reported)."""
+    exact budget too.  Proven within `mip_rel_gap` (HiGHS's default; status and bound reported).  `groups`:
+    (members, lo, hi) bounds in weights (`GroupBound.group`)."""
     from .formulations.allocation import Allocation, solve_allocation
 
     steps = np.diff(np.sort(pruned, axis=1), axis=1)
     slack = int(steps.max()) if steps.size else 0
     budget = int(pruned[np.arange(len(names)), uniform].sum())
-    return solve_allocation(Allocation(names, pruned, costs, budget, slack=slack), time_limit, mip_rel_gap, uniform)
+    return solve_allocation(Allocation(names, pruned, costs, budget, slack=slack, groups=list(groups)), time_limit,
+                            mip_rel_gap, uniform)
 
 
 def place_remainder(names: list[str], sparsity: np.ndarray, counters: list, surplus: int, costs: np.ndarray,
-                    pruned: np.ndarray, choice: np.ndarray) -> tuple[np.ndarray, int, list[str]]:
+                    pruned: np.ndarray, choice: np.ndarray, groups: list = ()) -> tuple[np.ndarray, int, list[str]]:
     """Un-prune `surplus` weights, layer by layer in order of the steepest cost per pruned weight at the chosen
     option (each layer lowered to the least sparsity that still prunes its count minus what is left, found by
     bisection on its pattern's count); returns the sparsities, the surplus left (below every layer's
     granularity: 0 under unstructured) and which layers moved.  With costs non-decreasing in sparsity the
-    result costs no more than the menu optimum at the exact budget (interpolating between options)."""
+    result costs no more than the menu optimum at the exact budget (interpolating between options).  A layer
+    un-prunes no more than its `groups`' lower bounds (members, lo, hi in weights) leave room for."""
     rows = np.arange(len(choice))
+    in_group = [np.isin(rows, members) for members, _, _ in groups]
+    room = [pruned[rows, choice][inside].sum() - lo for inside, (_, lo, _) in zip(in_group, groups)]
     below = np.maximum(choice - 1, 0)
     slope = (costs[rows, choice] - costs[rows, below]) / np.maximum(pruned[rows, choice] - pruned[rows, below], 1)
     sparsity, moved = sparsity.copy(), []
@@ -124,7 +129,7 @@ def place_remainder(names: list[str], sparsity: np.ndarray, counters: list, surp
             break
         count = counters[l]
         have = count(sparsity[l])
-        target = have - surplus
+        target = have - min([surplus] + [r for r, inside in zip(room, in_group) if inside[l]])
         lo, hi = 0.0, float(sparsity[l])              # smallest s with count(s) >= target
         for _ in range(60):
             mid = (lo + hi) / 2
@@ -132,6 +137,7 @@ def place_remainder(names: list[str], sparsity: np.ndarray, counters: list, surp
         if count(hi) < have:
             moved.append(f"{names[l]}: {sparsity[l]:.4f} -> {hi:.6f}")
             surplus -= have - count(hi)
+            room = [r - (have - count(hi)) * inside[l] for r, inside in zip(room, in_group)]
             sparsity[l] = hi
     return sparsity, surplus, moved
 
@@ -151,12 +157,14 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu, method: str, devi
     from .pruner import layer_problem
     from .solvers.baselines import wanda_scores
 
-    out = dict(names=[], block=[], pruned=[], costs=[], ratios=[], energy=[], menus=[], counters=[], at_target={})
+    out = dict(names=[], block=[], pruned=[], costs=[], ratios=[], energy=[], menus=[], counters=[], at_target={},
+               sizes=[])
 
     def record(b, name, problem, unit_pattern, params=None):
         out["names"].append(f"{b}.{name}")
         out["block"].append(b)
         out["energy"].append(problem.dense_energy())
+        out["sizes"].append(params if params is not None else problem.shape[0] * problem.shape[1])
         if menu is None:
             return
         options = menu(unit_pattern.sparsity) if units is not None else menu
@@ -238,8 +246,10 @@ def milp_choice(net, adapter, windows, config, found: dict, pattern) -> tuple[di
     exactly P weights where the pattern's granularity allows (unstructured: always).  Costs: each layer's
     relative error (`error`); times its output energy and Fisher (`sensitivity`); or rescaled so that the
     option at the run's sparsity costs the measured rise of the calibration loss when that layer alone is
-    pruned there (`loss`, `loss_increases`)."""
+    pruned there (`loss`, `loss_increases`).  config.allocation_bounds bound groups of layers (`GroupBound`);
+    the report gives each group's achieved sparsity."""
     from .config import resolve_device
+    from .formulations.allocation import GroupBound
 
     menus, pruned, costs = np.array(found["menus"]), np.array(found["pruned"]), np.array(found["costs"])
     uniform = [int(np.argmin(np.abs(m - m[len(m) // 2]))) if pattern.removes_inputs
@@ -258,14 +268,20 @@ def milp_choice(net, adapter, windows, config, found: dict, pattern) -> tuple[di
         costs = costs * (np.maximum(measured, floor) / np.maximum(costs[rows, uniform], 1e-12))[:, None]
         report["loss_increase"] = dict(zip(found["names"], measured.tolist()))
     budget = int(pruned[rows, uniform].sum())
-    res = milp_allocation(found["names"], pruned, costs, np.array(uniform))
+    groups = [GroupBound.parse(b).group(found["names"], found["sizes"]) for b in config.allocation_bounds]
+    res = milp_allocation(found["names"], pruned, costs, np.array(uniform), groups=groups)
     chosen = np.array([menus[i][k] for i, k in enumerate(res.choice)], dtype=float)
     placed, left, moved = place_remainder(found["names"], chosen, found["counters"], res.pruned - budget, costs,
-                                          pruned, res.choice)
+                                          pruned, res.choice, groups)
     report.update(milp=dict(status=res.status, objective=res.objective, bound=res.bound, seconds=res.seconds,
                             mip_rel_gap=MIP_REL_GAP, budget=budget, pruned=res.pruned, remainder_left=left,
                             remainder_moved=moved),
                   uniform_cost=float(costs[rows, uniform].sum()))
+    if groups:
+        counts = np.array([count(sp) for count, sp in zip(found["counters"], placed)])
+        sizes = np.asarray(found["sizes"], dtype=float)
+        report["groups"] = {spec: float(counts[members].sum() / sizes[members].sum())
+                            for spec, (members, _, _) in zip(config.allocation_bounds, groups)}
     return {name: float(s) for name, s in zip(found["names"], placed)}, report
 
 

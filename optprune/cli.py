@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--allocation-spread", type=float, default=0.2, help="milp menu: sparsity +- spread")
     pr.add_argument("--allocation-step", type=float, default=0.025, help="milp menu step")
     pr.add_argument("--allocation-max", type=float, default=0.95, help="milp menu: most a layer may lose")
+    pr.add_argument("--allocation-bound", action="append", default=[], metavar="SELECTOR=LO:HI",
+                    help="milp: bound a group's sparsity (its pruned share of its weights), repeatable; SELECTOR "
+                         "is attention, mlp or blocks:A-B, an empty LO is 0 and HI 1 (attention=:0.5)")
     pr.add_argument("--allocation-windows", type=int, default=0,
                     help="price the allocation (owl, milp) on the first this many calibration windows "
                          "(0: all); the pruning itself uses every window")

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .formulations.allocation import GroupBound
 from .patterns import Pattern
 from .solvers import DATA_FREE_MASKS, METHODS
 from .solvers.base import check_method
@@ -36,6 +37,7 @@ class PruneConfig:
     allocation_step: float = 0.025       # ... in these steps ...
     allocation_max: float = 0.95         # ... at most this per layer
     allocation_windows: int = 0          # price the allocation on the first this many windows (0: all of them)
+    allocation_bounds: tuple = ()        # milp: 'SELECTOR=LO:HI' sparsity bounds of groups (`GroupBound`)
     reconstruct: str = "none"            # "block": fit each pruned block's kept weights to the dense outputs
     reconstruct_epochs: int = 2
     reconstruct_lr: float = 1e-3
@@ -74,6 +76,9 @@ class PruneConfig:
         if self.allocation_cost == "loss" and self.parsed_pattern().removes_inputs:
             raise ValueError("--allocation-cost loss prices single linears; structured units: use error or "
                              "sensitivity")
+        bounds = [GroupBound.parse(b) for b in self.allocation_bounds]
+        if bounds and self.allocation != "milp":
+            raise ValueError("--allocation-bound bounds the MILP's groups: it needs --allocation milp")
         if not 0 <= self.allocation_windows <= self.nsamples:
             raise ValueError(f"allocation_windows must be between 0 (all) and nsamples={self.nsamples}, "
                              f"got {self.allocation_windows}")
@@ -115,6 +120,7 @@ class PruneConfig:
                     **({"allocation_menu": [self.allocation_spread, self.allocation_step, self.allocation_max],
                         "allocation_cost": self.allocation_cost}
                        if self.allocation == "milp" else {}),
+                    **({"allocation_bounds": list(self.allocation_bounds)} if self.allocation_bounds else {}),
                     **({"allocation_windows": self.allocation_windows}
                        if self.allocation != "uniform" and self.allocation_windows else {}),
                     **({"reconstruct_epochs": self.reconstruct_epochs, "reconstruct_lr": self.reconstruct_lr}

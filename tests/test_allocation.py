@@ -133,6 +133,61 @@ def test_the_window_milp_bounds_the_exact_budget_and_the_remainder_meets_it(spec
     assert len(moved) == int(np.sum(placed < menu[res.choice])) and (moved or left == res.pruned - budget)
 
 
+def test_the_remainder_never_takes_a_group_below_its_lower_bound():
+    """The window optimum prunes more than P; with a lower bound on the group {l0, l1} at what the MILP chose
+    there, the whole surplus must come back from l2 and l3 (brute force: the bounded window is feasible)."""
+    from functools import partial
+
+    from optprune import Pattern
+    from optprune.allocation import milp_allocation, place_remainder, pruned_count, sparsity_menu
+
+    shapes = [(7, 13), (5, 11), (7, 13), (3, 17)]
+    pattern, menu = Pattern.parse("unstructured", 0.5), sparsity_menu(0.5, 0.2, 0.1)
+    counters = [partial(pruned_count, pattern, shape, None) for shape in shapes]
+    pruned = np.array([[c(s) for s in menu] for c in counters])
+    rng = np.random.default_rng(1)
+    costs = rng.uniform(0.5, 3, (4, 1)) * menu[None] ** rng.uniform(1, 4, (4, 1))
+    uniform, names = np.full(4, 2), [f"l{i}" for i in range(4)]
+    free = milp_allocation(names, pruned, costs, uniform)
+    members = np.array([0, 1])
+    floor = int(pruned[members, free.choice[members]].sum())
+    groups = [(members, floor, 10**9)]
+    res = milp_allocation(names, pruned, costs, uniform, groups=groups)
+    budget = int(pruned[np.arange(4), uniform].sum())
+    placed, left, _ = place_remainder(names, menu[res.choice], counters, res.pruned - budget, costs, pruned,
+                                      res.choice, groups)
+    counts = [c(s) for c, s in zip(counters, placed)]
+    assert res.pruned > budget and counts[0] + counts[1] >= floor
+    assert sum(counts) == budget + left and left < res.pruned - budget      # the others gave weights back
+
+
+@pytest.mark.parametrize("spec,selected", [("attention=0.1:0.4", ["0.self_attn.q_proj", "1.attn.c_attn"]),
+                                           ("mlp=:0.6", ["0.mlp.up_proj", "1.mlp.c_fc"]),
+                                           ("blocks:1-1=0.5:", ["1.attn.c_attn", "1.mlp.c_fc"])])
+def test_a_group_bound_selects_its_layers_and_converts_to_weights(spec, selected):
+    from optprune.formulations.allocation import GroupBound
+
+    names = ["0.self_attn.q_proj", "0.mlp.up_proj", "1.attn.c_attn", "1.mlp.c_fc"]
+    bound = GroupBound.parse(spec)
+    assert [n for n in names if bound.selects(n)] == selected
+    members, lo, hi = bound.group(names, np.array([10, 20, 30, 40]))
+    total = sum([10, 20, 30, 40][i] for i in members)
+    assert (lo, hi) == (np.ceil(bound.lo * total), np.floor(bound.hi * total))
+
+
+@pytest.mark.parametrize("spec,message", [("attention", "write SELECTOR=LO:HI"), ("mlp=0.7:0.2", "LO <= HI"),
+                                          ("heads=0:0.5", "use attention, mlp or blocks:A-B"),
+                                          ("blocks:3-1=0:0.5", "use attention, mlp or blocks:A-B"),
+                                          ("mlp=a:0.5", "write SELECTOR=LO:HI")])
+def test_bad_group_bounds_are_refused_with_one_line(spec, message):
+    from optprune.config import PruneConfig
+
+    with pytest.raises(ValueError, match=message):
+        PruneConfig(method="sparsegpt", pattern="unstructured", allocation="milp", allocation_bounds=(spec,))
+    with pytest.raises(ValueError, match="needs --allocation milp"):
+        PruneConfig(method="sparsegpt", pattern="unstructured", allocation="owl", allocation_bounds=("mlp=0:0.5",))
+
+
 def test_the_menu_is_centred_and_clipped():
     from optprune.allocation import sparsity_menu
 
@@ -174,6 +229,39 @@ def test_the_pipeline_allocates_and_meets_the_budget(tiny_net, kind, cost):
             assert all(np.isfinite(v) for v in alloc["loss_increase"].values())
     else:
         assert abs(alloc["achieved_sparsity"] - 0.5) < 0.02
+
+
+def test_the_pipeline_keeps_a_group_bound_and_still_meets_the_budget(tiny_net):
+    """Bounded to prune attention 5 points more than the unbounded optimum does, the MILP keeps the bound,
+    prunes exactly the uniform count, and pays at least the unbounded optimum."""
+    from dataclasses import replace
+
+    from optprune.adapters import adapter_for
+    from optprune.allocation import allocate
+    from optprune.api import run_pruning
+    from optprune.config import PruneConfig
+    from optprune.formulations.allocation import GroupBound
+
+    net, _, windows = tiny_net
+    free = PruneConfig(method="sparsegpt", pattern="unstructured", sparsity=0.5, dtype="float32", device="cpu",
+                       allocation="milp", allocation_spread=0.2, allocation_step=0.1)
+    adapter = adapter_for(net)
+    sizes = {f"{b}.{n}": lin.weight.numel() for b, blk in enumerate(adapter.blocks(net))
+             for n, lin in adapter.targets(blk).items()}
+    attention = [n for n in sizes if GroupBound("attention").selects(n)]
+    assert 0 < len(attention) < len(sizes)
+
+    unbounded = allocate(net, adapter, windows, free)
+    share = sum(unbounded["sparsity"][n] * sizes[n] for n in attention) / sum(sizes[n] for n in attention)
+    spec = f"attention={share + 0.05:.3f}:"
+    report = run_pruning(net, windows, replace(free, allocation_bounds=(spec,)), adapter)
+    bounded = report["allocation"]
+    layers = {f"{b}.{n}": lin.weight for b, blk in enumerate(adapter.blocks(net))
+              for n, lin in adapter.targets(blk).items()}
+    pruned_share = sum(int((layers[n] == 0).sum()) for n in attention) / sum(sizes[n] for n in attention)
+    assert pruned_share >= share + 0.05 - 1e-3 and pruned_share == pytest.approx(bounded["groups"][spec], abs=1e-9)
+    assert bounded["achieved_sparsity"] == 0.5 and bounded["milp"]["status"] == "optimal"
+    assert bounded["milp"]["objective"] >= unbounded["milp"]["objective"] - 1e-12
 
 
 def test_pricing_on_the_first_windows_is_pricing_on_those_windows_alone(tiny_net):

@@ -33,6 +33,9 @@ PRUNE_USAGE = [   # (extra arguments replacing the defaults, message)
     (["--method", "admm", "--method-arg", "warm_start=admm"], "unknown warm start 'admm'"),
     (["--allocation", "milp", "--pattern", "2:4"], "2:4 stays uniform per layer"),
     (["--allocation", "milp", "--allocation-step", "0"], "need 0 < step <= spread"),
+    (["--allocation", "milp", "--allocation-bound", "attention=0.7:0.2"], "need 0 <= LO <= HI <= 1"),
+    (["--allocation", "owl", "--allocation-bound", "mlp=:0.5"], "it needs --allocation milp"),
+    (["--allocation", "milp", "--allocation-windows", "9"], "allocation_windows must be between 0"),
     (["--seqlen", "4096"], "--seqlen 4096 is longer than this model's max_position_embeddings (128)"),
     (["--save-format", "bitmask"], "--save-format 'bitmask': choose from dense, compressed, plain"),
 ]

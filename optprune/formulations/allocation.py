@@ -87,6 +87,62 @@ def allocation_milp(problem: Allocation) -> Statement:
     return b.build()
 
 
+ATTENTION_MARKERS = ("attn", "attention")
+
+
+@dataclass(frozen=True)
+class GroupBound:
+    """lo <= (pruned weights of the group) / (its weights) <= hi for one group of layers, named by a selector:
+    'attention' (a layer whose path has a part containing attn/attention: self_attn, attn, self_attention),
+    'mlp' (every other layer) or 'blocks:A-B' (blocks A..B inclusive).  Written SELECTOR=LO:HI; an empty LO
+    is 0 and an empty HI is 1 (`--allocation-bound attention=:0.5`)."""
+    selector: str
+    lo: float = 0.0
+    hi: float = 1.0
+
+    @classmethod
+    def parse(cls, spec: str) -> "GroupBound":
+        selector, sep, span = spec.partition("=")
+        lo, colon, hi = span.partition(":")
+        try:
+            bound = cls(selector.strip(), float(lo or 0.0), float(hi or 1.0))
+        except ValueError:
+            bound = None
+        if not (sep and colon) or bound is None:
+            raise ValueError(f"allocation bound {spec!r}: write SELECTOR=LO:HI, e.g. attention=0.3:0.6 or "
+                             f"blocks:0-3=:0.5")
+        if not 0.0 <= bound.lo <= bound.hi <= 1.0:
+            raise ValueError(f"allocation bound {spec!r}: need 0 <= LO <= HI <= 1")
+        bound.block_range()
+        return bound
+
+    def block_range(self) -> tuple[int, int] | None:
+        if self.selector in ("attention", "mlp"):
+            return None
+        first, _, last = self.selector.removeprefix("blocks:").partition("-")
+        if not self.selector.startswith("blocks:") or not (first.isdigit() and (last or first).isdigit()) \
+                or int(first) > int(last or first):
+            raise ValueError(f"allocation bound selector {self.selector!r}: use attention, mlp or blocks:A-B")
+        return int(first), int(last or first)
+
+    def selects(self, name: str) -> bool:
+        """Whether layer '<block>.<path>' is in the group."""
+        block, _, path = name.partition(".")
+        span = self.block_range()
+        if span is not None:
+            return span[0] <= int(block) <= span[1]
+        attention = any(m in part for part in path.split(".") for m in ATTENTION_MARKERS)
+        return attention == (self.selector == "attention")
+
+    def group(self, names: list[str], sizes: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """(members, lo, hi) in weights for `Allocation.groups`; a group that selects no layer is refused."""
+        members = np.array([i for i, n in enumerate(names) if self.selects(n)], dtype=int)
+        if members.size == 0:
+            raise ValueError(f"allocation bound {self.selector!r} selects no layer")
+        total = float(np.asarray(sizes)[members].sum())
+        return members, float(np.ceil(self.lo * total - 1e-9)), float(np.floor(self.hi * total + 1e-9))
+
+
 @dataclass
 class AllocationResult:
     choice: np.ndarray          # option index per layer
@@ -101,14 +157,15 @@ def solve_allocation(problem: Allocation, time_limit: float = 60.0, mip_rel_gap:
                      start: np.ndarray | None = None) -> AllocationResult:
     """The allocation's optimum with HiGHS, proven within `mip_rel_gap` (the bound is reported: optimum - bound
     <= mip_rel_gap x optimum when the status is 'optimal'; at the time limit the best choice found and the
-    bound); `start`: a feasible choice (option per layer) as the first incumbent.  Raises when no menu
+    bound); `start`: a choice (option per layer), the first incumbent if it is feasible.  Raises when no menu
     choice meets the budget."""
     from .backends import solve_highs
 
     t0 = time.perf_counter()
     st = allocation_milp(problem)
     opts = problem.options()
-    x0 = None if start is None else np.array([float(start[l] == k) for l, k in opts])
+    usable = start is not None and problem.feasible(np.asarray(start))
+    x0 = np.array([float(start[l] == k) for l, k in opts]) if usable else None
     out = solve_highs(st, time_limit, x0, mip_rel_gap=mip_rel_gap)
     if out.x is None:
         found = "meets the budget and bounds" if out.status == "infeasible" else f"was found in {time_limit:.0f} s"

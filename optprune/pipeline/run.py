@@ -38,6 +38,7 @@ def config_from_args(args) -> PruneConfig:
                        allocation_cost=args.allocation_cost, allocation_spread=args.allocation_spread,
                        allocation_step=args.allocation_step,
                        allocation_max=args.allocation_max, allocation_windows=args.allocation_windows,
+                       allocation_bounds=tuple(args.allocation_bound),
                        reconstruct_epochs=args.reconstruct_epochs, reconstruct_lr=args.reconstruct_lr, calib=args.calib,
                        nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, data_dir=args.data_dir,
                        dtype=args.dtype, device=args.device, max_memory=args.max_memory, row_shards=args.row_shards,
