@@ -144,13 +144,13 @@ def place_remainder(names: list[str], sparsity: np.ndarray, counters: list, surp
 
 @torch.no_grad()
 def survey(net, adapter, windows: torch.Tensor, pattern, menu, method: str, device, batch: int = 8,
-           units=None, keep_target: bool = False) -> dict:
+           units=None, keep_target: bool = False, progress=None) -> dict:
     """One pass over the dense model: every block's OWL outlier ratio (from its Wanda scores) and, with a
     menu, the priced options: every target layer's pruned weights and cost at each menu sparsity, or with
     `units` (a BlockPruner of the structured pattern; `menu` then maps a unit's uniform share to its menu)
     every structured unit's removed parameters and cost at each share of its menu (`counters`: each layer's
     pruned count as a function of its sparsity; with `keep_target`, `at_target`: each layer's weights pruned
-    at the run's sparsity, for `loss_increases`)."""
+    at the run's sparsity, for `loss_increases`); `progress()` after each block."""
     from functools import partial
 
     from .engine import Engine
@@ -183,18 +183,21 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu, method: str, devi
         if units is None:
             for name, problem in problems.items():
                 record(b, name, problem, pattern)
-            return
-        for name, unit_pattern in units.layer_patterns(block)[1].items():
-            record(b, name, problems[name], unit_pattern, unit_parameters(block, adapter, name))
+        else:
+            for name, unit_pattern in units.layer_patterns(block)[1].items():
+                record(b, name, problems[name], unit_pattern, unit_parameters(block, adapter, name))
+        if progress is not None:
+            progress()
     Engine(net, adapter, device, batch, offload=False).each_dense_block(windows, visit)
     return out
 
 
-def allocate(net, adapter, windows: torch.Tensor, config) -> dict:
+def allocate(net, adapter, windows: torch.Tensor, config, progress=None) -> dict:
     """{'sparsity': {'<block>.<linear>': s}, and the allocation's report} for config.allocation; under the
     structured pattern the keys are each block's MLP output and attention output (the shares of MLP
     channels and KV groups, `BlockPruner.layer_patterns`).  Priced on the first config.allocation_windows
-    windows (0: all): the pricing pass prunes every layer at every menu sparsity, so a subset keeps it cheap."""
+    windows (0: all): the pricing pass prunes every layer at every menu sparsity, so a subset keeps it cheap.
+    `progress()` after each block of the pricing pass."""
     import time
     from functools import partial
 
@@ -211,7 +214,8 @@ def allocate(net, adapter, windows: torch.Tensor, config) -> dict:
                                                              top=menu_args[2]) if units is not None
                                                      else sparsity_menu(pattern.sparsity, *menu_args))
     found = survey(net, adapter, windows, pattern, menu, cost_method(config.method, units is not None),
-                   resolve_device(config.device), config.batch, units, keep_target=config.allocation_cost == "loss")
+                   resolve_device(config.device), config.batch, units, keep_target=config.allocation_cost == "loss",
+                   progress=progress)
     report = dict(kind=config.allocation, outlier_ratios=found["ratios"])
     if config.allocation == "owl":
         sparsity = owl_allocation(net, adapter, found, pattern)

@@ -430,12 +430,15 @@ def test_a_structured_model_of_unequal_blocks_saves_and_loads_back(tiny_net, tmp
         AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
 
 
-def test_the_cli_plots_the_allocation_per_block(cli_prune, tmp_path):
+def test_the_cli_plots_the_allocation_per_block_and_shows_the_pricing_pass(cli_prune, tmp_path, capsys):
     import json
 
     from optprune.pipeline.allocation_plot import allocation_by_kind
 
     assert cli_prune(tmp_path / "out", method="wanda", pattern="structured", extra=("--allocation", "owl")) == 0
+    err = capsys.readouterr().err
+    assert "price the owl allocation: block 1/2" in err and "price the owl allocation: block 2/2" in err
+    assert err.index("price the owl allocation: block 2/2") < err.index("prune wanda: block 1/2")
     report = json.loads((tmp_path / "out" / "optprune_report.json").read_text())
     kinds = allocation_by_kind(report["allocation"]["sparsity"])
     assert set(kinds) == {"mlp.down_proj", "self_attn.o_proj"} and set(kinds["mlp.down_proj"]) == {0, 1}

@@ -30,6 +30,7 @@ from optprune.api import calibration_for, run_pruning
 from optprune.config import PruneConfig, resolve_dtype
 from optprune.pipeline.allocation_plot import plot_allocation
 from optprune.pipeline.model_io import load_model
+from optprune.pipeline.progress import BlockProgress
 from optprune.pipeline.run import eval_ppl, machine_name, mean_layer_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,10 @@ def main():
             adapter = adapter_for(net)
             if windows is None and config.needs_calibration():
                 windows = calibration_for(net, tok, adapter, config)
-            rep = run_pruning(net, windows, config, adapter, Path(args.work) / tag / method)
+            n_blocks = len(adapter.blocks(net))
+            rep = run_pruning(net, windows, config, adapter, Path(args.work) / tag / method,
+                              BlockProgress(f"prune {method}", n_blocks).update,
+                              pricing_progress=BlockProgress(f"price {method}", n_blocks).update)
             row.update(prune_timing(rep, len(adapter.blocks(net))))
             row["mean_rel_error"] = mean_layer_error(rep["layers"])
             row["sparsity"] = sum(r["sparsity"] for r in rep["layers"]) / len(rep["layers"])

@@ -89,8 +89,10 @@ def prune_main(args) -> int:
         print(f"calibration: {len(windows)} windows x {windows.shape[1]} tokens from "
               f"{describe_source(config.calib, config.data_dir)}", file=sys.stderr, flush=True)
     bar = BlockProgress(f"prune {config.method}", len(adapter.blocks(net)), enabled=rank == 0)
+    pricing = BlockProgress(f"price the {config.allocation} allocation", len(adapter.blocks(net)), enabled=rank == 0)
     report = run_pruning(net, windows, config, adapter, folder.resume_dir, bar.update,
-                         resume=not args.no_resume, identity={"model": source}, say=bar.note)
+                         resume=not args.no_resume, identity={"model": source}, say=bar.note,
+                         pricing_progress=pricing.update)
     if rank != 0:          # rank 0 writes and evaluates; the others are done
         return 0
     prune_seconds = sum(report.get("sessions", [0.0])[:-1]) + time.perf_counter() - t0
