@@ -26,7 +26,8 @@ from .progress import BlockProgress
 def machine_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{platform.machine()} CPU, {threads} thread{'s' if threads != 1 else ''}"
 
 
 def config_from_args(args) -> PruneConfig:
