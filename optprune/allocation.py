@@ -251,7 +251,8 @@ def milp_choice(net, adapter, windows, config, found: dict, pattern) -> tuple[di
     relative error (`error`); times its output energy and Fisher (`sensitivity`); or rescaled so that the
     option at the run's sparsity costs the measured rise of the calibration loss when that layer alone is
     pruned there (`loss`, `loss_increases`).  config.allocation_bounds bound groups of layers (`GroupBound`);
-    the report gives each group's achieved sparsity."""
+    the report gives each group's achieved sparsity, and `options` every layer's menu, pruned counts and the
+    costs the MILP saw (so the choice can be solved again without the pricing pass)."""
     from .config import resolve_device
     from .formulations.allocation import GroupBound
 
@@ -280,7 +281,9 @@ def milp_choice(net, adapter, windows, config, found: dict, pattern) -> tuple[di
     report.update(milp=dict(status=res.status, objective=res.objective, bound=res.bound, seconds=res.seconds,
                             mip_rel_gap=MIP_REL_GAP, budget=budget, pruned=res.pruned, remainder_left=left,
                             remainder_moved=moved),
-                  uniform_cost=float(costs[rows, uniform].sum()))
+                  uniform_cost=float(costs[rows, uniform].sum()),
+                  options={name: dict(sparsity=menus[i].tolist(), pruned=pruned[i].tolist(), cost=costs[i].tolist())
+                           for i, name in enumerate(found["names"])})
     if groups:
         counts = np.array([count(sp) for count, sp in zip(found["counters"], placed)])
         sizes = np.asarray(found["sizes"], dtype=float)

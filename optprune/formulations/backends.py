@@ -94,12 +94,37 @@ def quiet_highs() -> "highspy.Highs":
 
 def solve_highs(st: Statement, time_limit: float = 60.0, start: np.ndarray | None = None,
                 mip_rel_gap: float = 1e-9) -> HighsOutcome:
-    """Solve an LP, MILP or convex QP statement with HiGHS (`start`: a feasible incumbent)."""
+    """Solve an LP, MILP or convex QP statement with HiGHS (`start`: a feasible incumbent).  Every answer is
+    checked: the objective HiGHS reports must be the statement's own value of the point it returns.  HiGHS
+    1.16 can carry a start wrongly through presolve and call it optimal at a value it does not have (seen on
+    allocation knapsacks with tied options); such an answer is solved again with presolve off, and any other
+    disagreement is an error, never a silent result."""
+    out = _run_highs(st, time_limit, start, mip_rel_gap, presolve=True)
+    if _reports_its_point(st, out):
+        return out
+    if start is not None:
+        out = _run_highs(st, time_limit, start, mip_rel_gap, presolve=False)
+        if _reports_its_point(st, out):
+            return out
+    raise ExactSolveError(f"{st.name}: HiGHS reported objective {out.objective:.10g} for a point whose value is "
+                          f"{st.value(out.x):.10g}")
+
+
+def _reports_its_point(st: Statement, out: HighsOutcome) -> bool:
+    if out.x is None:
+        return True
+    value = st.value(out.x)
+    return abs(value - out.objective) <= 1e-7 * max(1.0, abs(value), abs(out.objective))
+
+
+def _run_highs(st: Statement, time_limit: float, start: np.ndarray | None, mip_rel_gap: float,
+               presolve: bool) -> HighsOutcome:
     if st.kind == "MIQP":
         raise ExactSolveError(f"{st.name}: HiGHS has no MIQP; solve its MILP linearisation or by outer approximation")
     h = quiet_highs()
     for k, v in dict(output_flag=False, time_limit=float(time_limit), mip_rel_gap=mip_rel_gap, mip_abs_gap=0.0,
-                     mip_feasibility_tolerance=1e-9, primal_feasibility_tolerance=1e-9).items():
+                     mip_feasibility_tolerance=1e-9, primal_feasibility_tolerance=1e-9,
+                     presolve="on" if presolve else "off").items():
         h.setOptionValue(k, v)
     if st.Q is not None:
         model = highspy.HighsModel()
