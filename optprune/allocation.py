@@ -11,6 +11,8 @@ so every s_b lies in [S - lam, S + lam], blocks with more outliers are pruned le
 """
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import torch
 
@@ -151,13 +153,11 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu, method: str, devi
     every structured unit's removed parameters and cost at each share of its menu (`counters`: each layer's
     pruned count as a function of its sparsity; with `keep_target`, `at_target`: each layer's weights pruned
     at the run's sparsity, for `loss_increases`); `progress()` after each block."""
-    from functools import partial
-
     from .engine import Engine
     from .pruner import layer_problem
     from .solvers.baselines import wanda_scores
 
-    out = dict(names=[], block=[], pruned=[], costs=[], ratios=[], energy=[], menus=[], counters=[], at_target={},
+    out = dict(names=[], block=[], pruned=[], costs=[], ratios=[], energy=[], menus=[], count_args=[], at_target={},
                sizes=[])
 
     def record(b, name, problem, unit_pattern, params=None):
@@ -169,7 +169,7 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu, method: str, devi
             return
         options = menu(unit_pattern.sparsity) if units is not None else menu
         pruned, costs, at_target = layer_costs(problem, unit_pattern, options, method, params, keep_target)
-        out["counters"].append(partial(pruned_count, unit_pattern, problem.shape, params))
+        out["count_args"].append((asdict(unit_pattern), list(problem.shape), params))
         if at_target is not None:
             out["at_target"][f"{b}.{name}"] = at_target
         out["pruned"].append(pruned)
@@ -189,15 +189,51 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu, method: str, devi
         if progress is not None:
             progress()
     Engine(net, adapter, device, batch, offload=False).each_dense_block(windows, visit)
-    return out
+    return with_counters(out)
 
 
-def allocate(net, adapter, windows: torch.Tensor, config, progress=None) -> dict:
+def with_counters(found: dict) -> dict:
+    """The survey with `counters`: each layer's pruned count as a function of its sparsity (`pruned_count`)."""
+    from functools import partial
+
+    from .patterns import Pattern
+
+    found["counters"] = [partial(pruned_count, Pattern(**pattern), tuple(shape), params)
+                         for pattern, shape, params in found["count_args"]]
+    return found
+
+
+def cached_survey(folder, key: dict, compute) -> dict:
+    """compute()'s survey, kept in `folder` (None: not kept) as survey-<sha256 of key>.json and read back by any
+    run of the same key: a MILP priced by error and one priced by sensitivity share one pricing pass."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    if folder is None:
+        return compute()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = Path(folder) / f"survey-{digest}.json"
+    if path.exists():
+        return with_counters(json.loads(path.read_text()))
+    found = compute()
+    kept = {k: np.asarray(v).tolist() if k in ("pruned", "costs", "menus") else v
+            for k, v in found.items() if k not in ("counters", "at_target")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp")
+    temp.write_text(json.dumps(kept))
+    temp.replace(path)
+    return found
+
+
+def allocate(net, adapter, windows: torch.Tensor, config, progress=None, cache=None, key: dict | None = None) -> dict:
     """{'sparsity': {'<block>.<linear>': s}, and the allocation's report} for config.allocation; under the
     structured pattern the keys are each block's MLP output and attention output (the shares of MLP
     channels and KV groups, `BlockPruner.layer_patterns`).  Priced on the first config.allocation_windows
     windows (0: all): the pricing pass prunes every layer at every menu sparsity, so a subset keeps it cheap.
-    `progress()` after each block of the pricing pass."""
+    `progress()` after each block of the pricing pass.  With a `cache` folder, the pricing pass is kept there
+    under `key` (the run's fingerprint; the allocation cost and bounds, which only the choice uses, are
+    dropped from it) and reused; never for the loss cost, which also needs each layer's pruned weights."""
     import time
     from functools import partial
 
@@ -213,15 +249,17 @@ def allocate(net, adapter, windows: torch.Tensor, config, progress=None) -> dict
     menu = None if config.allocation != "milp" else (partial(unit_menu, spread=menu_args[0], step=menu_args[1],
                                                              top=menu_args[2]) if units is not None
                                                      else sparsity_menu(pattern.sparsity, *menu_args))
-    found = survey(net, adapter, windows, pattern, menu, cost_method(config.method, units is not None),
-                   resolve_device(config.device), config.batch, units, keep_target=config.allocation_cost == "loss",
-                   progress=progress)
+    loss, method = config.allocation_cost == "loss", cost_method(config.method, units is not None)
+    found = cached_survey(None if loss or key is None else cache,
+                          {k: v for k, v in (key or {}).items() if k not in ("allocation_cost", "allocation_bounds")},
+                          lambda: survey(net, adapter, windows, pattern, menu, method, resolve_device(config.device),
+                                         config.batch, units, keep_target=loss, progress=progress))
     report = dict(kind=config.allocation, outlier_ratios=found["ratios"])
     if config.allocation == "owl":
         sparsity = owl_allocation(net, adapter, found, pattern)
     else:
         sparsity, chosen = milp_choice(net, adapter, windows, config, found, pattern)
-        report.update(chosen, cost_method=cost_method(config.method, units is not None))
+        report.update(chosen, cost_method=method)
     report.update(sparsity=sparsity, achieved_sparsity=achieved_sparsity(net, adapter, pattern, sparsity, units),
                   seconds=time.perf_counter() - t0)
     return report

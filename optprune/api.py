@@ -62,12 +62,13 @@ def pruner_for(net, config: PruneConfig, adapter: ModelAdapter | None = None) ->
 
 def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter: ModelAdapter,
                 resume_dir=None, progress=None, resume: bool = True, identity: dict | None = None,
-                say=None, pricing_progress=None) -> dict:
+                say=None, pricing_progress=None, pricing_cache=None) -> dict:
     """The engine with a BlockPruner step; the data-free path when no calibration is needed
     (`say`: a line of progress within a block, e.g. the reconstruction's epochs).
     With `resume_dir`, a state of the same fingerprint (plus `identity`) is resumed, another refused;
     the report's `sessions` lists the seconds of every process that worked on the run;
-    `pricing_progress()` after each block of an allocation's pricing pass."""
+    `pricing_progress()` after each block of an allocation's pricing pass, which is kept in (and read back
+    from) the folder `pricing_cache` when given (`allocation.cached_survey`)."""
     device = resolve_device(config.device)
     step = pruner_for(net, config, adapter)
     step.check_fits(net)
@@ -79,7 +80,8 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
     state = ResumeState(resume_dir if calibrated else None, adapter, resume, fingerprint)
     allocation = None
     if config.allocation != "uniform":
-        allocation = state.remember("allocation.json", lambda: allocate(net, adapter, windows, config, pricing_progress))
+        allocation = state.remember("allocation.json", lambda: allocate(
+            net, adapter, windows, config, pricing_progress, pricing_cache, fingerprint))
         step.layer_sparsity = allocation["sparsity"]
     engine = Engine(net, adapter, device, config.batch, offload=config.offload,
                     max_memory=parse_memory(config.max_memory), mmap_weights=config.mmap_weights,

@@ -223,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--allocation-bound", action="append", default=[], metavar="SELECTOR=LO:HI",
                     help="milp: bound a group's sparsity (its pruned share of its weights), repeatable; SELECTOR "
                          "is attention, mlp or blocks:A-B, an empty LO is 0 and HI 1 (attention=:0.5)")
+    pr.add_argument("--pricing-cache", default="", metavar="DIR",
+                    help="keep the allocation's pricing pass in DIR and reuse it in any run that prices the same "
+                         "model, windows and settings (e.g. --allocation-cost error, then sensitivity)")
     pr.add_argument("--allocation-windows", type=int, default=0,
                     help="price the allocation (owl, milp) on the first this many calibration windows "
                          "(0: all); the pruning itself uses every window")

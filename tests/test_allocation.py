@@ -294,6 +294,41 @@ def test_the_pipeline_keeps_a_group_bound_and_still_meets_the_budget(tiny_net):
     assert bounded["milp"]["objective"] >= unbounded["milp"]["objective"] - 1e-12
 
 
+def test_the_pricing_pass_is_kept_and_shared_by_another_cost_only(tiny, tiny_net, tmp_path, monkeypatch):
+    """An error-priced run keeps its pricing pass; a sensitivity-priced run of the same settings reads it back
+    (the survey is not called) and chooses as if it had priced afresh; another menu prices again."""
+    from dataclasses import replace
+
+    import torch
+    import optprune.allocation
+    from optprune.adapters import adapter_for
+    from optprune.api import run_pruning
+    from optprune.config import PruneConfig
+    from optprune.pipeline.model_io import load_model
+
+    def fresh():
+        return load_model(str(tiny[0]), dtype=torch.float32)[0]
+    _, _, windows = tiny_net
+    cache = tmp_path / "pricing"
+    error = PruneConfig(method="sparsegpt", pattern="per-row", sparsity=0.5, dtype="float32", device="cpu",
+                        allocation="milp", allocation_spread=0.2, allocation_step=0.1)
+    sensitivity = replace(error, allocation_cost="sensitivity")
+    net = fresh()
+    afresh = run_pruning(net, windows, sensitivity, adapter_for(net))["allocation"]
+    net = fresh()
+    run_pruning(net, windows, error, adapter_for(net), pricing_cache=cache)
+    assert len(list(cache.glob("survey-*.json"))) == 1
+    survey = optprune.allocation.survey
+    monkeypatch.setattr(optprune.allocation, "survey", lambda *a, **k: pytest.fail("priced again"))
+    net = fresh()
+    reused = run_pruning(net, windows, sensitivity, adapter_for(net), pricing_cache=cache)["allocation"]
+    assert reused["sparsity"] == afresh["sparsity"] and reused["options"] == afresh["options"]
+    monkeypatch.setattr(optprune.allocation, "survey", survey)
+    net = fresh()
+    run_pruning(net, windows, replace(error, allocation_step=0.05), adapter_for(net), pricing_cache=cache)
+    assert len(list(cache.glob("survey-*.json"))) == 2
+
+
 def test_pricing_on_the_first_windows_is_pricing_on_those_windows_alone(tiny_net):
     from dataclasses import replace
 

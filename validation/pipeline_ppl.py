@@ -79,7 +79,8 @@ def main():
             n_blocks = len(adapter.blocks(net))
             rep = run_pruning(net, windows, config, adapter, Path(args.work) / tag / method,
                               BlockProgress(f"prune {method}", n_blocks).update,
-                              pricing_progress=BlockProgress(f"price {method}", n_blocks).update)
+                              pricing_progress=BlockProgress(f"price {method}", n_blocks).update,
+                              pricing_cache=Path(args.work) / tag / "pricing")
             row.update(prune_timing(rep, len(adapter.blocks(net))))
             row["mean_rel_error"] = mean_layer_error(rep["layers"])
             row["sparsity"] = sum(r["sparsity"] for r in rep["layers"]) / len(rep["layers"])

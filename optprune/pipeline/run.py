@@ -93,7 +93,7 @@ def prune_main(args) -> int:
     pricing = BlockProgress(f"price the {config.allocation} allocation", len(adapter.blocks(net)), enabled=rank == 0)
     report = run_pruning(net, windows, config, adapter, folder.resume_dir, bar.update,
                          resume=not args.no_resume, identity={"model": source}, say=bar.note,
-                         pricing_progress=pricing.update)
+                         pricing_progress=pricing.update, pricing_cache=args.pricing_cache or None)
     if rank != 0:          # rank 0 writes and evaluates; the others are done
         return 0
     prune_seconds = sum(report.get("sessions", [0.0])[:-1]) + time.perf_counter() - t0
