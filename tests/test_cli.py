@@ -168,3 +168,19 @@ def test_dump_layers_refuses_bad_blocks_before_loading(tiny, tmp_path, capsys):
     assert main(args + ["--blocks", "7"]) == 2
     err = capsys.readouterr().err
     assert "blocks must lie in [0, 2)" in err and "Loading weights" not in err
+
+
+def test_a_progress_bar_hands_over_to_the_next_pass_after_its_last_block():
+    import io
+
+    from optprune.pipeline.progress import BlockProgress
+
+    out = io.StringIO()
+    prune = BlockProgress("prune", 3, stream=out)
+    prune.start -= 100.0                                   # as if the pricing pass had taken 100 s
+    pricing = BlockProgress("price", 2, stream=out, then=prune.restart)
+    pricing.update()
+    assert prune.start < pricing.start
+    pricing.update()
+    assert prune.start >= pricing.last                     # the prune clock starts when pricing ends
+    assert out.getvalue().splitlines()[-1].startswith("price: block 2/2") and "done" in out.getvalue()

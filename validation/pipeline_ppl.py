@@ -77,9 +77,9 @@ def main():
             if windows is None and config.needs_calibration():
                 windows = calibration_for(net, tok, adapter, config)
             n_blocks = len(adapter.blocks(net))
-            rep = run_pruning(net, windows, config, adapter, Path(args.work) / tag / method,
-                              BlockProgress(f"prune {method}", n_blocks).update,
-                              pricing_progress=BlockProgress(f"price {method}", n_blocks).update,
+            bar = BlockProgress(f"prune {method}", n_blocks)
+            rep = run_pruning(net, windows, config, adapter, Path(args.work) / tag / method, bar.update,
+                              pricing_progress=BlockProgress(f"price {method}", n_blocks, then=bar.restart).update,
                               pricing_cache=Path(args.work) / tag / "pricing")
             row.update(prune_timing(rep, len(adapter.blocks(net))))
             row["mean_rel_error"] = mean_layer_error(rep["layers"])

@@ -22,11 +22,16 @@ def clock(seconds: float) -> str:
 class BlockProgress:
     """`update()` after each block prints `label: block k/n (block seconds); elapsed, about T left`,
     T = mean seconds per block so far x blocks left; `note(text)` prints a line within a block
-    (e.g. the reconstruction's epochs).  Silent when `enabled` is False (ranks other than 0)."""
+    (e.g. the reconstruction's epochs).  Silent when `enabled` is False (ranks other than 0); `then()` runs
+    after the last block (e.g. the next pass's `restart`)."""
 
-    def __init__(self, label: str, total: int, stream=None, enabled: bool = True):
-        self.label, self.total, self.done, self.enabled = label, total, 0, enabled
+    def __init__(self, label: str, total: int, stream=None, enabled: bool = True, then=None):
+        self.label, self.total, self.done, self.enabled, self.then = label, total, 0, enabled, then
         self.stream = stream or sys.stderr
+        self.restart()
+
+    def restart(self) -> None:
+        """Count elapsed time from now (a pass that ran before the first block is not this one's)."""
         self.start = self.last = time.perf_counter()
 
     def update(self, *_) -> None:
@@ -36,6 +41,8 @@ class BlockProgress:
         self._say(f"block {self.done}/{self.total} ({now - self.last:.1f} s); elapsed {clock(now - self.start)}"
                   + (f", about {clock(left)} left" if self.done < self.total else ", done"))
         self.last = now
+        if self.done == self.total and self.then is not None:
+            self.then()
 
     def note(self, text: str) -> None:
         self._say(f"block {self.done + 1}/{self.total}: {text}")

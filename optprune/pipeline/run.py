@@ -90,7 +90,8 @@ def prune_main(args) -> int:
         print(f"calibration: {len(windows)} windows x {windows.shape[1]} tokens from "
               f"{describe_source(config.calib, config.data_dir)}", file=sys.stderr, flush=True)
     bar = BlockProgress(f"prune {config.method}", len(adapter.blocks(net)), enabled=rank == 0)
-    pricing = BlockProgress(f"price the {config.allocation} allocation", len(adapter.blocks(net)), enabled=rank == 0)
+    pricing = BlockProgress(f"price the {config.allocation} allocation", len(adapter.blocks(net)), enabled=rank == 0,
+                            then=bar.restart)
     report = run_pruning(net, windows, config, adapter, folder.resume_dir, bar.update,
                          resume=not args.no_resume, identity={"model": source}, say=bar.note,
                          pricing_progress=pricing.update, pricing_cache=args.pricing_cache or None)
