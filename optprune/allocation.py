@@ -215,10 +215,10 @@ def cached_survey(folder, key: dict, compute) -> dict:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
     path = Path(folder) / f"survey-{digest}.json"
     if path.exists():
-        return with_counters(json.loads(path.read_text()))
+        return with_counters(dict(json.loads(path.read_text()), cached=path.name))
     found = compute()
     kept = {k: np.asarray(v).tolist() if k in ("pruned", "costs", "menus") else v
-            for k, v in found.items() if k not in ("counters", "at_target")}
+            for k, v in found.items() if k not in ("counters", "at_target", "cached")}
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_suffix(".tmp")
     temp.write_text(json.dumps(kept))
@@ -254,7 +254,7 @@ def allocate(net, adapter, windows: torch.Tensor, config, progress=None, cache=N
                           {k: v for k, v in (key or {}).items() if k not in ("allocation_cost", "allocation_bounds")},
                           lambda: survey(net, adapter, windows, pattern, menu, method, resolve_device(config.device),
                                          config.batch, units, keep_target=loss, progress=progress))
-    report = dict(kind=config.allocation, outlier_ratios=found["ratios"])
+    report = dict(kind=config.allocation, outlier_ratios=found["ratios"], pricing_cached=found.get("cached"))
     if config.allocation == "owl":
         sparsity = owl_allocation(net, adapter, found, pattern)
     else:

@@ -323,6 +323,7 @@ def test_the_pricing_pass_is_kept_and_shared_by_another_cost_only(tiny, tiny_net
     net = fresh()
     reused = run_pruning(net, windows, sensitivity, adapter_for(net), pricing_cache=cache)["allocation"]
     assert reused["sparsity"] == afresh["sparsity"] and reused["options"] == afresh["options"]
+    assert reused["pricing_cached"].startswith("survey-") and afresh["pricing_cached"] is None
     monkeypatch.setattr(optprune.allocation, "survey", survey)
     net = fresh()
     run_pruning(net, windows, replace(error, allocation_step=0.05), adapter_for(net), pricing_cache=cache)

@@ -87,7 +87,8 @@ def main():
             if rep.get("allocation"):
                 alloc = rep["allocation"]
                 row["sparsity"] = alloc["achieved_sparsity"]
-                row["allocation"] = {k: alloc[k] for k in ("kind", "milp", "cost", "seconds") if k in alloc}
+                row["allocation"] = {k: alloc[k] for k in ("kind", "milp", "cost", "seconds", "pricing_cached")
+                                     if k in alloc}
                 plot_allocation(alloc, pattern.sparsity, results_path.parent /
                                 f"allocation_{tag}_{'+'.join(x for x in suffixes if 'allocation' in RECIPE_SUFFIXES[x])}.png")
             if rep.get("reconstruction"):
@@ -159,7 +160,9 @@ def write_table(results: dict, pattern: Pattern, path: Path, args) -> None:
 
 def allocation_line(alloc: dict) -> str:
     """One sentence on a run's allocation: its kind, and for the MILP its cost, status, optimum, bound, time."""
-    text = f"{alloc['kind']} allocation ({alloc.get('seconds', 0):.0f} s including the pricing pass)"
+    priced = ("its pricing pass read back from --pricing-cache" if alloc.get("pricing_cached")
+              else "including the pricing pass")
+    text = f"{alloc['kind']} allocation ({alloc.get('seconds', 0):.0f} s {priced})"
     if "milp" in alloc:
         milp = alloc["milp"]
         text += (f"; MILP priced by {alloc.get('cost')}: {milp['status']}, optimum {milp['objective']:.6g}, "
