@@ -210,6 +210,8 @@ def cached_survey(folder, key: dict, compute) -> dict:
     import json
     from pathlib import Path
 
+    from .engine.state import atomic_write
+
     if folder is None:
         return compute()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -220,9 +222,7 @@ def cached_survey(folder, key: dict, compute) -> dict:
     kept = {k: np.asarray(v).tolist() if k in ("pruned", "costs", "menus") else v
             for k, v in found.items() if k not in ("counters", "at_target", "cached")}
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(".tmp")
-    temp.write_text(json.dumps(kept))
-    temp.replace(path)
+    atomic_write(path, lambda p: p.write_text(json.dumps(kept)))
     return found
 
 

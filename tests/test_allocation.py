@@ -128,15 +128,13 @@ def test_owl_matches_a_hand_computation():
         owl_sparsities([0.0, 1.0], 0.9, lam=0.2)
 
 
-@pytest.mark.parametrize("spec", ["unstructured", "per-row"])
-def test_the_window_milp_bounds_the_exact_budget_and_the_remainder_meets_it(spec):
-    """Layers of odd sizes and costs whose window optimum prunes more than the uniform count P: the window's
-    optimum is no worse than the exact-budget optimum (brute force), and the placed remainder brings the
-    count back to P exactly (per-row: to within one row's granule), only by giving weights back."""
+def odd_sized_layers(spec: str):
+    """Four layers of odd shapes under `spec` at 50%, menu 0.3..0.7 in steps of 0.1, seeded convex costs:
+    (shapes, menu, counters, pruned, costs, uniform choice, names)."""
     from functools import partial
 
     from optprune import Pattern
-    from optprune.allocation import milp_allocation, place_remainder, pruned_count, sparsity_menu
+    from optprune.allocation import pruned_count, sparsity_menu
 
     shapes = [(7, 13), (5, 11), (7, 13), (3, 17)]
     pattern, menu = Pattern.parse(spec, 0.5), sparsity_menu(0.5, 0.2, 0.1)
@@ -144,7 +142,17 @@ def test_the_window_milp_bounds_the_exact_budget_and_the_remainder_meets_it(spec
     pruned = np.array([[c(s) for s in menu] for c in counters])
     rng = np.random.default_rng(1)
     costs = rng.uniform(0.5, 3, (4, 1)) * menu[None] ** rng.uniform(1, 4, (4, 1))
-    uniform, names = np.full(4, 2), [f"l{i}" for i in range(4)]
+    return shapes, menu, counters, pruned, costs, np.full(4, 2), [f"l{i}" for i in range(4)]
+
+
+@pytest.mark.parametrize("spec", ["unstructured", "per-row"])
+def test_the_window_milp_bounds_the_exact_budget_and_the_remainder_meets_it(spec):
+    """Layers of odd sizes and costs whose window optimum prunes more than the uniform count P: the window's
+    optimum is no worse than the exact-budget optimum (brute force), and the placed remainder brings the
+    count back to P exactly (per-row: to within one row's granule), only by giving weights back."""
+    from optprune.allocation import milp_allocation, place_remainder
+
+    shapes, menu, counters, pruned, costs, uniform, names = odd_sized_layers(spec)
     res = milp_allocation(names, pruned, costs, uniform)
     budget = int(pruned[np.arange(4), uniform].sum())
     exact, _ = brute_force_allocation(Allocation(names, pruned, costs, budget))
@@ -160,19 +168,10 @@ def test_the_window_milp_bounds_the_exact_budget_and_the_remainder_meets_it(spec
 
 def test_the_remainder_never_takes_a_group_below_its_lower_bound():
     """The window optimum prunes more than P; with a lower bound on the group {l0, l1} at what the MILP chose
-    there, the whole surplus must come back from l2 and l3 (brute force: the bounded window is feasible)."""
-    from functools import partial
+    there, the surplus may only come back from l2 and l3."""
+    from optprune.allocation import milp_allocation, place_remainder
 
-    from optprune import Pattern
-    from optprune.allocation import milp_allocation, place_remainder, pruned_count, sparsity_menu
-
-    shapes = [(7, 13), (5, 11), (7, 13), (3, 17)]
-    pattern, menu = Pattern.parse("unstructured", 0.5), sparsity_menu(0.5, 0.2, 0.1)
-    counters = [partial(pruned_count, pattern, shape, None) for shape in shapes]
-    pruned = np.array([[c(s) for s in menu] for c in counters])
-    rng = np.random.default_rng(1)
-    costs = rng.uniform(0.5, 3, (4, 1)) * menu[None] ** rng.uniform(1, 4, (4, 1))
-    uniform, names = np.full(4, 2), [f"l{i}" for i in range(4)]
+    _, menu, counters, pruned, costs, uniform, names = odd_sized_layers("unstructured")
     free = milp_allocation(names, pruned, costs, uniform)
     members = np.array([0, 1])
     floor = int(pruned[members, free.choice[members]].sum())
