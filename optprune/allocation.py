@@ -203,9 +203,30 @@ def with_counters(found: dict) -> dict:
     return found
 
 
-def cached_survey(folder, key: dict, compute) -> dict:
-    """compute()'s survey, kept in `folder` (None: not kept) as survey-<sha256 of key>.json and read back by any
-    run of the same key: a MILP priced by error and one priced by sensitivity share one pricing pass."""
+def pricing_key(net, priced: torch.Tensor, config, method: str, menu_args: tuple) -> dict:
+    """What the pricing pass depends on, and nothing else: the model, the priced windows, the pattern and
+    menu, the pricing method (with its options when it is the run's own), dtype, device, batch and ranks.
+    Runs that differ only after the choice (reconstruction, dense target, refit, sequential solves, windows
+    beyond the priced ones, the MILP's cost and bounds) share one pass."""
+    import hashlib
+
+    from . import __version__
+    from .config import resolve_device, resolve_dtype
+    from .engine.state import model_digest
+    from .parallel import world
+
+    pattern = config.parsed_pattern()
+    return dict(optprune=__version__, **model_digest(net), pattern=pattern.name, sparsity=pattern.sparsity,
+                windows=hashlib.sha256(priced.cpu().numpy().tobytes()).hexdigest(), menu=list(menu_args),
+                method=method, method_options=dict(config.method_options) if method == config.method else {},
+                attn_sparsity=config.attn_sparsity, dtype=str(resolve_dtype(config.dtype)),
+                device=resolve_device(config.device).type, batch=config.batch, ranks=world()[1])
+
+
+def cached_survey(folder, key, compute) -> dict:
+    """compute()'s survey, kept in `folder` (None: not kept) as survey-<sha256 of key()>.json and read back by
+    any run of the same key (`pricing_key`): a MILP priced by error and one priced by sensitivity, or a run
+    with block reconstruction and one without, share one pricing pass."""
     import hashlib
     import json
     from pathlib import Path
@@ -214,7 +235,7 @@ def cached_survey(folder, key: dict, compute) -> dict:
 
     if folder is None:
         return compute()
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    digest = hashlib.sha256(json.dumps(key(), sort_keys=True, default=str).encode()).hexdigest()[:20]
     path = Path(folder) / f"survey-{digest}.json"
     if path.exists():
         return with_counters(dict(json.loads(path.read_text()), cached=path.name))
@@ -226,14 +247,14 @@ def cached_survey(folder, key: dict, compute) -> dict:
     return found
 
 
-def allocate(net, adapter, windows: torch.Tensor, config, progress=None, cache=None, key: dict | None = None) -> dict:
+def allocate(net, adapter, windows: torch.Tensor, config, progress=None, cache=None) -> dict:
     """{'sparsity': {'<block>.<linear>': s}, and the allocation's report} for config.allocation; under the
     structured pattern the keys are each block's MLP output and attention output (the shares of MLP
     channels and KV groups, `BlockPruner.layer_patterns`).  Priced on the first config.allocation_windows
     windows (0: all): the pricing pass prunes every layer at every menu sparsity, so a subset keeps it cheap.
     `progress()` after each block of the pricing pass.  With a `cache` folder, the pricing pass is kept there
-    under `key` (the run's fingerprint; the allocation cost and bounds, which only the choice uses, are
-    dropped from it) and reused; never for the loss cost, which also needs each layer's pruned weights."""
+    under `pricing_key` and reused by every run with the same key; never for the loss cost, which also needs
+    each layer's pruned weights."""
     import time
     from functools import partial
 
@@ -250,8 +271,7 @@ def allocate(net, adapter, windows: torch.Tensor, config, progress=None, cache=N
                                                              top=menu_args[2]) if units is not None
                                                      else sparsity_menu(pattern.sparsity, *menu_args))
     loss, method = config.allocation_cost == "loss", cost_method(config.method, units is not None)
-    found = cached_survey(None if loss or key is None else cache,
-                          {k: v for k, v in (key or {}).items() if k not in ("allocation_cost", "allocation_bounds")},
+    found = cached_survey(None if loss else cache, lambda: pricing_key(net, windows, config, method, menu_args),
                           lambda: survey(net, adapter, windows, pattern, menu, method, resolve_device(config.device),
                                          config.batch, units, keep_target=loss, progress=progress))
     report = dict(kind=config.allocation, outlier_ratios=found["ratios"], pricing_cached=found.get("cached"))

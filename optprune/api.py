@@ -81,7 +81,7 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
     allocation = None
     if config.allocation != "uniform":
         allocation = state.remember("allocation.json", lambda: allocate(
-            net, adapter, windows, config, pricing_progress, pricing_cache, fingerprint))
+            net, adapter, windows, config, pricing_progress, pricing_cache))
         step.layer_sparsity = allocation["sparsity"]
     engine = Engine(net, adapter, device, config.batch, offload=config.offload,
                     max_memory=parse_memory(config.max_memory), mmap_weights=config.mmap_weights,

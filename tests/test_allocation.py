@@ -293,9 +293,10 @@ def test_the_pipeline_keeps_a_group_bound_and_still_meets_the_budget(tiny_net):
     assert bounded["milp"]["objective"] >= unbounded["milp"]["objective"] - 1e-12
 
 
-def test_the_pricing_pass_is_kept_and_shared_by_another_cost_only(tiny, tiny_net, tmp_path, monkeypatch):
-    """An error-priced run keeps its pricing pass; a sensitivity-priced run of the same settings reads it back
-    (the survey is not called) and chooses as if it had priced afresh; another menu prices again."""
+def test_the_pricing_pass_is_kept_and_shared_by_runs_that_price_alike(tiny, tiny_net, tmp_path, monkeypatch):
+    """An error-priced run on the first 2 windows keeps its pricing pass; a sensitivity-priced run, a run
+    with block reconstruction and one on 4 windows priced on its first 2 read it back (the survey is not
+    called), the first choosing as if it had priced afresh; another menu or other windows price again."""
     from dataclasses import replace
 
     import torch
@@ -313,20 +314,25 @@ def test_the_pricing_pass_is_kept_and_shared_by_another_cost_only(tiny, tiny_net
                         allocation="milp", allocation_spread=0.2, allocation_step=0.1)
     sensitivity = replace(error, allocation_cost="sensitivity")
     net = fresh()
-    afresh = run_pruning(net, windows, sensitivity, adapter_for(net))["allocation"]
+    afresh = run_pruning(net, windows[:2], sensitivity, adapter_for(net))["allocation"]
     net = fresh()
-    run_pruning(net, windows, error, adapter_for(net), pricing_cache=cache)
+    run_pruning(net, windows[:2], error, adapter_for(net), pricing_cache=cache)
     assert len(list(cache.glob("survey-*.json"))) == 1
     survey = optprune.allocation.survey
     monkeypatch.setattr(optprune.allocation, "survey", lambda *a, **k: pytest.fail("priced again"))
     net = fresh()
-    reused = run_pruning(net, windows, sensitivity, adapter_for(net), pricing_cache=cache)["allocation"]
+    reused = run_pruning(net, windows[:2], sensitivity, adapter_for(net), pricing_cache=cache)["allocation"]
     assert reused["sparsity"] == afresh["sparsity"] and reused["options"] == afresh["options"]
     assert reused["pricing_cached"].startswith("survey-") and afresh["pricing_cached"] is None
+    for alike, run_windows in ((replace(sensitivity, reconstruct="block", reconstruct_epochs=1), windows[:2]),
+                               (replace(error, nsamples=4, allocation_windows=2), windows)):
+        net = fresh()
+        assert run_pruning(net, run_windows, alike, adapter_for(net), pricing_cache=cache)["allocation"]["pricing_cached"]
     monkeypatch.setattr(optprune.allocation, "survey", survey)
-    net = fresh()
-    run_pruning(net, windows, replace(error, allocation_step=0.05), adapter_for(net), pricing_cache=cache)
-    assert len(list(cache.glob("survey-*.json"))) == 2
+    for other, run_windows in ((replace(error, allocation_step=0.05), windows[:2]), (error, windows[2:])):
+        net = fresh()
+        assert run_pruning(net, run_windows, other, adapter_for(net), pricing_cache=cache)["allocation"]["pricing_cached"] is None
+    assert len(list(cache.glob("survey-*.json"))) == 3
 
 
 def test_pricing_on_the_first_windows_is_pricing_on_those_windows_alone(tiny_net):
