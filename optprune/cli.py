@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "is attention, mlp or blocks:A-B, an empty LO is 0 and HI 1 (attention=:0.5)")
     pr.add_argument("--pricing-cache", default="", metavar="DIR",
                     help="keep the allocation's pricing pass in DIR and reuse it in any run that prices the same "
-                         "model, windows and settings (e.g. --allocation-cost error, then sensitivity)")
+                         "model, windows, pattern and menu with the same method (e.g. --allocation-cost error, then "
+                         "sensitivity; or without, then with --reconstruct block)")
     pr.add_argument("--allocation-windows", type=int, default=0,
                     help="price the allocation (owl, milp) on the first this many calibration windows "
                          "(0: all); the pruning itself uses every window")
