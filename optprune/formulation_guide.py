@@ -114,7 +114,21 @@ def _full_row_section() -> str:
             "The perspective relaxation as a statement — `optprune.formulations.refit.perspective_relaxation`:\n\n"
             + _doc(perspective_relaxation) + "\n\nThe QCR relaxation of a whole row is the sub-block statement "
             "`mask_relaxation(convex_reformulation(qp, w_i^2 lam))` with the row as its window; a test checks that "
-            "the layer-scale solvers' bounds reach both statements' optima within 1%.\n")
+            "the layer-scale solvers' bounds reach both statements' optima within 1%.\n\n"
+            + _dnn_section())
+
+
+def _dnn_section() -> str:
+    from .exact import dnn
+    from .formulations import dnn as dnn_statement
+
+    _, block = _example()
+    rel = dnn_statement.dnn_relaxation(block.qp)
+    return ("### The doubly nonnegative relaxation — `optprune.formulations.dnn.dnn_relaxation`\n\n"
+            + _doc(dnn_statement) + f"\n\nExample (the 2 x 6 per-row sub-block): a {rel.size} x {rel.size} matrix "
+            f"variable, {rel.A.shape[0]} linear rows, face of dimension {rel.face.shape[1]}. Emitted to cvxpy "
+            "(`to_cvxpy`, Clarabel or SCS) on small instances; solved at full-row scale by "
+            "`optprune.exact.dnn` (`dnn_row_bound`):\n\n" + _doc(dnn) + "\n")
 
 
 def render() -> str:

@@ -1,0 +1,70 @@
+"""The DNN relaxation (Shor SDP + cardinality RLT products + nonnegative products) of the mask problem:
+its statement holds every binary point, its ADMM bound is rigorous at any iteration count, equals the
+relaxation's optimum (cvxpy) when converged, and is tighter than the QCR relaxation."""
+import cvxpy as cp
+import numpy as np
+import pytest
+
+from optprune import Pattern, random_problem, select_mask
+from optprune.exact import brute_force, build_subblock
+from optprune.exact.dnn import solve_dnn
+from optprune.formulations import backends, mask
+from optprune.formulations.dnn import dnn_relaxation, dual_bound, to_cvxpy
+
+BLOCKS = [(1, 10, "per-row", 0.5), (2, 5, "unstructured", 0.5), (1, 12, "2:4", None), (3, 8, "structured", 0.4)]
+
+
+@pytest.fixture(params=BLOCKS, ids=lambda b: f"{b[2]}-{b[0]}x{b[1]}")
+def qp(request):
+    rows, cols, spec, sp = request.param
+    prob = random_problem(rows, cols, seed=5)
+    pat = Pattern.parse(spec, default=sp)
+    return build_subblock(prob, pat, select_mask(prob.W.abs(), pat)).qp
+
+
+def test_every_binary_point_lifts_to_a_feasible_point_of_the_same_value(qp):
+    rel = dnn_relaxation(qp)
+    _, z = brute_force(qp)
+    Y = rel.lift(z)
+    assert np.abs(rel.residual(Y)).max() < 1e-12
+    assert float((rel.C * Y).sum()) == pytest.approx(qp.value(z), rel=1e-12, abs=1e-12)
+    assert rel.trace[0] <= np.trace(Y) <= rel.trace[1]
+    wrong = z.copy()
+    wrong[np.flatnonzero(z == 0)[0]] = 1                  # one unit too many pruned in its group
+    assert np.abs(rel.residual(rel.lift(wrong))).max() > 0.5
+
+
+@pytest.mark.parametrize("iters", [1, 5, 400])
+def test_the_admm_bound_never_exceeds_the_brute_force_optimum(qp, iters):
+    best, _ = brute_force(qp)
+    s = qp.scale()
+    out = solve_dnn(dnn_relaxation(qp.scaled(s)), iters=iters, check_every=1)
+    assert out.bound * s <= best + 1e-9 * max(abs(best), 1.0)
+
+
+def test_a_converged_bound_is_the_relaxation_optimum_and_beats_the_qcr_relaxation(qp):
+    s = qp.scale()
+    scaled = qp.scaled(s)
+    rel = dnn_relaxation(scaled)
+    prob, _ = to_cvxpy(rel)
+    prob.solve(solver=cp.CLARABEL)
+    out = solve_dnn(rel, iters=10000, check_every=50)
+    assert out.bound <= prob.value + 1e-6
+    assert out.bound == pytest.approx(prob.value, rel=2e-3, abs=2e-4)
+    qcr = backends.solve_highs(mask.mask_relaxation(mask.convex_reformulation(scaled))).objective
+    assert out.bound >= qcr - 1e-6
+    assert prob.value > qcr + 1e-3 * abs(qcr)             # strictly tighter on these instances
+
+
+def test_a_dual_point_gives_a_bound_whatever_it_is():
+    """dual_bound is weak duality: random dual points (y, N) all stay below the optimum."""
+    prob = random_problem(1, 8, seed=2)
+    pat = Pattern.parse("per-row", 0.5)
+    qp = build_subblock(prob, pat, select_mask(prob.W.abs(), pat)).qp
+    best, _ = brute_force(qp)
+    rel = dnn_relaxation(qp)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y = rng.normal(size=len(rel.b)) * qp.scale()
+        N = np.abs(rng.normal(size=rel.C.shape)) * qp.scale()
+        assert dual_bound(rel, y, N) <= best
