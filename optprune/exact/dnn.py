@@ -43,7 +43,7 @@ def _psd_part(M: np.ndarray, null: np.ndarray) -> np.ndarray:
 
 
 def solve_dnn(rel: DNNRelaxation, iters: int = 2000, seconds: float | None = None, start: np.ndarray | None = None,
-              check_every: int = 50, rho: float | None = None) -> DNNOutcome:
+              check_every: int = 50, rho: float | None = None, relax: float = 1.6) -> DNNOutcome:
     """ADMM of the module doc from the lift of the binary point `start` (default 0), for `iters` steps or
     `seconds`; C should be O(1) (scale the problem first)."""
     t0 = time.perf_counter()
@@ -66,8 +66,9 @@ def solve_dnn(rel: DNNRelaxation, iters: int = 2000, seconds: float | None = Non
     for k in range(1, iters + 1):
         Y = affine((X - U + W - V) / 2 - C / (2 * rho))
         X_old, W_old = X, W
-        X, W = _psd_part(Y + U, rel.null), np.clip(Y + V, 0.0, None)
-        U, V = U + Y - X, V + Y - W
+        YX, YW = relax * Y + (1 - relax) * X, relax * Y + (1 - relax) * W       # over-relaxation
+        X, W = _psd_part(YX + U, rel.null), np.clip(YW + V, 0.0, None)
+        U, V = U + YX - X, V + YW - W
         if k % 10 == 0:
             rho, U, V = _balance(rho, U, V, np.hypot(np.linalg.norm(Y - X), np.linalg.norm(Y - W)),
                                  rho * np.hypot(np.linalg.norm(X - X_old), np.linalg.norm(W - W_old)))
