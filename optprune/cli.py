@@ -36,6 +36,7 @@ def layer_job(args):
         raise ValueError(f"--window {args.window}: the sub-block needs at least one column")
     if args.workers < 1 or not args.time_limit > 0:
         raise ValueError("--workers must be >= 1 and --time-limit > 0")
+    check_dnn_iters(args)
     device = resolve_device(args.device)
     problems = {n: p.to(device) for n, p in load_layer_problems(args.layer, args.name.split(",") if args.name
                                                                else None).items()}
@@ -62,6 +63,7 @@ def cmd_certify(args) -> int:
 
     if args.dense:
         from .pipeline.certify import certify_checkpoint_main
+        check_dnn_iters(args)
         args.rows_list = _rows(args.rows)
         return certify_checkpoint_main(args)
 
@@ -74,7 +76,7 @@ def cmd_certify(args) -> int:
         results = run_methods(problem, pattern, methods)
         cmp = compare(problem, pattern, results, rows=rows, window_size=_window(args, problem),
                       exact_method=args.exact, time_limit=args.time_limit, workers=args.workers,
-                      full_row_bounds=args.full_row_bounds)
+                      full_row_bounds=args.full_row_bounds, dnn_iters=args.dnn_iters)
         if rank == 0:
             print(cmp.to_markdown())
         reports.append(json.loads(cmp.to_json()))
@@ -93,7 +95,7 @@ def cmd_report(args) -> int:
         out = Path(args.out) / name if len(problems) > 1 else Path(args.out)
         path = layer_report(problem, pattern, methods, out, rows=rows, window_size=_window(args, problem),
                             exact_method=args.exact, time_limit=args.time_limit, workers=args.workers,
-                            full_row_bounds=args.full_row_bounds)
+                            full_row_bounds=args.full_row_bounds, dnn_iters=args.dnn_iters)
         print(f"wrote {path}")
     return 0
 
@@ -113,6 +115,11 @@ def cmd_eval(args) -> int:
     return eval_main(args)
 
 
+def check_dnn_iters(args) -> None:
+    if args.dnn_iters < 0:
+        raise ValueError(f"--dnn-iters {args.dnn_iters}: give the ADMM steps per row (0: no DNN bound)")
+
+
 def _add_layer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default="", help="safetensors file with <name>.weight and <name>.gram (dump-layers)")
     p.add_argument("--name", default="", help="comma-separated layer names (default: all in the file)")
@@ -130,6 +137,8 @@ def _add_layer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="local processes for the exact sub-block solves")
     p.add_argument("--full-row-bounds", action="store_true", help="also the rigorous full-row bounds: QCR (mask "
                    "only, every row, with a per-row gap histogram) and perspective (mask + refit, the --rows)")
+    p.add_argument("--dnn-iters", type=int, default=0, help="also the DNN relaxation's rigorous bound on each of "
+                   "the --rows (mask only), by this many ADMM steps per row (minutes per row on a CPU core; 0: off)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,7 @@ class MethodRow:
     gap_qcr: float = float("nan")          # rel_error_mask / QCR bound: certified ratio to the mask-only optimum
     row_gap_histogram: dict = field(default_factory=dict)   # rows by certified ratio (error_i / QCR bound_i)
     gap_perspective: float = float("nan")  # refit error / perspective bound on `perspective_rows`
+    gap_dnn: float = float("nan")          # mask-only error on `rows` / their DNN bound
 
 
 @dataclass
@@ -59,6 +60,10 @@ class Comparison:
     perspective_rows: list[int] = field(default_factory=list)
     full_row_seconds: float = float("nan")
     full_row_note: str = ""                # why the full-row bounds were asked for but not computed
+    dnn_bound: float = float("nan")        # relative units, the DNN relaxation's bound summed over `rows`
+    dnn_iterations: int = 0
+    dnn_seconds: float = float("nan")
+    dnn_note: str = ""                     # why the DNN bound was asked for but not computed
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -83,7 +88,16 @@ class Comparison:
                              f"<= {r.block_gap_at_most:.3%}"))
             lines.append(f"| {r.method} | {r.rel_error:.6g} | {r.rel_error_mask:.6g} | {r.gap_to_bound:.6g} | "
                          f"{r.block_value:.6g} | {optimum} | {gap} | {r.block_status} | {r.seconds:.2f} |")
-        return head + "\n".join(lines) + "\n" + self._full_row_markdown()
+        return head + "\n".join(lines) + "\n" + self._full_row_markdown() + self._dnn_markdown()
+
+    def _dnn_markdown(self) -> str:
+        if self.dnn_note:
+            return f"\nDNN bound not computed: {self.dnn_note}\n"
+        if self.dnn_bound != self.dnn_bound:
+            return ""
+        gaps = "; ".join(f"{r.method} {r.gap_dnn:.4g}" for r in self.methods)
+        return (f"\nDNN relaxation bound (mask only) on rows {self.rows}: {self.dnn_bound:.6g} "
+                f"({self.dnn_iterations} ADMM steps per row, {self.dnn_seconds:.1f} s); gap to it: {gaps}.\n")
 
     def _full_row_markdown(self) -> str:
         if self.qcr_bound != self.qcr_bound:
@@ -138,7 +152,9 @@ def _certify_local(jobs: list, workers: int) -> list:
 def compare(problem: LayerProblem, pattern: Pattern, results: dict[str, PruneResult],
             rows=(0,), window=None, window_size: int = 24, exact_method: str = "milp",
             time_limit: float = 60.0, bound_iters: int = 300, workers: int = 1,
-            full_row_bounds: bool = False) -> Comparison:
+            full_row_bounds: bool = False, dnn_iters: int = 0) -> Comparison:
+    if dnn_iters < 0:
+        raise ValueError(f"dnn_iters must be >= 0 (0: no DNN bound), got {dnn_iters}")
     problem.check_certifiable()
     rows = [int(r) for r in rows]
     window = default_window(pattern, problem.shape[1], window_size) if window is None else np.asarray(window)
@@ -158,7 +174,30 @@ def compare(problem: LayerProblem, pattern: Pattern, results: dict[str, PruneRes
         cmp.methods.append(row)
     if full_row_bounds:
         add_full_row_bounds(cmp, problem, pattern, results, rows)
+    if dnn_iters > 0:
+        add_dnn_bounds(cmp, problem, pattern, results, rows, dnn_iters)
     return cmp
+
+
+def add_dnn_bounds(cmp: Comparison, problem: LayerProblem, pattern: Pattern, results: dict, rows,
+                   iters: int) -> None:
+    """The DNN relaxation's rigorous bound on each of `rows` (`optprune.exact.dnn.dnn_row_bound`, `iters` ADMM
+    steps from the best method's mask) and each method's mask-only error on those rows over it."""
+    from .exact.dnn import dnn_row_bound
+    from .exact.row_bounds import rows_independent
+
+    if not (pattern.entrywise and rows_independent(pattern)) or problem.dense_target:
+        cmp.dnn_note = ("it bounds the mask problem of (W, G), not a dense-target problem" if problem.dense_target
+                        else f"it needs an entrywise pattern whose rows are independent, not {pattern.name}")
+        return
+    t0, energy = time.perf_counter(), problem.dense_energy()
+    best = min(zip(cmp.methods, results.values()), key=lambda pair: pair[0].rel_error_mask)[1].mask
+    bound = sum(dnn_row_bound(problem, pattern, r, iters, start=best[r].cpu().numpy()).bound for r in cmp.rows)
+    cmp.dnn_bound, cmp.dnn_iterations = max(bound, 0.0) / energy, iters
+    for row, res in zip(cmp.methods, results.values()):
+        errors = problem.row_errors(res.mask).double().cpu().numpy()[cmp.rows].sum() / energy
+        row.gap_dnn = float(errors / max(cmp.dnn_bound, 1e-300))
+    cmp.dnn_seconds = time.perf_counter() - t0
 
 
 GAP_BINS = (1.0, 1.1, 1.25, 1.5, 2.0, 3.0, float("inf"))

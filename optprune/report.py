@@ -109,7 +109,7 @@ def _figures(problem: LayerProblem, results: dict, cmp: Comparison, out: Path) -
 
 def layer_report(problem: LayerProblem, pattern: Pattern, methods: list[str], out_dir: str | Path,
                  rows=(0,), window_size: int = 24, exact_method: str = "milp", time_limit: float = 60.0,
-                 workers: int = 1, full_row_bounds: bool = False) -> Path:
+                 workers: int = 1, full_row_bounds: bool = False, dnn_iters: int = 0) -> Path:
     """Run `methods`, certify sub-blocks (and, with full_row_bounds, bound every row), draw the figures;
     returns the path of report.md."""
     problem.check_certifiable()
@@ -117,7 +117,8 @@ def layer_report(problem: LayerProblem, pattern: Pattern, methods: list[str], ou
     out.mkdir(parents=True, exist_ok=True)
     results = run_methods(problem, pattern, methods)
     cmp = compare(problem, pattern, results, rows=rows, window_size=window_size,
-                  exact_method=exact_method, time_limit=time_limit, workers=workers, full_row_bounds=full_row_bounds)
+                  exact_method=exact_method, time_limit=time_limit, workers=workers, full_row_bounds=full_row_bounds,
+                  dnn_iters=dnn_iters)
     files = _figures(problem, results, cmp, out) + _row_gap_figure(cmp, out)
     agree = mask_agreement({n: r.mask for n, r in results.items()})
     text = [f"# Layer report: `{problem.name}` ({problem.shape[0]}x{problem.shape[1]}), "

@@ -209,6 +209,7 @@ CERTIFY_USAGE = [   # (file, extra arguments, message)
     ("ok", ["--window", "40"], "wider than layer l (16 columns)"),
     ("ok", ["--workers", "0"], "--workers must be >= 1"),
     ("ok", ["--time-limit", "0"], "--time-limit > 0"),
+    ("ok", ["--dnn-iters", "-1"], "--dnn-iters -1: give the ADMM steps per row"),
     ("ok", ["--device", "banana"], "unknown device 'banana'"),
     ("ok", ["--json", "/nonexistent/x.json"], "no folder /nonexistent"),
     ("ok", ["--method", "spap"], "spap handles column (structured) patterns"),

@@ -68,3 +68,40 @@ def test_a_dual_point_gives_a_bound_whatever_it_is():
         y = rng.normal(size=len(rel.b)) * qp.scale()
         N = np.abs(rng.normal(size=rel.C.shape)) * qp.scale()
         assert dual_bound(rel, y, N) <= best
+
+
+def test_certify_reports_the_dnn_bound_on_its_rows_and_no_mask_beats_it(tmp_path, capsys):
+    """`optprune certify --dnn-iters`: the bound on rows 0 and 1 never exceeds their brute-force optimum, so
+    every method's gap to it is at least 1; the markdown says what was bounded."""
+    import json
+    from itertools import combinations
+
+    import torch
+    from safetensors.torch import save_file
+
+    from optprune.cli import main
+
+    prob = random_problem(4, 10, seed=3, dtype=torch.float32)
+    save_file({"lin.weight": prob.W, "lin.gram": prob.G}, str(tmp_path / "layer.safetensors"))
+    assert main(["certify", "--layer", str(tmp_path / "layer.safetensors"), "--method", "wanda,sparseswaps",
+                 "--rows", "0,1", "--window", "8", "--dnn-iters", "300", "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())[0]
+    W, G = prob.float64()
+    optimum = sum(min(float((W[i] * z) @ G @ (W[i] * z)) for z in
+                      (np.isin(np.arange(10), c).astype(float) for c in combinations(range(10), 5))) for i in (0, 1))
+    energy = float(np.trace(W @ G @ W.T))
+    assert 0 < report["dnn_bound"] <= optimum / energy * (1 + 1e-9) and report["dnn_iterations"] == 300
+    assert all(row["gap_dnn"] >= 1 - 1e-9 for row in report["methods"])
+    assert "DNN relaxation bound (mask only) on rows [0, 1]" in capsys.readouterr().out
+
+
+def test_the_dnn_bound_asked_for_a_pattern_it_cannot_bound_says_so():
+    from optprune.compare import compare
+    from optprune.solvers import prune_layer
+
+    prob, pat = random_problem(4, 8, seed=0), Pattern("unstructured", 0.5)
+    cmp = compare(prob, pat, {"wanda": prune_layer(prob, pat, "wanda")}, window_size=4, dnn_iters=10)
+    assert cmp.dnn_bound != cmp.dnn_bound and "rows are independent" in cmp.dnn_note
+    assert "DNN bound not computed" in cmp.to_markdown()
+    with pytest.raises(ValueError, match="dnn_iters"):
+        compare(prob, pat, {"wanda": prune_layer(prob, pat, "wanda")}, window_size=4, dnn_iters=-1)

@@ -64,7 +64,7 @@ def certify_layer(key: str, problem: LayerProblem, pattern: Pattern, keep, weigh
     result = PruneResult(keep, weight, "checkpoint")
     cmp = compare(problem, pattern, {"checkpoint": result}, rows=args.rows_list, window_size=args.window or 24,
                   exact_method=args.exact, time_limit=args.time_limit, workers=args.workers,
-                  full_row_bounds=getattr(args, "full_row_bounds", False))
+                  full_row_bounds=getattr(args, "full_row_bounds", False), dnn_iters=getattr(args, "dnn_iters", 0))
     report = dict(json.loads(cmp.to_json()), layer=key, pattern_ok=True, sparsity=float(1 - keep.float().mean()),
                   markdown=cmp.to_markdown())
     if getattr(args, "neighbourhood", 0) > 0:
