@@ -6,9 +6,11 @@ duals U, V and penalty rho:
     Y <- Proj_affine((X - U + W - V) / 2 - C / (2 rho)),   X <- Proj_face(Y + U),   W <- max(Y + V, 0),
     U <- U + Y - X,   V <- V + Y - W,
 
-rho balanced between the primal and dual residuals every 10 steps.  At a check the duals give
-S = -rho U (PSD part) and N = max(-rho V, 0); y is the least-squares solution of A^* y = C - S_+ - N, and
-`dual_bound` turns (y, N) into a rigorous bound.  The best bound met is returned: valid however early the
+rho balanced between the primal and dual residuals every 10 steps, over-relaxed (Y replaced by
+relax Y + (1 - relax) X in the X- and U-steps, likewise for W).  At a check the duals give S = -rho U (PSD
+part) and N = max(-rho V, 0); y is the least-squares solution of A^* y = C - S_+ - N, then `restore` rounds of
+alternating projections (N <- max(C - A^* y - S, 0), S <- Proj_face(C - A^* y - N), y again) move towards
+dual feasibility, and `dual_bound` turns each (y, N) into a rigorous bound.  The best bound met is returned: valid however early the
 iterations stop; they only decide how tight it is.
 """
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _psd_part(M: np.ndarray, null: np.ndarray) -> np.ndarray:
 
 
 def solve_dnn(rel: DNNRelaxation, iters: int = 2000, seconds: float | None = None, start: np.ndarray | None = None,
-              check_every: int = 50, rho: float | None = None, relax: float = 1.6) -> DNNOutcome:
+              check_every: int = 50, rho: float | None = None, relax: float = 1.6, restore: int = 3) -> DNNOutcome:
     """ADMM of the module doc from the lift of the binary point `start` (default 0), for `iters` steps or
     `seconds`; C should be O(1) (scale the problem first)."""
     t0 = time.perf_counter()
@@ -56,8 +58,15 @@ def solve_dnn(rel: DNNRelaxation, iters: int = 2000, seconds: float | None = Non
 
     def check():
         S, N = _psd_part(-rho * U, rel.null), np.clip(-rho * V, 0.0, None)
-        y = lu.solve(rel.A @ (C - S - (N + N.T) / 2).ravel())
-        return dual_bound(rel, y, N)
+        N = (N + N.T) / 2
+        best = -np.inf
+        for _ in range(restore):       # alternating projections towards dual feasibility
+            y = lu.solve(rel.A @ (C - S - N).ravel())
+            best = max(best, dual_bound(rel, y, N))
+            rest = C - (rel.A.T @ y).reshape(shape)
+            N = np.clip(rest - S, 0.0, None)
+            S = _psd_part(rest - N, rel.null)
+        return best
 
     rho = 0.1 * float(np.abs(np.diag(C)).mean()) if rho is None else rho
     X = rel.lift(np.zeros(shape[0] - 1) if start is None else start)
