@@ -65,6 +65,7 @@ def render(done: dict) -> str:
     lines += ["", f"Over {len(every)} rows: QCR gap median {np.median([r['gap_qcr'] for r in every]):.3f}, "
               f"DNN gap median {np.median([r['gap_dnn'] for r in every]):.3f} (best {min(r['gap_dnn'] for r in every):.3f}), "
               f"DNN limit median {np.median([r['primal_gap'] for r in every]):.3f}."]
+    lines += ["", done["note"]] if done.get("note") else []
     return "\n".join(lines) + "\n"
 
 
