@@ -105,3 +105,19 @@ def test_the_dnn_bound_asked_for_a_pattern_it_cannot_bound_says_so():
     assert "DNN bound not computed" in cmp.to_markdown()
     with pytest.raises(ValueError, match="dnn_iters"):
         compare(prob, pat, {"wanda": prune_layer(prob, pat, "wanda")}, window_size=4, dnn_iters=-1)
+
+
+def test_a_wide_nm_row_is_refused_with_its_size_not_stated():
+    """2:4 on 400 inputs would state 100 groups x 400 products (over MAX_PRODUCT_ROWS): refused before any
+    work, and the comparator says why."""
+    from optprune.compare import compare
+    from optprune.exact.dnn import MAX_PRODUCT_ROWS, row_binary_qp
+    from optprune.solvers import prune_layer
+
+    prob, pat = random_problem(2, 400, seed=0), Pattern.parse("2:4")
+    assert 100 * 400 > MAX_PRODUCT_ROWS
+    with pytest.raises(ValueError, match="would state 40000 cardinality products"):
+        row_binary_qp(prob, pat, 0)
+    cmp = compare(prob, pat, {"wanda": prune_layer(prob, pat, "wanda")}, window_size=8, dnn_iters=10)
+    assert "cardinality products" in cmp.dnn_note and cmp.dnn_bound != cmp.dnn_bound
+    assert "DNN bound not computed" in cmp.to_markdown()

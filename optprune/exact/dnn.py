@@ -10,8 +10,8 @@ rho balanced between the primal and dual residuals every 10 steps, over-relaxed 
 relax Y + (1 - relax) X in the X- and U-steps, likewise for W).  At a check the duals give S = -rho U (PSD
 part) and N = max(-rho V, 0); y is the least-squares solution of A^* y = C - S_+ - N, then `restore` rounds of
 alternating projections (N <- max(C - A^* y - S, 0), S <- Proj_face(C - A^* y - N), y again) move towards
-dual feasibility, and `dual_bound` turns each (y, N) into a rigorous bound.  The best bound met is returned: valid however early the
-iterations stop; they only decide how tight it is.
+dual feasibility, and `dual_bound` turns each (y, N) into a rigorous bound.  The best bound met is
+returned: valid however early the iterations stop; they only decide how tight it is.
 """
 from __future__ import annotations
 
@@ -101,6 +101,9 @@ def _balance(rho: float, U: np.ndarray, V: np.ndarray, primal: float, dual: floa
     return rho, U, V
 
 
+MAX_PRODUCT_ROWS = 20000      # the statement's product rows (groups x inputs): AA^T is factorised once
+
+
 def row_binary_qp(problem, pattern, row: int) -> BinaryQP:
     """Row `row` of a mask-only problem (W, G) of a row-separable entrywise pattern as a BinaryQP:
     z = 1 pruned, min (w o z)^T G (w o z) = z^T D_w G D_w z, one cardinality row per group of the row."""
@@ -113,6 +116,10 @@ def row_binary_qp(problem, pattern, row: int) -> BinaryQP:
     w, cols = W[row], W.shape[1]
     ids, p = pattern.group_ids(1, cols)[0].numpy(), pattern.pruned_per_group(1, cols)
     groups = [(np.flatnonzero(ids == g), p) for g in np.unique(ids)]
+    if len(groups) * cols > MAX_PRODUCT_ROWS:
+        raise ValueError(f"the DNN bound of a {pattern.name} row of {cols} inputs would state {len(groups) * cols} "
+                         f"cardinality products (at most {MAX_PRODUCT_ROWS}): it is for per-row patterns and "
+                         "narrow N:M rows")
     return BinaryQP(w[:, None] * G * w[None, :], np.zeros(cols), 0.0, groups)
 
 
