@@ -208,19 +208,13 @@ def pricing_key(net, priced: torch.Tensor, config, method: str, menu_args: tuple
     menu, the pricing method (with its options when it is the run's own), dtype, device, batch and ranks.
     Runs that differ only after the choice (reconstruction, dense target, refit, sequential solves, windows
     beyond the priced ones, the MILP's cost and bounds) share one pass."""
-    import hashlib
-
-    from . import __version__
-    from .config import resolve_device, resolve_dtype
-    from .engine.state import model_digest
+    from .engine import model_digest, windows_digest
     from .parallel import world
 
-    pattern = config.parsed_pattern()
-    return dict(optprune=__version__, **model_digest(net), pattern=pattern.name, sparsity=pattern.sparsity,
-                windows=hashlib.sha256(priced.cpu().numpy().tobytes()).hexdigest(), menu=list(menu_args),
-                method=method, method_options=dict(config.method_options) if method == config.method else {},
-                attn_sparsity=config.attn_sparsity, dtype=str(resolve_dtype(config.dtype)),
-                device=resolve_device(config.device).type, batch=config.batch, ranks=world()[1])
+    settings = config.result_settings()
+    shared = {k: settings[k] for k in ("optprune", "pattern", "sparsity", "attn_sparsity", "dtype", "device", "batch")}
+    return dict(shared, **model_digest(net), windows=windows_digest(priced), menu=list(menu_args), method=method,
+                method_options=dict(config.method_options) if method == config.method else {}, ranks=world()[1])
 
 
 def cached_survey(folder, key, compute) -> dict:

@@ -10,7 +10,6 @@ token windows (n, seqlen).  Nothing is written unless `resume_dir` is given.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -19,7 +18,8 @@ from .adapters import ModelAdapter, adapter_for
 from .allocation import allocate
 from .data import calibration_windows, tokenize_long, wikitext_test_text, window_bos_id
 from .config import PruneConfig, resolve_device
-from .engine import BlockReconstruction, Engine, ResumeState, model_digest, parse_memory, streamed_perplexity
+from .engine import (BlockReconstruction, Engine, ResumeState, model_digest, parse_memory, streamed_perplexity,
+                     windows_digest)
 from .parallel import world
 from .pruner import BlockPruner
 
@@ -49,7 +49,7 @@ def calibration_for(model, tokenizer, adapter: ModelAdapter, config: PruneConfig
 
 def run_fingerprint(net, windows: torch.Tensor | None, config: PruneConfig, **extra) -> dict:
     """Everything that changes a run's result: settings, model, calibration windows, ranks."""
-    data = hashlib.sha256(windows.cpu().numpy().tobytes()).hexdigest() if windows is not None else None
+    data = windows_digest(windows) if windows is not None else None
     return dict(config.result_settings(), **model_digest(net), windows=data, ranks=world()[1], **extra)
 
 

@@ -4,10 +4,10 @@ from .capture import BlockCalls, call_block, capture_block_calls, replay_head
 from .evaluate import eval_windows, streamed_perplexity, window_nll
 from .grams import DenseTargetGrams, DenseTargetHooks, GramHooks, accumulate_gram, finish_gram
 from .reconstruct import BlockReconstruction
-from .state import ResumeState, StaleStateError, model_digest, tensor_digest
+from .state import ResumeState, StaleStateError, model_digest, tensor_digest, windows_digest
 from .walk import Engine
 
 __all__ = ["ActivationStore", "BlockCalls", "BlockReconstruction", "DenseTargetGrams", "DenseTargetHooks", "Engine",
            "GramHooks", "ResumeState", "StaleStateError", "accumulate_gram", "finish_gram", "call_block",
            "capture_block_calls", "eval_windows", "parse_memory", "replay_head", "streamed_perplexity", "window_nll",
-           "model_digest", "tensor_digest"]
+           "model_digest", "tensor_digest", "windows_digest"]

@@ -46,6 +46,11 @@ def tensor_digest(t: torch.Tensor, sample: int = 4096) -> str:
     return hashlib.sha256(f"{tuple(t.shape)}{t.dtype}".encode() + values).hexdigest()
 
 
+def windows_digest(windows: torch.Tensor) -> str:
+    """sha256 of every token of the calibration windows (they are small; a sample would not do)."""
+    return hashlib.sha256(windows.cpu().numpy().tobytes()).hexdigest()
+
+
 def model_digest(net) -> dict:
     """The model's part of a fingerprint: its config and its weights' names, shapes and sampled values."""
     config = {k: v for k, v in net.config.to_dict().items()
