@@ -183,22 +183,17 @@ def add_dnn_bounds(cmp: Comparison, problem: LayerProblem, pattern: Pattern, res
                    iters: int) -> None:
     """The DNN relaxation's rigorous bound on each of `rows` (`optprune.exact.dnn.dnn_row_bound`, `iters` ADMM
     steps from the best method's mask) and each method's mask-only error on those rows over it."""
-    from .exact.dnn import dnn_row_bound, row_binary_qp
-    from .exact.row_bounds import rows_independent
+    from .exact.dnn import dnn_row_bound, row_groups
 
-    if not (pattern.entrywise and rows_independent(pattern)) or problem.dense_target:
-        cmp.dnn_note = ("it bounds the mask problem of (W, G), not a dense-target problem" if problem.dense_target
-                        else f"it needs an entrywise pattern whose rows are independent, not {pattern.name}")
-        return
     try:
-        row_binary_qp(problem, pattern, cmp.rows[0])
+        row_groups(problem, pattern)
     except ValueError as exc:
         cmp.dnn_note = str(exc)
         return
     t0, energy = time.perf_counter(), problem.dense_energy()
     best = min(zip(cmp.methods, results.values()), key=lambda pair: pair[0].rel_error_mask)[1].mask
     bound = sum(dnn_row_bound(problem, pattern, r, iters, start=best[r].cpu().numpy()).bound for r in cmp.rows)
-    cmp.dnn_bound, cmp.dnn_iterations = max(bound, 0.0) / energy, iters
+    cmp.dnn_bound, cmp.dnn_iterations = bound / energy, iters
     for row, res in zip(cmp.methods, results.values()):
         errors = problem.row_errors(res.mask).double().cpu().numpy()[cmp.rows].sum() / energy
         row.gap_dnn = float(errors / max(cmp.dnn_bound, 1e-300))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse.linalg import splu
 
-from ..formulations.dnn import DNNRelaxation, dnn_relaxation, dual_bound
+from ..formulations.dnn import DNNRelaxation, dnn_relaxation, dual_bound, on_face
 from ..formulations.mask import BinaryQP
 
 
@@ -36,11 +36,8 @@ class DNNOutcome:
 
 def _psd_part(M: np.ndarray, null: np.ndarray) -> np.ndarray:
     """The projection of M onto the face {Y PSD : Y E = 0} (E = `null`, orthonormal): Proj_PSD(P M P) with
-    P = I - E E^T, formed by low-rank updates (F Proj_PSD(F^T M F) F^T for F the face's basis)."""
-    M = (M + M.T) / 2
-    ME = M @ null
-    PMP = M - null @ ME.T - ME @ null.T + null @ (null.T @ ME) @ null.T
-    e, V = np.linalg.eigh((PMP + PMP.T) / 2)
+    P = I - E E^T (= F Proj_PSD(F^T M F) F^T for F the face's basis)."""
+    e, V = np.linalg.eigh(on_face(M, null))
     return (V * np.clip(e, 0.0, None)) @ V.T
 
 
@@ -104,30 +101,41 @@ def _balance(rho: float, U: np.ndarray, V: np.ndarray, primal: float, dual: floa
 MAX_PRODUCT_ROWS = 20000      # the statement's product rows (groups x inputs): AA^T is factorised once
 
 
-def row_binary_qp(problem, pattern, row: int) -> BinaryQP:
-    """Row `row` of a mask-only problem (W, G) of a row-separable entrywise pattern as a BinaryQP:
-    z = 1 pruned, min (w o z)^T G (w o z) = z^T D_w G D_w z, one cardinality row per group of the row."""
-    from .row_bounds import check_bound_pattern, rows_independent
+def row_groups(problem, pattern) -> list[tuple[np.ndarray, int]]:
+    """The cardinality groups of one row (columns, units pruned), after checking that a row's DNN bound
+    applies: the mask-only problem of an entrywise pattern whose rows are independent, with at most
+    MAX_PRODUCT_ROWS products.  Raises ValueError saying which does not hold."""
+    from .row_bounds import rows_independent
 
-    check_bound_pattern(pattern)
-    if not rows_independent(pattern) or problem.dense_target:
-        raise ValueError("a row's DNN bound needs the mask-only problem of a pattern whose rows are independent")
-    W, G = problem.float64()
-    w, cols = W[row], W.shape[1]
+    if problem.dense_target:
+        raise ValueError("the DNN bound is for the mask problem of (W, G), not a dense-target problem")
+    if not (pattern.entrywise and rows_independent(pattern)):
+        raise ValueError(f"the DNN bound needs an entrywise pattern whose rows are independent, not {pattern.name}")
+    cols = problem.shape[1]
     ids, p = pattern.group_ids(1, cols)[0].numpy(), pattern.pruned_per_group(1, cols)
     groups = [(np.flatnonzero(ids == g), p) for g in np.unique(ids)]
     if len(groups) * cols > MAX_PRODUCT_ROWS:
         raise ValueError(f"the DNN bound of a {pattern.name} row of {cols} inputs would state {len(groups) * cols} "
                          f"cardinality products (at most {MAX_PRODUCT_ROWS}): it is for per-row patterns and "
                          "narrow N:M rows")
-    return BinaryQP(w[:, None] * G * w[None, :], np.zeros(cols), 0.0, groups)
+    return groups
+
+
+def row_binary_qp(problem, pattern, row: int) -> BinaryQP:
+    """Row `row` of a mask-only problem (W, G) as a BinaryQP (`row_groups` checks that it applies):
+    z = 1 pruned, min (w o z)^T G (w o z) = z^T D_w G D_w z, one cardinality row per group of the row."""
+    groups = row_groups(problem, pattern)
+    W, G = problem.float64()
+    w = W[row]
+    return BinaryQP(w[:, None] * G * w[None, :], np.zeros(len(w)), 0.0, groups)
 
 
 def dnn_row_bound(problem, pattern, row: int, iters: int = 2000, seconds: float | None = None,
                   start: np.ndarray | None = None) -> DNNOutcome:
     """The DNN relaxation's rigorous bound on one row's mask-only error (absolute units), by `solve_dnn` on
-    the row's problem scaled to O(1), from the row's keep mask `start` (boolean, True = kept)."""
+    the row's problem scaled to O(1), from the row's keep mask `start` (boolean, True = kept); at least 0,
+    which bounds every row's error (G is PSD) when the ADMM has not yet risen above it."""
     qp = row_binary_qp(problem, pattern, row)
     s = float(np.diag(qp.Q).mean())
     out = solve_dnn(dnn_relaxation(qp.scaled(s)), iters, seconds, None if start is None else 1.0 - start)
-    return DNNOutcome(out.bound * s, out.primal * s, out.residual, out.iterations, out.seconds)
+    return DNNOutcome(max(out.bound, 0.0) * s, out.primal * s, out.residual, out.iterations, out.seconds)

@@ -91,17 +91,23 @@ def dnn_relaxation(qp: BinaryQP) -> DNNRelaxation:
                          scipy.linalg.orth(null) if qp.groups else np.zeros((size, 0)))
 
 
+def on_face(M: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """P M P for P = I - E E^T (E = `null`, orthonormal), symmetrised, by low-rank updates: its spectrum is
+    that of F^T M F (F the face's basis) and zeros on E."""
+    M = (M + M.T) / 2
+    ME = M @ null
+    PMP = M - null @ ME.T - ME @ null.T + null @ (null.T @ ME) @ null.T
+    return (PMP + PMP.T) / 2
+
+
 def dual_bound(rel: DNNRelaxation, y: np.ndarray, N: np.ndarray) -> float:
     """b^T y + lambda_min(F^T (C - A^* y - N) F) tr(Y) at its worst over `trace` (N clipped to >= 0 and
     symmetrised; F the face), lambda_min lowered by a float64 rounding margin (and F's rounding, which
     the margin of 64 n eps covers for an orthonormal F): a rigorous lower bound for any y."""
     N = np.clip((N + N.T) / 2, 0.0, None)
     M = rel.C - (rel.A.T @ y).reshape(rel.C.shape) - N
-    M = (M + M.T) / 2
-    E, ME = rel.null, M @ rel.null                   # F^T M F's spectrum: that of P M P + c E E^T, c large
-    c = 2 * float(np.abs(M).sum(1).max()) + 1.0
-    M = M - E @ ME.T - ME @ E.T + E @ ((E.T @ ME) + c * np.eye(E.shape[1])) @ E.T
-    M = (M + M.T) / 2
+    c = 2 * float(np.abs(M).sum(1).max()) + 1.0      # F^T M F's spectrum: that of P M P + c E E^T, c large
+    M = on_face(M, rel.null) + c * rel.null @ rel.null.T
     low = float(np.linalg.eigvalsh(M)[0]) - 64 * M.shape[0] * np.finfo(np.float64).eps * float(np.abs(M).sum(1).max())
     return float(rel.b @ y) + low * (rel.trace[0] if low >= 0 else rel.trace[1])
 
@@ -117,4 +123,4 @@ def to_cvxpy(rel: DNNRelaxation):
     return cp.Problem(cp.Minimize(cp.trace(rel.C @ Y)), cons), Y
 
 
-__all__ = ["DNNRelaxation", "dnn_relaxation", "dual_bound", "to_cvxpy"]
+__all__ = ["DNNRelaxation", "dnn_relaxation", "dual_bound", "on_face", "to_cvxpy"]
