@@ -9,40 +9,26 @@ Usage: python validation/row_diagonal.py [--layers 00.up_proj,14.k_proj,29.v_pro
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from optprune import Pattern, load_layer_problems, prune_layer
 from optprune.exact.row_bounds import qcr_bound, shared_diagonal
-from optprune.pipeline.run import machine_name
 from optprune.problem import LayerProblem
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "layers"
-FILES = {"00": SHARED / "smollm2-135m_block00.safetensors", "29": SHARED / "smollm2-135m_block29.safetensors",
-         "14": ROOT / "runs" / "layers" / "smollm2-135m_block14.safetensors"}
+from sampled_rows import PATTERN, arguments, run, shared_qcr, swaps_rows
 
 
-def row_gaps(prob: LayerProblem, pattern: Pattern, rows: np.ndarray, iters: int) -> list[dict]:
+def row_gaps(prob: LayerProblem, rows: np.ndarray, iters: int) -> list[dict]:
     """Each sampled row's SparseSwaps objective against the QCR bound with the shared and its own diagonal."""
-    W, G = prob.float64()
-    sub = LayerProblem(torch.from_numpy(W[rows]), torch.from_numpy(G), "rows")
-    mask = prune_layer(sub, pattern, "sparseswaps").mask
-    objective = sub.row_errors(mask).double().numpy()
-    t0 = time.perf_counter()
-    shared = qcr_bound(sub, pattern, shared_diagonal(G, (W ** 2).mean(0)), start=mask, iters=iters).per_row
-    shared_s = time.perf_counter() - t0
+    sub, mask, objective, W, G = swaps_rows(prob, rows)
+    shared, shared_s = shared_qcr(sub, W, G, mask, iters)
     out = []
     for i, r in enumerate(rows):
         t0 = time.perf_counter()
         own = shared_diagonal(G, W[r] ** 2)
         one = LayerProblem(torch.from_numpy(W[r:r + 1]), torch.from_numpy(G), "row")
-        bound = qcr_bound(one, pattern, own, start=mask[i:i + 1], iters=iters).per_row[0]
+        bound = qcr_bound(one, PATTERN, own, start=mask[i:i + 1], iters=iters).per_row[0]
         out.append(dict(row=int(r), objective=float(objective[i]), gap_shared=float(objective[i] / shared[i]),
                         gap_own=float(objective[i] / bound), own_s=time.perf_counter() - t0, shared_s=shared_s))
         print(out[-1], flush=True)
@@ -70,26 +56,7 @@ def render(done: dict) -> str:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--layers", default="00.up_proj,14.k_proj,29.v_proj")
-    ap.add_argument("--rows", type=int, default=4)
-    ap.add_argument("--iters", type=int, default=500)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "row_diagonal.md"))
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    pattern = Pattern.parse("per-row", 0.5)
-    done = dict(machine=machine_name(), threads=args.threads, iters=args.iters, layers={})
-    for layer in args.layers.split(","):
-        block, _, name = layer.partition(".")
-        if not FILES[block].exists():
-            raise SystemExit(f"{FILES[block]}: no layer problems (optprune dump-layers writes them)")
-        prob = load_layer_problems(FILES[block])[name].to(torch.float64)
-        rows = np.sort(np.random.default_rng(0).choice(prob.shape[0], args.rows, replace=False))
-        done["layers"][layer] = row_gaps(prob, pattern, rows, args.iters)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(done, indent=1))
-    Path(args.out).write_text(render(done))
-    print(render(done))
+    run(arguments(rows=4, iters=500, out="row_diagonal.md"), row_gaps, render)
 
 
 if __name__ == "__main__":
