@@ -101,7 +101,7 @@ def main():
         results[method] = row
         results_path.write_text(json.dumps(results, indent=2))
         write_table(results, pattern, results_path.with_suffix(".md"), args)
-        if args.prefix == "smollm2_ppl":
+        if args.prefix in ("smollm2_ppl", "smollm2_best"):
             write_summary(results_path.parent)
         print(method, row, flush=True)
 
@@ -209,7 +209,30 @@ def write_summary(results_dir: Path) -> None:
                      for r in settings.values()]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += best_combinations(results_dir)
     (results_dir / "smollm2_ppl_summary.md").write_text("\n".join(lines))
+
+
+def best_combinations(results_dir: Path) -> list[str]:
+    """The summary's section on the full-protocol best-combination runs (smollm2_best_<tag>.json): per setting,
+    its lowest-perplexity row against SparseGPT's row of the same run."""
+    lines = ["## Best combinations (full protocol, each against SparseGPT in the same run)\n",
+             "| setting | method | wikitext2 ppl | sparsegpt ppl, same run | change | prune seconds |",
+             "|---|---|---|---|---|---|"]
+    for path in sorted(results_dir.glob("smollm2_best_*.json")):
+        rows = {m: r for m, r in json.loads(path.read_text()).items() if r.get("ppl") is not None}
+        best = min((m for m in rows if m != "sparsegpt"), key=lambda m: rows[m]["ppl"], default=None)
+        if best is None:
+            continue
+        ref = rows.get("sparsegpt", {}).get("ppl")
+        prune = rows[best].get("prune_seconds")
+        lines.append(f"| {setting_label(path.stem.removeprefix('smollm2_best_'))} | {best} | {rows[best]['ppl']:.2f} | "
+                     + ("not run | - |" if ref is None else f"{ref:.2f} | {rows[best]['ppl'] / ref - 1:+.0%} |")
+                     + (" - |" if prune is None else f" {prune:.0f} |"))
+    if len(lines) == 3:
+        return []
+    return lines + ["", "Each setting's page (smollm2_best_<setting>.md) gives the command, the notes on its timings and "
+                    "the ingredients' diagnostics.", ""]
 
 if __name__ == "__main__":
     main()
