@@ -144,7 +144,13 @@ def _add_layer_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="optprune", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_certify, _add_report, _add_prune, _add_dump_layers, _add_eval):
+        add(sub)
+    return p
 
+
+def _add_certify(sub) -> None:
+    """`optprune certify`: a layer file's masks, or a pruned checkpoint's against its dense model."""
     c = sub.add_parser("certify", help="compare methods' masks against certified optima on one layer file")
     _add_layer_args(c)
     c.add_argument("--json", default="", help="also write the report as JSON here")
@@ -162,11 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=cmd_certify)
 
+
+def _add_report(sub) -> None:
+    """`optprune report`: the Markdown report with figures of a layer file."""
     rp = sub.add_parser("report", help="Markdown report with figures (progress, gaps, overlap, rows) for a layer file")
     _add_layer_args(rp)
     rp.add_argument("--out", required=True, help="folder for report.md and the PNG figures")
     rp.set_defaults(func=cmd_report)
 
+
+def _add_prune(sub) -> None:
+    """`optprune prune`: the model, pattern, calibration and output options."""
     pr = sub.add_parser("prune", help="prune a Hugging Face causal LM block by block")
     pr.add_argument("--model", default="", help="local path or hub id (default: embedded SmolLM2-135M)")
     pr.add_argument("--gguf-file", default="", help="GGUF file inside --model (or a path)")
@@ -203,6 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--mmap-weights", action="store_true",
                     help="host RAM holds about one block: input safetensors stay memory-mapped and each pruned "
                          "block is read back from its saved state on disk")
+    _add_objective_args(pr)
+    _add_allocation_args(pr)
+    pr.add_argument("--reconstruct", default="none", choices=["none", "block"],
+                    help="block: after each block is pruned, fit its kept weights (masks fixed) to the dense "
+                         "block's outputs by Adam; 1/8 of the windows held out, never worse than before")
+    pr.add_argument("--reconstruct-epochs", type=int, default=2)
+    pr.add_argument("--reconstruct-lr", type=float, default=1e-3)
+    pr.add_argument("--layer-errors", action="store_true",
+                    help="measure every layer's error even for a data-free method (magnitude), which then runs "
+                         "the calibration passes it does not otherwise need")
+    pr.set_defaults(func=cmd_prune)
+
+
+def _add_objective_args(pr) -> None:
+    """prune: what each layer minimises (refit, dense or pruned target, within-block sequential)."""
     pr.add_argument("--refit", action="store_true", help="least-squares refit of the kept weights after any method")
     pr.add_argument("--target", default="pruned", choices=["pruned", "dense"],
                     help="what each layer reproduces from the pruned model's inputs X_hat: its own output on them "
@@ -216,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--sequential", action="store_true",
                     help="within a block, prune input group after input group (q/k/v, o, gate/up, down), each "
                          "calibrated on the block with the earlier groups already pruned")
+
+
+def _add_allocation_args(pr) -> None:
+    """prune: the per-layer sparsities (uniform, OWL, the MILP and its pricing)."""
     pr.add_argument("--allocation", default="uniform", choices=["uniform", "owl", "milp"],
                     help="per-layer sparsities (unstructured, per-row): uniform; owl (outlier-weighted blocks, "
                          "luuyin/OWL); milp (a menu of sparsities per layer priced by each layer's error, the "
@@ -239,16 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--allocation-windows", type=int, default=0,
                     help="price the allocation (owl, milp) on the first this many calibration windows "
                          "(0: all); the pruning itself uses every window")
-    pr.add_argument("--reconstruct", default="none", choices=["none", "block"],
-                    help="block: after each block is pruned, fit its kept weights (masks fixed) to the dense "
-                         "block's outputs by Adam; 1/8 of the windows held out, never worse than before")
-    pr.add_argument("--reconstruct-epochs", type=int, default=2)
-    pr.add_argument("--reconstruct-lr", type=float, default=1e-3)
-    pr.add_argument("--layer-errors", action="store_true",
-                    help="measure every layer's error even for a data-free method (magnitude), which then runs "
-                         "the calibration passes it does not otherwise need")
-    pr.set_defaults(func=cmd_prune)
 
+
+def _add_dump_layers(sub) -> None:
+    """`optprune dump-layers`: chosen blocks' layer problems to a safetensors file."""
     dl = sub.add_parser("dump-layers", help="write the layer problems (W, input Gram; with --target dense also the "
                         "cross term and the dense Gram) of chosen blocks to a safetensors file for certify/report")
     dl.add_argument("--model", default="", help="local path or hub id (default: embedded SmolLM2-135M)")
@@ -268,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--seed", type=int, default=0)
     dl.set_defaults(func=cmd_dump_layers)
 
+
+def _add_eval(sub) -> None:
+    """`optprune eval`: perplexity and zero-shot accuracy of a saved model."""
     ev = sub.add_parser("eval", help="perplexity / zero-shot accuracy of a saved model")
     ev.add_argument("--model", default="", help="saved model folder (default: embedded SmolLM2-135M)")
     ev.add_argument("--gguf-file", default="")
@@ -284,7 +312,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--json", default="")
     ev.set_defaults(func=cmd_eval)
-    return p
 
 
 def main(argv=None) -> int:
