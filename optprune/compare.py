@@ -43,6 +43,7 @@ class MethodRow:
     row_gap_histogram: dict = field(default_factory=dict)   # rows by certified ratio (error_i / QCR bound_i)
     gap_perspective: float = float("nan")  # refit error / perspective bound on `perspective_rows`
     gap_dnn: float = float("nan")          # mask-only error on `rows` / their DNN bound
+    gap_certificate: float = float("nan")  # mask-only error on `rows` / row_certificate
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Comparison:
     dnn_iterations: int = 0
     dnn_seconds: float = float("nan")
     dnn_note: str = ""                     # why the DNN bound was asked for but not computed
+    row_certificate: float = float("nan")  # relative units: each of `rows`' larger bound of QCR and DNN, summed
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -96,8 +98,13 @@ class Comparison:
         if self.dnn_bound != self.dnn_bound:
             return ""
         gaps = "; ".join(f"{r.method} {r.gap_dnn:.4g}" for r in self.methods)
-        return (f"\nDNN relaxation bound (mask only) on rows {self.rows}: {self.dnn_bound:.6g} "
+        text = (f"\nDNN relaxation bound (mask only) on rows {self.rows}: {self.dnn_bound:.6g} "
                 f"({self.dnn_iterations} ADMM steps per row, {self.dnn_seconds:.1f} s); gap to it: {gaps}.\n")
+        if self.row_certificate == self.row_certificate:
+            gaps = "; ".join(f"{r.method} {r.gap_certificate:.4g}" for r in self.methods)
+            text += (f"Certificate on rows {self.rows}, each row's larger bound of QCR and DNN: "
+                     f"{self.row_certificate:.6g}; gap to it: {gaps}.\n")
+        return text
 
     def _full_row_markdown(self) -> str:
         if self.qcr_bound != self.qcr_bound:
@@ -172,17 +179,18 @@ def compare(problem: LayerProblem, pattern: Pattern, results: dict[str, PruneRes
                         gap_to_bound=mask_err - bound)
         fill_block_certificate(row, blocks[name], starts[name], exact, exact_method)
         cmp.methods.append(row)
-    if full_row_bounds:
-        add_full_row_bounds(cmp, problem, pattern, results, rows)
+    qcr_rows = add_full_row_bounds(cmp, problem, pattern, results, rows) if full_row_bounds else None
     if dnn_iters > 0:
-        add_dnn_bounds(cmp, problem, pattern, results, rows, dnn_iters)
+        add_dnn_bounds(cmp, problem, pattern, results, rows, dnn_iters, qcr_rows)
     return cmp
 
 
 def add_dnn_bounds(cmp: Comparison, problem: LayerProblem, pattern: Pattern, results: dict, rows,
-                   iters: int) -> None:
+                   iters: int, qcr_rows: np.ndarray | None = None) -> None:
     """The DNN relaxation's rigorous bound on each of `rows` (`optprune.exact.dnn.dnn_row_bound`, `iters` ADMM
-    steps from the best method's mask) and each method's mask-only error on those rows over it."""
+    steps from the best method's mask) and each method's mask-only error on those rows over it; with the
+    QCR bound of every row (`qcr_rows`, absolute), also the certificate max(QCR_i, DNN_i) summed over `rows`
+    (each row's optimum is at least both, and the rows are independent)."""
     from .exact.dnn import dnn_row_bound, row_groups
 
     try:
@@ -192,11 +200,14 @@ def add_dnn_bounds(cmp: Comparison, problem: LayerProblem, pattern: Pattern, res
         return
     t0, energy = time.perf_counter(), problem.dense_energy()
     best = min(zip(cmp.methods, results.values()), key=lambda pair: pair[0].rel_error_mask)[1].mask
-    bound = sum(dnn_row_bound(problem, pattern, r, iters, start=best[r].cpu().numpy()).bound for r in cmp.rows)
-    cmp.dnn_bound, cmp.dnn_iterations = bound / energy, iters
+    dnn = np.array([dnn_row_bound(problem, pattern, r, iters, start=best[r].cpu().numpy()).bound for r in cmp.rows])
+    cmp.dnn_bound, cmp.dnn_iterations = float(dnn.sum()) / energy, iters
+    if qcr_rows is not None:
+        cmp.row_certificate = float(np.maximum(dnn, qcr_rows[cmp.rows]).sum()) / energy
     for row, res in zip(cmp.methods, results.values()):
         errors = problem.row_errors(res.mask).double().cpu().numpy()[cmp.rows].sum() / energy
         row.gap_dnn = float(errors / max(cmp.dnn_bound, 1e-300))
+        row.gap_certificate = float(errors / max(cmp.row_certificate, 1e-300))
     cmp.dnn_seconds = time.perf_counter() - t0
 
 
@@ -212,15 +223,16 @@ def row_gap_histogram(errors: np.ndarray, bounds: np.ndarray) -> dict:
 
 
 def add_full_row_bounds(cmp: Comparison, problem: LayerProblem, pattern: Pattern, results: dict,
-                        rows, max_seconds: float = 120.0) -> None:
+                        rows, max_seconds: float = 120.0) -> np.ndarray | None:
     """The QCR bound on every row (mask only) and the perspective bound on `rows` (mask + refit), with each
-    method's certified ratio to them (`optprune.exact.row_bounds`); entrywise, symmetric problems only."""
+    method's certified ratio to them (`optprune.exact.row_bounds`); entrywise, symmetric problems only.
+    Returns each row's QCR bound (absolute) when the rows are independent, else None."""
     from .exact.row_bounds import perspective_bound, qcr_bound, rows_independent, shared_diagonal
 
     if not pattern.entrywise or problem.dense_target:
         cmp.full_row_note = (f"they need an entrywise pattern, not {pattern.name}" if not pattern.entrywise else
                              "they bound the mask problem of (W, G), not a dense-target problem")
-        return
+        return None
     t0, energy = time.perf_counter(), problem.dense_energy()
     W, G = problem.float64()
     lam = shared_diagonal(G, (W ** 2).mean(0), max_seconds=max_seconds)
@@ -239,6 +251,7 @@ def add_full_row_bounds(cmp: Comparison, problem: LayerProblem, pattern: Pattern
             refit = float(problem.row_errors(W_hat=res.weight).double().cpu().numpy()[rows].sum())
             row.gap_perspective = refit / max(persp.total, 1e-300)
     cmp.full_row_seconds = time.perf_counter() - t0
+    return qcr.per_row if separable else None
 
 
 def fill_block_certificate(row: MethodRow, block, start, exact, exact_method: str) -> None:

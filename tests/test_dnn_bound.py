@@ -95,6 +95,30 @@ def test_certify_reports_the_dnn_bound_on_its_rows_and_no_mask_beats_it(tmp_path
     assert "DNN relaxation bound (mask only) on rows [0, 1]" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("iters", [1, 300])
+def test_the_row_certificate_takes_each_rows_larger_bound_and_never_exceeds_the_optimum(iters):
+    """With the full-row bounds, each certified row's certificate is the larger of its QCR and DNN bounds: at
+    least the DNN bound (strictly more after 1 ADMM step, where QCR wins), never above the rows' brute-force
+    optimum, so no mask's gap to it is below 1."""
+    from itertools import combinations
+
+    from optprune.compare import compare
+    from optprune.solvers import prune_layer
+
+    prob, pat, rows = random_problem(4, 10, seed=3), Pattern.parse("per-row", 0.5), [0, 2]
+    results = {m: prune_layer(prob, pat, m) for m in ("wanda", "sparseswaps")}
+    cmp = compare(prob, pat, results, rows=rows, window_size=4, full_row_bounds=True, dnn_iters=iters)
+    W, G = prob.float64()
+    optimum = sum(min(float((W[i] * z) @ G @ (W[i] * z)) for z in
+                      (np.isin(np.arange(10), c).astype(float) for c in combinations(range(10), 5))) for i in rows)
+    optimum /= float(np.trace(W @ G @ W.T))
+    assert cmp.dnn_bound <= cmp.row_certificate <= optimum * (1 + 1e-9)
+    if iters == 1:
+        assert cmp.row_certificate > cmp.dnn_bound * 1.01
+    assert all(r.gap_certificate >= 1 - 1e-9 for r in cmp.methods)
+    assert "each row's larger bound of QCR and DNN" in cmp.to_markdown()
+
+
 def test_the_dnn_bound_asked_for_a_pattern_it_cannot_bound_says_so():
     from optprune.compare import compare
     from optprune.solvers import prune_layer
