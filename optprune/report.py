@@ -49,13 +49,18 @@ def _row_gap_figure(cmp: Comparison, out: Path) -> list[str]:
 
 
 def _figures(problem: LayerProblem, results: dict, cmp: Comparison, out: Path) -> list[str]:
+    """The report's PNG figures under `out`: solver progress, layer error vs bounds, mask agreement, row errors."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    energy = problem.dense_energy()
-    files = []
+    return [draw(plt, problem, results, cmp, out) for draw in
+            (_progress_figure, _gaps_figure, _overlap_figure, _rows_figure)]
 
+
+def _progress_figure(plt, problem: LayerProblem, results: dict, cmp: Comparison, out: Path) -> str:
+    """Each iterative method's objective per iteration, relative to tr(W G W^T), against the relaxation bound."""
+    energy = problem.dense_energy()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, res in results.items():
         if len(res.history) > 1:
@@ -65,8 +70,11 @@ def _figures(problem: LayerProblem, results: dict, cmp: Comparison, out: Path) -
     ax.set(xlabel="iteration", ylabel="objective / tr(W G W^T)", yscale="log", title=f"{problem.name}: solver progress")
     ax.legend(fontsize=8)
     fig.tight_layout(), fig.savefig(out / "objective.png", dpi=110), plt.close(fig)
-    files.append("objective.png")
+    return "objective.png"
 
+
+def _gaps_figure(plt, problem: LayerProblem, results: dict, cmp: Comparison, out: Path) -> str:
+    """Layer errors against the lower bounds; each method's gap to the certified sub-block optimum."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
     names = [r.method for r in cmp.methods]
     a1.bar(names, [r.rel_error for r in cmp.methods], color="tab:blue", label="with own weights")
@@ -80,8 +88,11 @@ def _figures(problem: LayerProblem, results: dict, cmp: Comparison, out: Path) -
     a2.set(ylabel="gap to certified optimum (%)", title=f"sub-block rows {cmp.rows}, {len(cmp.window)} cols")
     a2.tick_params(axis="x", rotation=45)
     fig.tight_layout(), fig.savefig(out / "gaps.png", dpi=110), plt.close(fig)
-    files.append("gaps.png")
+    return "gaps.png"
 
+
+def _overlap_figure(plt, problem: LayerProblem, results: dict, cmp: Comparison, out: Path) -> str:
+    """The share of decisions on which each pair of methods' masks agree."""
     agree = mask_agreement({n: r.mask for n, r in results.items()})
     fig, ax = plt.subplots(figsize=(5, 4.2))
     im = ax.imshow(agree, vmin=0.5, vmax=1.0, cmap="viridis")
@@ -92,8 +103,11 @@ def _figures(problem: LayerProblem, results: dict, cmp: Comparison, out: Path) -
             ax.text(j, i, f"{agree[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
     fig.colorbar(im), ax.set_title("mask agreement")
     fig.tight_layout(), fig.savefig(out / "overlap.png", dpi=110), plt.close(fig)
-    files.append("overlap.png")
+    return "overlap.png"
 
+
+def _rows_figure(plt, problem: LayerProblem, results: dict, cmp: Comparison, out: Path) -> str:
+    """Each method's relative error per row (own weights), rows sorted by Wanda's (or the first method's)."""
     row_energy = ((problem.W @ problem.G) * problem.W).sum(1).clamp_min(1e-30)
     ref = next((n for n in ("wanda", *results) if n in results))
     order = torch.argsort(problem.row_errors(W_hat=results[ref].weight) / row_energy).cpu().numpy()
@@ -103,8 +117,7 @@ def _figures(problem: LayerProblem, results: dict, cmp: Comparison, out: Path) -
     ax.set(xlabel=f"row (sorted by {ref}'s error)", ylabel="row relative error", yscale="log", title="error per row")
     ax.legend(fontsize=8)
     fig.tight_layout(), fig.savefig(out / "rows.png", dpi=110), plt.close(fig)
-    files.append("rows.png")
-    return files
+    return "rows.png"
 
 
 def layer_report(problem: LayerProblem, pattern: Pattern, methods: list[str], out_dir: str | Path,
