@@ -37,10 +37,7 @@ def maiht_iterates(problem: LayerProblem, pattern: Pattern, iters: int = 100, tr
     l0 penalty (a scalar, or a column per row) under which X was chosen.  With track = 0, lam is
     fixed and F(V) = f(V) + lam ||V||_0 (`formulations.l0.l0_penalized`) never increases."""
     check_method("maiht", pattern)
-    W0, G0 = problem.W, problem.G
-    s = G0.diagonal().clamp_min(1e-12 * G0.diagonal().max().clamp_min(1e-30)).sqrt()
-    G = G0 / s[:, None] / s[None, :]
-    W = W0 * s[None, :]
+    W, G, s = _jacobi_scaled(problem)
     eta = 1.0 / (2.0 * _lambda_max(G))
     eta_bold = max(eta, 0.5)
     rows, cols = W.shape
@@ -83,12 +80,26 @@ def maiht_iterates(problem: LayerProblem, pattern: Pattern, iters: int = 100, tr
         else:
             X, fX, gX = (Va, fa_rows, ga) if fa <= fp else (Vp, fp_rows, gp)
         yield X, lam, s, fX
-        if use_penalty:   # sparsity tracking: raise lam when too dense, lower it when too sparse
-            if per_row:
-                ratio = (X != 0).sum(1, keepdim=True).to(W.dtype) / (cols - pattern.pruned_per_row(cols))
-            else:
-                ratio = torch.tensor(float((X != 0).sum()) / target_nnz, dtype=W.dtype, device=W.device)
-            lam = lam * torch.clamp(ratio, 0.5, 2.0) ** (2 * track)
+        if use_penalty:
+            lam = _tracked_penalty(lam, X, pattern, per_row, target_nnz, track)
+
+
+def _jacobi_scaled(problem: LayerProblem):
+    """(W diag(s), diag(s)^-1 G diag(s)^-1, s) with s_j = sqrt(G_jj) (floored at 1e-12 of the largest)."""
+    W0, G0 = problem.W, problem.G
+    s = G0.diagonal().clamp_min(1e-12 * G0.diagonal().max().clamp_min(1e-30)).sqrt()
+    return W0 * s[None, :], G0 / s[:, None] / s[None, :], s
+
+
+def _tracked_penalty(lam, X, pattern, per_row, target_nnz, track):
+    """Sparsity tracking: lam * clamp(nnz / target, 0.5, 2)^(2 track), per row or per layer: raised when X is
+    too dense, lowered when too sparse."""
+    if per_row:
+        cols = X.shape[1]
+        ratio = (X != 0).sum(1, keepdim=True).to(X.dtype) / (cols - pattern.pruned_per_row(cols))
+    else:
+        ratio = torch.tensor(float((X != 0).sum()) / target_nnz, dtype=X.dtype, device=X.device)
+    return lam * torch.clamp(ratio, 0.5, 2.0) ** (2 * track)
 
 
 def _initial_penalty(U, pattern, per_row, target_nnz, eta):
