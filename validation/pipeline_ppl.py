@@ -219,7 +219,9 @@ def best_combinations(results_dir: Path) -> list[str]:
     lines = ["## Best combinations (full protocol, each against SparseGPT in the same run)\n",
              "| setting | method | wikitext2 ppl | sparsegpt ppl, same run | change | prune seconds |",
              "|---|---|---|---|---|---|"]
-    for path in sorted(results_dir.glob("smollm2_best_*.json")):
+    def per_row_first(path: Path):
+        return path.stem.removeprefix("smollm2_best_")[0].isdigit(), path.stem
+    for path in sorted(results_dir.glob("smollm2_best_*.json"), key=per_row_first):
         rows = {m: r for m, r in json.loads(path.read_text()).items() if r.get("ppl") is not None}
         best = min((m for m in rows if m != "sparsegpt"), key=lambda m: rows[m]["ppl"], default=None)
         if best is None:
