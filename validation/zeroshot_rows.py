@@ -86,7 +86,8 @@ def write_table(results: dict, tasks: list[str], args, out: Path) -> None:
     """One row per model: each task's acc (acc_norm in brackets where the task defines it), the mean acc."""
     any_row = next(iter(results.values()))
     lines = ["# SmolLM2-135M-Instruct: zero-shot accuracy of the dense and pruned models\n",
-             f"Machine: {any_row['machine']}. Scorer: {any_row['scorer']}, bf16. Items: the first {args.limit or 'all'} "
+             f"Machine: {' / '.join(sorted({row['machine'] for row in results.values()}))} (each model's threads "
+             f"with its seconds below). Scorer: {any_row['scorer']}, bf16. Items: the first {args.limit or 'all'} "
              "of each task's local file (fewer where a task has fewer). Pruned models: the finished runs of "
              "`validation/pipeline_ppl.py` (full protocol: 128 x 2048 C4 calibration windows, seed 0), rebuilt from "
              f"their saved blocks. Command: `python validation/zeroshot_rows.py --work {args.work} --runs "
@@ -108,7 +109,8 @@ def write_table(results: dict, tasks: list[str], args, out: Path) -> None:
               "zeros over the blocks' linear weights. At 200 items a task's acc has a standard error of about "
               "0.035 and the mean of 8 tasks about 0.012; boolq, where the dense model answers below the majority "
               "class, swings the mean most, hence the mean without it. Seconds per model: "
-              + ", ".join(f"{run} {row['seconds']:.0f}" for run, row in results.items()) + "."]
+              + ", ".join(f"{run} {row['seconds']:.0f} ({row['machine'].rpartition(', ')[2]})"
+                          for run, row in results.items()) + "."]
     out.write_text("\n".join(lines) + "\n")
 
 
