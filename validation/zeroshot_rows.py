@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from optprune.adapters import adapter_for
-from optprune.engine.state import FINGERPRINT, ResumeState
+from optprune.engine.state import FINGERPRINT, ResumeState, model_digest
 from optprune.pipeline.harness import HARNESS_TASKS, check_zeroshot, evaluate_zeroshot
 from optprune.pipeline.model_io import load_model
 from optprune.pipeline.run import machine_name
@@ -67,12 +67,16 @@ def finished_state(folder: Path) -> dict:
 
 
 def rebuild(net, folder: Path) -> dict:
-    """Load every saved block of the run into `net` (the dense model); refuse an unfinished run."""
+    """Load every saved block of the run into `net` (the dense model); refuse an unfinished run, or one made
+    from another model (its fingerprint's config and weights digests)."""
+    fingerprint = finished_state(folder)
+    if any(fingerprint.get(k) != v for k, v in model_digest(net).items()):
+        raise SystemExit(f"{folder}: its run pruned another model (or the same in another dtype) than the one loaded")
     adapter = adapter_for(net)
     done, _ = ResumeState(folder, adapter).load(net)
     if done != len(adapter.blocks(net)):
         raise SystemExit(f"{folder}: only {done} of {len(adapter.blocks(net))} blocks are saved; finish the run first")
-    return finished_state(folder)
+    return fingerprint
 
 
 def zero_fraction(net) -> float:
