@@ -38,12 +38,14 @@ def render(done: dict) -> str:
              f"({done['machine']}; module doc: what is compared). 50% per-row, SparseSwaps masks, mask-only "
              "objective; gap = objective / rigorous bound (1 = proven optimal). 'DNN limit' is objective / the "
              "ADMM's last primal value: where the DNN bound converges to, not itself a bound. QCR seconds: the "
-             "layer's shared-diagonal bound per row (the diagonal's barrier solve not included).", "",
-             "| layer | row | inputs | gap, QCR | gap, DNN | DNN limit | DNN steps | DNN s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "layer's shared-diagonal bound per row (the diagonal's barrier solve not included). Certificate: the "
+             "row's larger bound of the two (what `optprune certify --full-row-bounds --dnn-iters` reports).", "",
+             "| layer | row | inputs | gap, QCR | gap, DNN | gap, certificate | DNN limit | DNN steps | DNN s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for layer, rows in done["layers"].items():
         lines += [f"| {layer} | {r['row']} | {r['cols']} | {r['gap_qcr']:.3f} | {r['gap_dnn']:.3f} | "
-                  f"{r['primal_gap']:.3f} | {r['iterations']} | {r['dnn_s']:.0f} |" for r in rows]
+                  f"{min(r['gap_qcr'], r['gap_dnn']):.3f} | {r['primal_gap']:.3f} | {r['iterations']} | "
+                  f"{r['dnn_s']:.0f} |" for r in rows]
     every = [r for rows in done["layers"].values() for r in rows]
     lines += ["", f"Over {len(every)} rows: QCR gap median {np.median([r['gap_qcr'] for r in every]):.3f}, "
               f"DNN gap median {np.median([r['gap_dnn'] for r in every]):.3f} (best {min(r['gap_dnn'] for r in every):.3f}), "
