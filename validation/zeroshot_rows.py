@@ -38,8 +38,7 @@ def main() -> None:
     tasks = args.tasks.split(",")
     check_zeroshot(tasks, args.data_dir, "auto")
     runs = ["dense"] + args.runs.split(",")
-    for run in runs[1:]:
-        finished_state(Path(args.work) / run)
+    fingerprints = check_runs(Path(args.work), runs[1:])
     path = ROOT / "docs" / "results" / f"{args.out}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     for run in runs:
@@ -48,7 +47,8 @@ def main() -> None:
         net, tok, _ = load_model(dtype=torch.bfloat16)
         row = dict(settings=dict(limit=args.limit, tasks=tasks), machine=machine_name())
         if run != "dense":
-            row["fingerprint"] = rebuild(net, Path(args.work) / run)
+            ResumeState(Path(args.work) / run, adapter_for(net)).load(net)
+            row["fingerprint"] = fingerprints[run]
         row["zero_fraction"] = zero_fraction(net)
         t0 = time.perf_counter()
         row.update(evaluate_zeroshot(net, tok, tasks, args.data_dir, args.limit))
@@ -59,24 +59,23 @@ def main() -> None:
         print(run, {t: r["acc"] for t, r in row["tasks"].items()}, flush=True)
 
 
-def finished_state(folder: Path) -> dict:
-    """The run's fingerprint; one line and exit when the folder is not a finished resume state."""
-    if not (folder / FINGERPRINT).exists():
-        raise SystemExit(f"{folder}: not a pipeline_ppl resume state (no {FINGERPRINT})")
-    return json.loads((folder / FINGERPRINT).read_text())
-
-
-def rebuild(net, folder: Path) -> dict:
-    """Load every saved block of the run into `net` (the dense model); refuse an unfinished run, or one made
-    from another model (its fingerprint's config and weights digests)."""
-    fingerprint = finished_state(folder)
-    if any(fingerprint.get(k) != v for k, v in model_digest(net).items()):
-        raise SystemExit(f"{folder}: its run pruned another model (or the same in another dtype) than the one loaded")
-    adapter = adapter_for(net)
-    done, _ = ResumeState(folder, adapter).load(net)
-    if done != len(adapter.blocks(net)):
-        raise SystemExit(f"{folder}: only {done} of {len(adapter.blocks(net))} blocks are saved; finish the run first")
-    return fingerprint
+def check_runs(work: Path, runs: list[str]) -> dict[str, dict]:
+    """Each run's fingerprint, after checking, before any evaluation, that every run is a finished resume
+    state of the model loaded here (its fingerprint's config and weights digests); one line and exit if not."""
+    net, _, _ = load_model(dtype=torch.bfloat16)
+    digest, adapter = model_digest(net), adapter_for(net)
+    fingerprints = {}
+    for run in runs:
+        folder = work / run
+        if not (folder / FINGERPRINT).exists():
+            raise SystemExit(f"{folder}: not a pipeline_ppl resume state (no {FINGERPRINT})")
+        fingerprints[run] = json.loads((folder / FINGERPRINT).read_text())
+        if any(fingerprints[run].get(k) != v for k, v in digest.items()):
+            raise SystemExit(f"{folder}: its run pruned another model (or the same in another dtype) than the one loaded")
+        done, _ = ResumeState(folder, adapter).progress(net)
+        if done != len(adapter.blocks(net)):
+            raise SystemExit(f"{folder}: only {done} of {len(adapter.blocks(net))} blocks are saved; finish the run first")
+    return fingerprints
 
 
 def zero_fraction(net) -> float:
