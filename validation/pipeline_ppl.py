@@ -184,6 +184,11 @@ def setting_label(tag: str) -> str:
     return f"{name.replace('of', ':')} {float(sparsity):.0%}"
 
 
+def per_row_first(label: str) -> tuple[bool, str]:
+    """Sort key of a setting label ("per-row 60%", "2:4 50%"): per-row and unstructured settings, then N:M."""
+    return label[0].isdigit(), label
+
+
 def write_summary(results_dir: Path) -> None:
     """One side-by-side table of every setting's JSON (smollm2_ppl_<tag>.json): perplexity, prune seconds.
     Columns: per-row settings first, then N:M; rows: SUMMARY_ORDER, then any other method."""
@@ -191,7 +196,7 @@ def write_summary(results_dir: Path) -> None:
                 for p in results_dir.glob("smollm2_ppl_*.json")}
     if not settings:
         return
-    settings = dict(sorted(settings.items(), key=lambda kv: (kv[0][0].isdigit(), kv[0])))
+    settings = dict(sorted(settings.items(), key=lambda kv: per_row_first(kv[0])))
     methods = [m for m in SUMMARY_ORDER if any(m in r for r in settings.values())]
     methods += sorted({m for r in settings.values() for m in r} - set(methods))
     any_row = next(iter(next(iter(settings.values())).values()))
@@ -219,16 +224,15 @@ def best_combinations(results_dir: Path) -> list[str]:
     lines = ["## Best combinations (full protocol, each against SparseGPT in the same run)\n",
              "| setting | method | wikitext2 ppl | sparsegpt ppl, same run | change | prune seconds |",
              "|---|---|---|---|---|---|"]
-    def per_row_first(path: Path):
-        return path.stem.removeprefix("smollm2_best_")[0].isdigit(), path.stem
-    for path in sorted(results_dir.glob("smollm2_best_*.json"), key=per_row_first):
-        rows = {m: r for m, r in json.loads(path.read_text()).items() if r.get("ppl") is not None}
+    runs = {setting_label(p.stem.removeprefix("smollm2_best_")): p for p in results_dir.glob("smollm2_best_*.json")}
+    for label in sorted(runs, key=per_row_first):
+        rows = {m: r for m, r in json.loads(runs[label].read_text()).items() if r.get("ppl") is not None}
         best = min((m for m in rows if m != "sparsegpt"), key=lambda m: rows[m]["ppl"], default=None)
         if best is None:
             continue
         ref = rows.get("sparsegpt", {}).get("ppl")
         prune = rows[best].get("prune_seconds")
-        lines.append(f"| {setting_label(path.stem.removeprefix('smollm2_best_'))} | {best} | {rows[best]['ppl']:.2f} | "
+        lines.append(f"| {label} | {best} | {rows[best]['ppl']:.2f} | "
                      + ("not run | - |" if ref is None else f"{ref:.2f} | {rows[best]['ppl'] / ref - 1:+.0%} |")
                      + (" - |" if prune is None else f" {prune:.0f} |"))
     if len(lines) == 3:
