@@ -184,3 +184,18 @@ def test_a_progress_bar_hands_over_to_the_next_pass_after_its_last_block():
     pricing.update()
     assert prune.start >= pricing.last                     # the prune clock starts when pricing ends
     assert out.getvalue().splitlines()[-1].startswith("price: block 2/2") and "done" in out.getvalue()
+
+
+def test_a_resumed_run_counts_blocks_from_its_first_unsaved_block():
+    import io
+
+    from optprune.pipeline.progress import BlockProgress
+
+    out = io.StringIO()
+    bar = BlockProgress("prune", 30, stream=out)
+    bar.start -= 10.0                                      # 10 s for block 2, the first this process runs
+    bar.update(2, 10.0)
+    line = out.getvalue().splitlines()[-1]
+    assert line.startswith("prune: block 3/30") and "about 4 min 30 s left" in line   # 27 blocks x 10 s
+    bar.note("epoch 1/2")
+    assert out.getvalue().splitlines()[-1] == "prune: block 4/30: epoch 1/2"

@@ -20,13 +20,15 @@ def clock(seconds: float) -> str:
 
 
 class BlockProgress:
-    """`update()` after each block prints `label: block k/n (block seconds); elapsed, about T left`,
-    T = mean seconds per block so far x blocks left; `note(text)` prints a line within a block
+    """`update(b)` after block b (0-based; `update()`: the next block) prints
+    `label: block k/n (block seconds); elapsed, about T left`, T = mean seconds per block this process has
+    run x blocks left, so a resumed run counts from its first unsaved block; `note(text)` prints a line within a block
     (e.g. the reconstruction's epochs).  Silent when `enabled` is False (ranks other than 0); `then()` runs
     after the last block (e.g. the next pass's `restart`)."""
 
     def __init__(self, label: str, total: int, stream=None, enabled: bool = True, then=None):
         self.label, self.total, self.done, self.enabled, self.then = label, total, 0, enabled, then
+        self.ran = 0           # blocks this process has run (a resumed run starts past its saved blocks)
         self.stream = stream or sys.stderr
         self.restart()
 
@@ -34,10 +36,10 @@ class BlockProgress:
         """Count elapsed time from now (a pass that ran before the first block is not this one's)."""
         self.start = self.last = time.perf_counter()
 
-    def update(self, *_) -> None:
+    def update(self, block: int | None = None, *_) -> None:
         now = time.perf_counter()
-        self.done += 1
-        left = (now - self.start) / self.done * (self.total - self.done)
+        self.done, self.ran = self.done + 1 if block is None else block + 1, self.ran + 1
+        left = (now - self.start) / self.ran * (self.total - self.done)
         self._say(f"block {self.done}/{self.total} ({now - self.last:.1f} s); elapsed {clock(now - self.start)}"
                   + (f", about {clock(left)} left" if self.done < self.total else ", done"))
         self.last = now
