@@ -36,7 +36,7 @@ from optprune.pipeline.run import eval_ppl, machine_name, mean_layer_error
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pattern", default="per-row")
     ap.add_argument("--sparsity", type=float, default=None)
@@ -49,52 +49,32 @@ def main():
     ap.add_argument("--allocation-windows", type=int, default=0,
                     help="+owl/+milp*: price the allocation on the first this many calibration windows (0: all)")
     ap.add_argument("--prefix", default="smollm2_ppl", help="results file prefix (smollm2_ppl: the full protocol)")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main():
+    args = parse_args()
     pattern = Pattern.parse(args.pattern, args.sparsity, default=0.5)
+    recipes = {m: recipe(m) for m in args.methods.split(",")}      # every name checked before any work
     tag = setting_tag(pattern)
     results_path = ROOT / "docs" / "results" / f"{args.prefix}_{tag}.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    dtype = resolve_dtype("auto")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     windows = None
-    for method in args.methods.split(","):
+    for method, settings in recipes.items():
         if method in results:
             continue
-        net, tok, source = load_model(dtype=dtype)
+        net, tok, _ = load_model(dtype=resolve_dtype("auto"))
         net.to(device)
         row = dict(method=method, machine=machine_name(), nsamples=args.nsamples, seqlen=args.seqlen)
-        if method != "dense":
-            base, *suffixes = method.split("+")
-            unknown = [x for x in suffixes if x not in RECIPE_SUFFIXES]
-            if unknown:
-                raise SystemExit(f"unknown ingredient {unknown} in {method!r}: use {', '.join(RECIPE_SUFFIXES)}")
-            settings = {k: v for x in suffixes for k, v in RECIPE_SUFFIXES[x].items()}
-            config = PruneConfig(method=base, pattern=pattern.name, sparsity=pattern.sparsity, nsamples=args.nsamples,
-                                 seqlen=args.seqlen, data_dir=args.data_dir, device=str(device),
-                                 allocation_step=args.allocation_step, allocation_windows=args.allocation_windows,
-                                 **settings)
-            adapter = adapter_for(net)
+        if settings is not None:
+            config = PruneConfig(method=method.split("+")[0], pattern=pattern.name, sparsity=pattern.sparsity,
+                                 nsamples=args.nsamples, seqlen=args.seqlen, data_dir=args.data_dir,
+                                 device=str(device), allocation_step=args.allocation_step,
+                                 allocation_windows=args.allocation_windows, **settings)
             if windows is None and config.needs_calibration():
-                windows = calibration_for(net, tok, adapter, config)
-            n_blocks = len(adapter.blocks(net))
-            bar = BlockProgress(f"prune {method}", n_blocks)
-            rep = run_pruning(net, windows, config, adapter, Path(args.work) / tag / method, bar.update,
-                              pricing_progress=BlockProgress(f"price {method}", n_blocks, then=bar.restart).update,
-                              pricing_cache=Path(args.work) / tag / "pricing")
-            row.update(prune_timing(rep, len(adapter.blocks(net))))
-            row["mean_rel_error"] = mean_layer_error(rep["layers"])
-            row["sparsity"] = sum(r["sparsity"] for r in rep["layers"]) / len(rep["layers"])
-            if rep.get("allocation"):
-                alloc = rep["allocation"]
-                row["sparsity"] = alloc["achieved_sparsity"]
-                row["allocation"] = {k: alloc[k] for k in ("kind", "milp", "cost", "seconds", "pricing_cached")
-                                     if k in alloc}
-                plot_allocation(alloc, pattern.sparsity, results_path.parent /
-                                f"allocation_{tag}_{'+'.join(x for x in suffixes if 'allocation' in RECIPE_SUFFIXES[x])}.png")
-            if rep.get("reconstruction"):
-                recon = rep["reconstruction"].values()
-                row["reconstruction"] = {f"{slice_}_{when}": sum(r[f"error_{when}"][slice_] for r in recon) / len(recon)
-                                         for slice_ in ("train", "held_out") for when in ("before", "after")}
+                windows = calibration_for(net, tok, adapter_for(net), config)
+            row.update(prune_row(net, windows, config, method, Path(args.work) / tag, results_path, tag))
         t0 = time.perf_counter()
         row.update(eval_ppl(net, tok, args.seqlen, args.data_dir))
         row["eval_seconds"] = time.perf_counter() - t0
@@ -104,6 +84,43 @@ def main():
         if args.prefix in ("smollm2_ppl", "smollm2_best"):
             write_summary(results_path.parent)
         print(method, row, flush=True)
+
+
+def recipe(method: str) -> dict | None:
+    """The PruneConfig settings of `method`'s ingredients after "+" (None for dense); an unknown ingredient
+    stops the run with one line."""
+    if method == "dense":
+        return None
+    base, *suffixes = method.split("+")
+    unknown = [x for x in suffixes if x not in RECIPE_SUFFIXES]
+    if unknown:
+        raise SystemExit(f"unknown ingredient {unknown} in {method!r}: use {', '.join(RECIPE_SUFFIXES)}")
+    return {k: v for x in suffixes for k, v in RECIPE_SUFFIXES[x].items()}
+
+
+def prune_row(net, windows, config: PruneConfig, method: str, work: Path, results_path: Path, tag: str) -> dict:
+    """Prune `net` in place with `config` (resuming under work/method, pricing cached under work/pricing);
+    the table row's timings, layer error, sparsity, allocation and reconstruction summaries."""
+    adapter = adapter_for(net)
+    n_blocks = len(adapter.blocks(net))
+    bar = BlockProgress(f"prune {method}", n_blocks)
+    rep = run_pruning(net, windows, config, adapter, work / method, bar.update,
+                      pricing_progress=BlockProgress(f"price {method}", n_blocks, then=bar.restart).update,
+                      pricing_cache=work / "pricing")
+    row = prune_timing(rep, n_blocks)
+    row["mean_rel_error"] = mean_layer_error(rep["layers"])
+    row["sparsity"] = sum(r["sparsity"] for r in rep["layers"]) / len(rep["layers"])
+    if rep.get("allocation"):
+        alloc = rep["allocation"]
+        row["sparsity"] = alloc["achieved_sparsity"]
+        row["allocation"] = {k: alloc[k] for k in ("kind", "milp", "cost", "seconds", "pricing_cached") if k in alloc}
+        kinds = "+".join(x for x in method.split("+")[1:] if "allocation" in RECIPE_SUFFIXES[x])
+        plot_allocation(alloc, config.sparsity, results_path.parent / f"allocation_{tag}_{kinds}.png")
+    if rep.get("reconstruction"):
+        recon = rep["reconstruction"].values()
+        row["reconstruction"] = {f"{slice_}_{when}": sum(r[f"error_{when}"][slice_] for r in recon) / len(recon)
+                                 for slice_ in ("train", "held_out") for when in ("before", "after")}
+    return row
 
 
 RECIPE_SUFFIXES = {"refit": dict(refit=True), "dense": dict(target="dense"), "seq": dict(sequential=True),
