@@ -81,17 +81,29 @@ def main():
         results["dense"] = dict(ppl=eval_ppl(dense, tok, args.seqlen, args.data_dir, args.max_windows)["ppl"],
                                 params=sum(p.numel() for p in dense.parameters()))
     if args.retime:
-        for key, row in results.items():
-            if key != "dense" and key.split("/")[1] in args.methods.split(","):
-                net, _, _ = load_model(dtype=torch.bfloat16)
-                ResumeState(ROOT / "runs" / "structured" / tag / key, adapter_for(net)).load(net)
-                set_structured_config(net, adapter_for(net))
-                assert sum(p.numel() for p in net.parameters()) == row["params"], key
-                row.update(time_against_dense(dense, net, args.reps, args.rounds))
-                print(key, row, flush=True)
-        out_json.write_text(json.dumps(results, indent=2))
-        write_table(results, args, out_json.with_suffix(".md"))
-        return
+        retime(results, dense, args, tag)
+    else:
+        prune_rows(results, dense, tok, args, tag)
+
+
+def retime(results: dict, dense, args, tag: str) -> None:
+    """Re-measure tokens/s of the finished rows, each pruned model rebuilt from its saved blocks."""
+    out_json = ROOT / "docs" / "results" / f"structured_{tag}.json"
+    for key, row in results.items():
+        if key != "dense" and key.split("/")[1] in args.methods.split(","):
+            net, _, _ = load_model(dtype=torch.bfloat16)
+            ResumeState(ROOT / "runs" / "structured" / tag / key, adapter_for(net)).load(net)
+            set_structured_config(net, adapter_for(net))
+            assert sum(p.numel() for p in net.parameters()) == row["params"], key
+            row.update(time_against_dense(dense, net, args.reps, args.rounds))
+            print(key, row, flush=True)
+    out_json.write_text(json.dumps(results, indent=2))
+    write_table(results, args, out_json.with_suffix(".md"))
+
+
+def prune_rows(results: dict, dense, tok, args, tag: str) -> None:
+    """Prune, evaluate and time every (sparsity, method) row not yet in `results`, saving after each."""
+    out_json = ROOT / "docs" / "results" / f"structured_{tag}.json"
     windows = calibration_windows(tok, "c4", args.nsamples, args.seqlen, 0, args.data_dir)
     for sp in [float(s) for s in args.sparsities.split(",")]:
         for method in args.methods.split(","):
@@ -108,7 +120,7 @@ def main():
                        ppl=eval_ppl(net, tok, args.seqlen, args.data_dir, args.max_windows)["ppl"],
                        params=sum(p.numel() for p in net.parameters()),
                        intermediate=net.config.intermediate_size, kv_groups=net.config.num_key_value_heads)
-            row.update(time_against_dense(dense, net, args.reps))
+            row.update(time_against_dense(dense, net, args.reps, args.rounds))
             results[key] = row
             out_json.write_text(json.dumps(results, indent=2))
             write_table(results, args, out_json.with_suffix(".md"))
