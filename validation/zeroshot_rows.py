@@ -85,8 +85,16 @@ def zero_fraction(net) -> float:
     return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
 
 
+def table_order(run: str) -> tuple:
+    """Sort key of a model's row: dense, then <setting>/<method> by setting (per-row first), sparsegpt first."""
+    setting, _, method = run.partition("/")
+    return run != "dense", not setting.startswith("per-row"), setting, method != "sparsegpt", method
+
+
 def write_table(results: dict, tasks: list[str], args, out: Path) -> None:
-    """One row per model: each task's acc (acc_norm in brackets where the task defines it), the mean acc."""
+    """One row per model: each task's acc (acc_norm in brackets where the task defines it), the mean acc;
+    the dense model first, then per setting (per-row ones first) SparseGPT before the others."""
+    results = {run: results[run] for run in sorted(results, key=table_order)}
     any_row = next(iter(results.values()))
     lines = ["# SmolLM2-135M-Instruct: zero-shot accuracy of the dense and pruned models\n",
              f"Machine: {' / '.join(sorted({row['machine'] for row in results.values()}))} (each model's threads "
