@@ -74,7 +74,7 @@ def main():
                                  allocation_windows=args.allocation_windows, **settings)
             if windows is None and config.needs_calibration():
                 windows = calibration_for(net, tok, adapter_for(net), config)
-            row.update(prune_row(net, windows, config, method, Path(args.work) / tag, results_path, tag))
+            row.update(prune_row(net, windows, config, method, Path(args.work) / tag, results_path.parent))
         t0 = time.perf_counter()
         row.update(eval_ppl(net, tok, args.seqlen, args.data_dir))
         row["eval_seconds"] = time.perf_counter() - t0
@@ -98,9 +98,10 @@ def recipe(method: str) -> dict | None:
     return {k: v for x in suffixes for k, v in RECIPE_SUFFIXES[x].items()}
 
 
-def prune_row(net, windows, config: PruneConfig, method: str, work: Path, results_path: Path, tag: str) -> dict:
+def prune_row(net, windows, config: PruneConfig, method: str, work: Path, plots: Path) -> dict:
     """Prune `net` in place with `config` (resuming under work/method, pricing cached under work/pricing);
-    the table row's timings, layer error, sparsity, allocation and reconstruction summaries."""
+    the table row's timings, layer error, sparsity, allocation and reconstruction summaries (an allocation's
+    plot written to plots/allocation_<setting>_<kind>.png)."""
     adapter = adapter_for(net)
     n_blocks = len(adapter.blocks(net))
     bar = BlockProgress(f"prune {method}", n_blocks)
@@ -115,7 +116,8 @@ def prune_row(net, windows, config: PruneConfig, method: str, work: Path, result
         row["sparsity"] = alloc["achieved_sparsity"]
         row["allocation"] = {k: alloc[k] for k in ("kind", "milp", "cost", "seconds", "pricing_cached") if k in alloc}
         kinds = "+".join(x for x in method.split("+")[1:] if "allocation" in RECIPE_SUFFIXES[x])
-        plot_allocation(alloc, config.sparsity, results_path.parent / f"allocation_{tag}_{kinds}.png")
+        tag = setting_tag(config.parsed_pattern())
+        plot_allocation(alloc, config.sparsity, plots / f"allocation_{tag}_{kinds}.png")
     if rep.get("reconstruction"):
         recon = rep["reconstruction"].values()
         row["reconstruction"] = {f"{slice_}_{when}": sum(r[f"error_{when}"][slice_] for r in recon) / len(recon)

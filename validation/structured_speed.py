@@ -81,14 +81,13 @@ def main():
         results["dense"] = dict(ppl=eval_ppl(dense, tok, args.seqlen, args.data_dir, args.max_windows)["ppl"],
                                 params=sum(p.numel() for p in dense.parameters()))
     if args.retime:
-        retime(results, dense, args, tag)
+        retime(results, dense, args, tag, out_json)
     else:
-        prune_rows(results, dense, tok, args, tag)
+        prune_rows(results, dense, tok, args, tag, out_json)
 
 
-def retime(results: dict, dense, args, tag: str) -> None:
+def retime(results: dict, dense, args, tag: str, out_json: Path) -> None:
     """Re-measure tokens/s of the finished rows, each pruned model rebuilt from its saved blocks."""
-    out_json = ROOT / "docs" / "results" / f"structured_{tag}.json"
     for key, row in results.items():
         if key != "dense" and key.split("/")[1] in args.methods.split(","):
             net, _, _ = load_model(dtype=torch.bfloat16)
@@ -101,9 +100,8 @@ def retime(results: dict, dense, args, tag: str) -> None:
     write_table(results, args, out_json.with_suffix(".md"))
 
 
-def prune_rows(results: dict, dense, tok, args, tag: str) -> None:
+def prune_rows(results: dict, dense, tok, args, tag: str, out_json: Path) -> None:
     """Prune, evaluate and time every (sparsity, method) row not yet in `results`, saving after each."""
-    out_json = ROOT / "docs" / "results" / f"structured_{tag}.json"
     windows = calibration_windows(tok, "c4", args.nsamples, args.seqlen, 0, args.data_dir)
     for sp in [float(s) for s in args.sparsities.split(",")]:
         for method in args.methods.split(","):

@@ -86,14 +86,15 @@ def zero_fraction(net) -> float:
 
 
 def table_order(run: str) -> tuple:
-    """Sort key of a model's row: dense, then <setting>/<method> by setting (per-row first), sparsegpt first."""
+    """Sort key of a model's row: dense, then <setting>/<method> by setting, N:M ones ("2of4-0.50") after
+    per-row and unstructured ones as in pipeline_ppl.per_row_first, sparsegpt first within a setting."""
     setting, _, method = run.partition("/")
-    return run != "dense", not setting.startswith("per-row"), setting, method != "sparsegpt", method
+    return run != "dense", setting[:1].isdigit(), setting, method != "sparsegpt", method
 
 
 def write_table(results: dict, tasks: list[str], args, out: Path) -> None:
     """One row per model: each task's acc (acc_norm in brackets where the task defines it), the mean acc;
-    the dense model first, then per setting (per-row ones first) SparseGPT before the others."""
+    the dense model first, then per setting (N:M ones last) SparseGPT before the others."""
     results = {run: results[run] for run in sorted(results, key=table_order)}
     any_row = next(iter(results.values()))
     lines = ["# SmolLM2-135M-Instruct: zero-shot accuracy of the dense and pruned models\n",

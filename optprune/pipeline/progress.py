@@ -38,7 +38,8 @@ class BlockProgress:
 
     def update(self, block: int | None = None, *_) -> None:
         now = time.perf_counter()
-        self.done, self.ran = self.done + 1 if block is None else block + 1, self.ran + 1
+        self.done = self.done + 1 if block is None else block + 1
+        self.ran += 1
         left = (now - self.start) / self.ran * (self.total - self.done)
         self._say(f"block {self.done}/{self.total} ({now - self.last:.1f} s); elapsed {clock(now - self.start)}"
                   + (f", about {clock(left)} left" if self.done < self.total else ", done"))
