@@ -21,6 +21,7 @@ from optprune.engine.state import FINGERPRINT, ResumeState, model_digest
 from optprune.pipeline.harness import HARNESS_TASKS, check_zeroshot, evaluate_zeroshot
 from optprune.pipeline.model_io import load_model
 from optprune.pipeline.run import machine_name
+from pipeline_ppl import per_row_first      # this folder's sibling script: the settings' order
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,10 +87,10 @@ def zero_fraction(net) -> float:
 
 
 def table_order(run: str) -> tuple:
-    """Sort key of a model's row: dense, then <setting>/<method> by setting, N:M ones ("2of4-0.50") after
-    per-row and unstructured ones as in pipeline_ppl.per_row_first, sparsegpt first within a setting."""
+    """Sort key of a model's row: dense, then <setting>/<method> by setting in the perplexity tables' order
+    (pipeline_ppl.per_row_first: N:M ones such as "2of4-0.50" last), sparsegpt first within a setting."""
     setting, _, method = run.partition("/")
-    return run != "dense", setting[:1].isdigit(), setting, method != "sparsegpt", method
+    return run != "dense", per_row_first(setting), method != "sparsegpt", method
 
 
 def write_table(results: dict, tasks: list[str], args, out: Path) -> None:
