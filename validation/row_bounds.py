@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -85,10 +86,17 @@ def main():
             sample = np.sort(np.random.default_rng(0).choice(prob.shape[0], args.sample_rows, replace=False))
             table["rows"][f"{block}.{name}"] = row = layer_row(prob.to(torch.float64), pattern, sample, cache, args.iters)
             print(block, name, {k: v for k, v in row.items() if "gap" in k}, flush=True)
-            table.update(machine=machine_name(), iters=args.iters, sample_rows=args.sample_rows)
+            table.update(machine=machine_name(), iters=args.iters, sample_rows=args.sample_rows, command=command_line())
             store.write_text(json.dumps(done, indent=1))
             Path(args.out).write_text(render(done))
     print(render(done))
+
+
+def command_line() -> str:
+    """This run's command as the table names it (the layer files by their names only)."""
+    argv = [Path(a).name if a.endswith(".safetensors") else a for a in sys.argv[1:]]
+    argv = [",".join(Path(f).name for f in a.split(",")) if ".safetensors" in a else a for a in argv]
+    return " ".join(["python validation/row_bounds.py"] + argv)
 
 
 def ratio(x: float) -> str:
@@ -98,14 +106,16 @@ def ratio(x: float) -> str:
 
 def render(done: dict) -> str:
     lines = ["# Rigorous full-row lower bounds on SmolLM2 layers", "",
-             "Written by `python validation/row_bounds.py --iters 500 --files <blocks 00, 29 of shared/data/layers; "
-             "block 14 written by validation/dump_layer_problems.py, the same protocol>` (module doc: what each "
-             "column is). Dense-model layer problems, 32 x 512 WikiText-2 validation tokens. Relative units "
+             "Written by `validation/row_bounds.py`, each setting with the command under its heading (module doc: "
+             "what each column is). Layer files: blocks 00 and 29 from shared/data/layers, block 14 written by "
+             "`python validation/dump_layer_problems.py --blocks 14` with the same protocol. "
+             "Dense-model layer problems, 32 x 512 WikiText-2 validation tokens. Relative units "
              "(objective / tr(W G W^T)). Gap = best objective / bound: 1 is proven optimal; the issue's target is "
              "<= 1.10. Mask only: every row; mask + refit: a sample of rows (seed 0), objective and bound on "
              "the same rows.", ""]
     for setting, table in done.items():
         lines += [f"## {setting} ({table.get('machine', '')}; {table.get('iters')} iterations)", "",
+                  f"Command: `{table.get('command', '')}`{table.get('note', '')}", "",
                   "| layer | best mask (mask only) | its error | box bound | gap | QCR bound | gap | QCR per-row gap "
                   "min / median / max | box s | QCR s (+ diagonal s) | best refit | its error | perspective "
                   "bound | gap | perspective s |", "|" + "---|" * 15]
