@@ -1,5 +1,5 @@
 """Neighbourhood certificates: the row's most ambiguous decisions solved exactly, the rest fixed."""
-from itertools import combinations
+from itertools import combinations, product
 
 import pytest
 import torch
@@ -22,6 +22,17 @@ def best_row_mask(problem, row, keep):
     return best, best_mask
 
 
+def best_n_m_row(problem, row, n, m):
+    """Brute force over every N:M mask of the row (N kept of each group of M; the rest of the layer unchanged)."""
+    groups = problem.shape[1] // m
+    best = float("inf")
+    for pick in product(*[list(combinations(range(g * m, (g + 1) * m), n)) for g in range(groups)]):
+        mask = torch.zeros(problem.shape, dtype=torch.bool)
+        mask[row, [j for part in pick for j in part]] = True
+        best = min(best, float(problem.row_errors(mask)[row]))
+    return best
+
+
 @pytest.mark.parametrize("pattern", [Pattern("per-row", 0.5), Pattern.parse("2:4")], ids=["per-row", "2:4"])
 def test_a_whole_row_neighbourhood_agrees_with_brute_force(pattern):
     prob = random_problem(3, 12, seed=4)
@@ -29,9 +40,8 @@ def test_a_whole_row_neighbourhood_agrees_with_brute_force(pattern):
     cert = neighbourhood_certificate(prob, pattern, mask, row=1, size=12)
     final = cert.improved_mask if cert.improved_mask is not None else mask
     pattern.check(final)
-    if pattern.name == "per-row":
-        best, _ = best_row_mask(prob, 1, 6)
-        assert cert.optimum == pytest.approx(best, rel=1e-7)
+    best = best_row_mask(prob, 1, 6)[0] if pattern.name == "per-row" else best_n_m_row(prob, 1, 2, 4)
+    assert cert.optimum == pytest.approx(best, rel=1e-7)
     assert cert.status == "optimal" and sorted(cert.positions) == list(range(12))
     assert float(prob.row_errors(final)[1]) == pytest.approx(cert.optimum, rel=1e-7)
     assert torch.equal(final[[0, 2]], mask[[0, 2]])                      # other rows untouched
@@ -93,3 +103,14 @@ def test_an_improved_row_is_certified_around_its_improvement_at_the_next_window(
     assert float(prob.row_errors(cert.improved_mask)[0]) == pytest.approx(cert.optimum, rel=1e-7)
     assert "a better mask (" in cert.statement() and "no better mask differs from it only inside these 12" \
         in cert.statement()
+
+
+def test_n_m_windows_are_whole_groups_of_smallest_margin():
+    prob, pattern = random_problem(1, 16, seed=8), Pattern.parse("2:4")
+    mask = pattern.project(prob.W.abs())
+    cols = ambiguous_columns(prob, mask, 0, 8, span=4)
+    score = (prob.W[0] ** 2 * prob.G.diagonal()).reshape(4, 4)
+    keep = mask[0].reshape(4, 4)
+    margin = [float(score[g][keep[g]].min() - score[g][~keep[g]].max()) for g in range(4)]
+    chosen = sorted(sorted(range(4), key=margin.__getitem__)[:2])
+    assert cols.tolist() == [4 * g + j for g in chosen for j in range(4)]

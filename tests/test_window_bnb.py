@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from optprune.exact.neighbourhood import neighbourhood_certificate
-from optprune.exact.window_bnb import project_capped, qcr_branch_and_bound, row_window_quadratic
+from optprune.exact.window_bnb import project_capped, qcr_branch_and_bound, row_window_quadratic, window_groups
 from optprune.patterns import Pattern
 from optprune.problem import dense_target_problem, random_problem
 
@@ -68,11 +68,11 @@ def test_bnb_and_highs_certify_the_same_neighbourhood():
     assert bnb.lower_bound <= bnb.optimum * (1 + 1e-9)
 
 
-def test_bnb_is_refused_for_patterns_of_several_groups_per_row():
-    prob = random_problem(1, 8, seed=1)
-    pattern = Pattern.parse("2:4")
-    with pytest.raises(ValueError, match="bnb-qcr frees decisions of one budget group"):
-        neighbourhood_certificate(prob, pattern, pattern.project(prob.W.abs()), row=0, size=4, exact="bnb-qcr")
+def test_bnb_is_refused_for_patterns_without_local_swaps():
+    prob = random_problem(4, 8, seed=1)
+    pattern = Pattern("structured", 0.5)
+    with pytest.raises(ValueError, match="bnb-qcr frees decisions within budget groups"):
+        neighbourhood_certificate(prob, pattern, torch.ones(4, 8, dtype=torch.bool), row=0, size=4, exact="bnb-qcr")
 
 
 def test_the_projection_is_the_closest_point_of_the_capped_set():
@@ -85,3 +85,56 @@ def test_the_projection_is_the_closest_point_of_the_capped_set():
     for _ in range(200):                                   # no feasible point is closer
         Z = project_capped(Y + rng.normal(size=Y.shape), LO, HI, 4)
         assert (((Y - P) ** 2).sum(1) <= ((Y - Z) ** 2).sum(1) + 1e-12).all()
+
+
+def brute_force_groups(Q, c, sizes, keep):
+    """min over masks keeping keep[g] entries in each consecutive group of sizes[g] (product of choices)."""
+    from itertools import product
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    choices = [list(combinations(range(bounds[g], bounds[g + 1]), keep[g])) for g in range(len(sizes))]
+    best = np.inf
+    for pick in product(*choices):
+        m = np.isin(np.arange(len(c)), [j for part in pick for j in part]).astype(float)
+        best = min(best, float(m @ Q @ m + c @ m))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_grouped_branch_and_bound_equals_brute_force(seed):
+    """N:M windows: each group keeps its own count; the optimum is the brute force over the product."""
+    rng = np.random.default_rng(10 + seed)
+    labels = np.repeat(np.arange(4), [4, 4, 3, 2])
+    keep = [2, 2, 1, 1]
+    n = len(labels)
+    A = rng.normal(size=(n, 3)) @ rng.normal(size=(3, 20)) + 0.3 * rng.normal(size=(n, 20))
+    Q, c = A @ A.T, 5 * rng.normal(size=n)
+    start = np.concatenate([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0], [0, 1]]).astype(float)
+    sol = qcr_branch_and_bound(Q, c, window_groups(labels, start), start, batch=3)
+    assert sol.status == "optimal"
+    assert [int(sol.keep[labels == g].sum()) for g in range(4)] == keep
+    assert sol.value == pytest.approx(brute_force_groups(Q, c, [4, 4, 3, 2], keep), rel=1e-9, abs=1e-9)
+    assert sol.lower_bound <= sol.value * (1 + 1e-9)
+
+
+def test_the_grouped_projection_is_the_closest_point_of_the_product_set():
+    rng = np.random.default_rng(4)
+    groups = window_groups(np.repeat(np.arange(3), [4, 3, 5]), np.array([1, 1, 0, 0, 1, 0, 0, 1, 1, 1, 0, 0.]))
+    Y = rng.normal(size=(6, 12))
+    LO, HI = np.zeros((6, 12)), np.ones((6, 12))
+    LO[:, 4], HI[:, 0] = 1.0, 0.0
+    P = project_capped(Y, LO, HI, groups)
+    assert np.allclose(groups.sums(P), groups.keep) and (P >= LO - 1e-12).all() and (P <= HI + 1e-12).all()
+    for _ in range(200):
+        Z = project_capped(Y + rng.normal(size=Y.shape), LO, HI, groups)
+        assert (((Y - P) ** 2).sum(1) <= ((Y - Z) ** 2).sum(1) + 1e-12).all()
+
+
+def test_bnb_and_highs_certify_the_same_n_m_neighbourhood():
+    prob, pattern = random_problem(2, 16, seed=6), Pattern.parse("2:4")
+    mask = pattern.project(prob.W.abs())
+    bnb = neighbourhood_certificate(prob, pattern, mask, row=1, size=12, exact="bnb-qcr")
+    oa = neighbourhood_certificate(prob, pattern, mask, row=1, size=12, exact="oa-qcr")
+    assert bnb.positions == oa.positions and len(bnb.positions) == 12
+    assert bnb.status == oa.status == "optimal" and bnb.optimum == pytest.approx(oa.optimum, rel=1e-7)
+    if bnb.improved_mask is not None:
+        pattern.check(bnb.improved_mask)

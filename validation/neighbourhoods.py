@@ -2,13 +2,14 @@
 
 For each layer and each method's mask (`--setting`, 50% per-row by default), `certify_rows` frees the row's
 most ambiguous decisions (16, 32, 64, 128, ... while the row's time budget lasts) and solves them exactly
-(mask only: `bnb-qcr`, branch and bound on QCR bounds, for per-row; `oa-qcr` on HiGHS for N:M); a better mask found in a window is taken and the next
-window solved around it.  Per layer and method: the largest neighbourhood certified in each row (for the
-improved mask where one was found), and in how many rows a better mask was found (with the mean improvement
-of those rows' mask-only error).  Rows are a sample (seed 0).  Block 14 is read from runs/layers (written by
-validation/dump_layer_problems.py) when present.
+(mask only: `bnb-qcr`, branch and bound on QCR bounds; under N:M the window is whole groups); a better
+mask found in a window is taken and the next window solved around it.  Per layer and method: the largest
+neighbourhood certified in each row (for the improved mask where one was found), and in how many rows a
+better mask was found (with the mean improvement of those rows' mask-only error).  Rows are a sample
+(seed 0).  Block 14 is read from runs/layers (written by validation/dump_layer_problems.py) when present.
 Writes docs/results/neighbourhoods.md (+ .json).
-Usage: python validation/neighbourhoods.py [--setting per-row:0.6] [--layers 00.q_proj,00.up_proj] [--rows 4] [--seconds 10]
+Usage: python validation/neighbourhoods.py [--setting per-row:0.6] [--layers 00.q_proj,00.up_proj]
+                                           [--rows 4] [--seconds 10]
 """
 from __future__ import annotations
 
@@ -74,9 +75,9 @@ def main():
 def render(done: dict) -> str:
     lines = ["# Neighbourhood certificates on full SmolLM2 rows", "",
              "Each method's own mask; rows sampled per layer (seed 0); per row a time budget for neighbourhoods "
-             "of 16, 32, 64, 128, ... free decisions (the most ambiguous by w_j^2 G_jj), solved exactly: by "
-             "`bnb-qcr` (branch and bound on QCR bounds) where a row is one budget group (per-row), by `oa-qcr` "
-             "(HiGHS on the outer approximation of the QCR reformulation) for N:M. 'certified' is the largest "
+             "of 16, 32, 64, 128, ... free decisions (the most ambiguous by w_j^2 G_jj; under N:M whole groups, "
+             "those whose weakest kept and strongest pruned entries are closest), solved exactly by `bnb-qcr` "
+             "(branch and bound on QCR bounds, each group's kept count fixed). 'certified' is the largest "
              "neighbourhood in which the row's mask (the improved one, where a smaller window found a better "
              "mask) was proven optimal (0: none finished).", ""]
     for setting, out in done.items():

@@ -2,16 +2,16 @@
 
 A row's mask makes d keep/prune decisions; proving the whole row optimal is out of reach (d = 576 to 1536
 on SmolLM2), but its most ambiguous decisions can be re-decided exactly.  For row i, the decisions are
-ranked by the OBS-style saliency w_j^2 G_jj; the `size` decisions nearest the keep/prune threshold (the
-weakest kept and the strongest pruned, half each where the row allows) are freed, every other entry keeps
-its status, and the sub-block (`build_subblock`: one row, the freed columns as its window, each group's
-pruned count fixed) is solved exactly: where a row is one budget group (per-row, unstructured) by
-`bnb-qcr`, a batched branch and bound on QCR bounds (`window_bnb`, mask only: 64 decisions in about 10 s
-on SmolLM2 rows), otherwise by HiGHS (`oa-qcr`: outer approximation of the SDP convex reformulation, mask
-only; any registered exact method, e.g. `refit-oa` for mask + refit).  A finished solve certifies the
-returned mask (the given one, or the better mask the window held): "no better mask differs from it only
-inside these positions".  `certify_rows` grows the window while a time
-budget allows.
+ranked by the OBS-style saliency w_j^2 G_jj; the `size` decisions nearest the keep/prune threshold are
+freed (where the row is one budget group, per-row or unstructured: the weakest kept and the strongest
+pruned, half each where the row allows; under N:M: whole groups, those whose weakest kept and strongest
+pruned entries are closest), every other entry keeps its status, and the window is solved exactly with
+each group's kept count fixed: by default by `bnb-qcr`, a batched branch and bound on QCR bounds
+(`window_bnb`, mask only: 64 decisions in about 10 s on SmolLM2 rows), or by HiGHS on the sub-block
+(`build_subblock`; `oa-qcr`: outer approximation of the SDP convex reformulation, mask only; any
+registered exact method, e.g. `refit-oa` for mask + refit).  A finished solve certifies the returned mask
+(the given one, or the better mask the window held): "no better mask differs from it only inside these
+positions".  `certify_rows` grows the window while a time budget allows.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from ..patterns import Pattern
 from ..problem import LayerProblem
 from .solve import block_value, certify_block
 from .subblock import build_subblock
-from .window_bnb import qcr_branch_and_bound, row_window_quadratic
+from .window_bnb import qcr_branch_and_bound, row_window_quadratic, window_groups
 
 
 @dataclass
@@ -63,18 +63,33 @@ class NeighbourhoodCertificate:
         return f"row {self.row}: {self.status} after {self.seconds:.1f}s (bound {self.lower_bound:.6g})"
 
 
-def ambiguous_columns(problem: LayerProblem, mask: torch.Tensor, row: int, size: int) -> np.ndarray:
-    """The `size` decisions of `row` nearest the threshold: the weakest kept and strongest pruned entries
-    by w_j^2 G_jj (half each where the row has enough of both), in column order."""
+def ambiguous_columns(problem: LayerProblem, mask: torch.Tensor, row: int, size: int,
+                      span: int | None = None) -> np.ndarray:
+    """The `size` decisions of `row` nearest the threshold, in column order: where the row is one budget
+    group, the weakest kept and strongest pruned entries by w_j^2 G_jj (half each where the row has
+    enough of both); with groups of `span` columns (N:M), whole groups, those of smallest margin between
+    their weakest kept and strongest pruned entry."""
     w = problem.W[row].detach().double().cpu()
     score = (w ** 2 * problem.G.diagonal().detach().double().cpu()).numpy()
     keep = mask[row].cpu().numpy().astype(bool)
+    size = min(size, len(keep))
+    if span is not None and span < len(keep):
+        return ambiguous_groups(score, keep, span, size)
     kept, pruned = np.nonzero(keep)[0], np.nonzero(~keep)[0]
     kept = kept[np.argsort(score[kept], kind="stable")]               # weakest first
     pruned = pruned[np.argsort(-score[pruned], kind="stable")]        # strongest first
-    size = min(size, len(keep))
     n_pruned = min(len(pruned), max(size - len(kept), size // 2))
     return np.sort(np.concatenate([kept[:size - n_pruned], pruned[:n_pruned]]))
+
+
+def ambiguous_groups(score: np.ndarray, keep: np.ndarray, span: int, size: int) -> np.ndarray:
+    """The columns of the max(1, size // span) groups of smallest margin min(kept score) - max(pruned
+    score) (groups with nothing to swap last)."""
+    S, K = score.reshape(-1, span), keep.reshape(-1, span)
+    margin = np.where(K, S, np.inf).min(1) - np.where(~K, S, -np.inf).max(1)
+    margin = np.where(np.isfinite(margin), margin, np.inf)
+    chosen = np.sort(np.argsort(margin, kind="stable")[:max(1, size // span)])
+    return (chosen[:, None] * span + np.arange(span)[None]).ravel()
 
 
 def neighbourhood_certificate(problem: LayerProblem, pattern: Pattern, mask: torch.Tensor, row: int, size: int,
@@ -83,9 +98,10 @@ def neighbourhood_certificate(problem: LayerProblem, pattern: Pattern, mask: tor
     'auto' is `bnb-qcr` where the row is one budget group (per-row, unstructured), else `oa-qcr`)."""
     t0 = time.perf_counter()
     method = resolve_exact(exact, pattern, problem.shape[1])
-    window = ambiguous_columns(problem, mask, row, size)
+    span = pattern.swap_span(problem.shape[1])
+    window = ambiguous_columns(problem, mask, row, size, span)
     if method == "bnb-qcr":
-        return bnb_certificate(problem, mask, row, window, time_limit, t0)
+        return bnb_certificate(problem, mask, row, window, window // span, time_limit, t0)
     block = build_subblock(problem, pattern, mask, rows=[row], window=window)
     start = block.keep_units(mask)
     res = certify_block(block, method, start, time_limit=time_limit)
@@ -102,22 +118,24 @@ def improves(found: float, value: float) -> bool:
 
 
 def resolve_exact(exact: str, pattern: Pattern, cols: int) -> str:
-    """'auto' -> 'bnb-qcr' when a row is one budget group (swapping any kept and pruned pair of a row keeps
-    the pattern), else 'oa-qcr'; 'bnb-qcr' asked for elsewhere is refused with one line."""
-    one_group = pattern.swap_span(cols) == cols
+    """'auto' -> 'bnb-qcr' when swapping a kept and a pruned entry inside a run of columns keeps the pattern
+    (per-row and unstructured: the row; N:M: a group), else 'oa-qcr'; 'bnb-qcr' asked for elsewhere is
+    refused with one line."""
+    local = pattern.swap_span(cols) is not None
     if exact == "auto":
-        return "bnb-qcr" if one_group else "oa-qcr"
-    if exact == "bnb-qcr" and not one_group:
-        raise ValueError(f"bnb-qcr frees decisions of one budget group per row; {pattern.name} has several: "
-                         "use oa-qcr")
+        return "bnb-qcr" if local else "oa-qcr"
+    if exact == "bnb-qcr" and not local:
+        raise ValueError(f"bnb-qcr frees decisions within budget groups of a row's columns; {pattern.name} has "
+                         "none: use oa-qcr")
     return exact
 
 
-def bnb_certificate(problem: LayerProblem, mask: torch.Tensor, row: int, window: np.ndarray, time_limit: float,
-                    t0: float) -> NeighbourhoodCertificate:
-    """The window solved by `qcr_branch_and_bound` (mask only), as a certificate on the row's error."""
+def bnb_certificate(problem: LayerProblem, mask: torch.Tensor, row: int, window: np.ndarray, labels: np.ndarray,
+                    time_limit: float, t0: float) -> NeighbourhoodCertificate:
+    """The window solved by `qcr_branch_and_bound` (mask only; each budget group of the window, by its
+    decisions' group `labels`, keeps its kept count), as a certificate on the row's error."""
     Q, c, const, start = row_window_quadratic(problem, mask, row, window)
-    sol = qcr_branch_and_bound(Q, c, int(round(start.sum())), start, const, time_limit)
+    sol = qcr_branch_and_bound(Q, c, window_groups(labels, start), start, const, time_limit)
     value = float(start @ Q @ start + c @ start) + const
     improved = None
     if improves(sol.value, value):

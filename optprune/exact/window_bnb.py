@@ -2,19 +2,20 @@
 
 With the row's other decisions fixed, its error is a convex quadratic of the window's keep indicators m:
 
-    f(m) = m^T Q m + c^T m + const,   Q = D_w G_SS D_w,   sum_S m = k   (the window's kept count),
+    f(m) = m^T Q m + c^T m + const,   Q = D_w G_SS D_w,   sum_S m = k   (the window's kept count;
+                                                                       under N:M one such sum per group)
 
-(`row_window_quadratic`; with the dense target the linear term carries the cross Gram).  On binary m,
+(`row_window_quadratic`, `Groups`; with the dense target the linear term carries the cross Gram).  On binary m,
 m^T diag(lam) m = lam^T m, so for lam >= 0 with Q - diag(lam) PSD (`shared_diagonal`, once per window)
 
     f(m) = m^T (Q - diag lam) m + (c + lam)^T m + const,
 
 a convex function that is larger than f off the vertices: its minimum over a node's relaxed set
-{lo <= m <= hi, sum m = k} (lo, hi: the branching fixes) bounds every mask below the node.  Nodes are
+{lo <= m <= hi, group sums = k} (lo, hi: the branching fixes) bounds every mask below the node.  Nodes are
 relaxed in batches by accelerated projected gradient, and each bound is the Frank-Wolfe certificate
 f(x) + min_s grad f(x)^T (s - x) over the node's set, valid at any iterate (convexity), so a node is
 pruned only on a proven bound.  Best-first; branching on the most fractional decision; every relaxed
-point is rounded to a mask (its k largest entries) for the incumbent.  HiGHS's outer approximation
+point is rounded to a mask (each group's k_g largest entries) for the incumbent.  HiGHS's outer approximation
 (`oa-qcr`) certifies windows of 16 to 32 decisions in 10 s on SmolLM2 rows; this reaches 64.
 """
 from __future__ import annotations
@@ -55,28 +56,74 @@ def row_window_quadratic(problem, mask, row: int, window: np.ndarray):
     return Q, c, const, start
 
 
-def project_capped(Y: np.ndarray, LO: np.ndarray, HI: np.ndarray, k: int) -> np.ndarray:
-    """Each row of Y projected onto {LO <= m <= HI, sum m = k}: clip(y - t, LO, HI) with the shift t found
-    by bisection, then solved exactly on the entries strictly between their bounds."""
-    a, b = (Y - HI).min(1) - 1.0, (Y - LO).max(1) + 1.0
+@dataclass(frozen=True)
+class Groups:
+    """The window's budget groups: contiguous runs of its decisions (`sizes`, in column order), group g
+    keeping exactly `keep[g]` of its entries (per-row: one group; N:M: the groups the window touches)."""
+    sizes: np.ndarray
+    keep: np.ndarray
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int)
+
+    def sums(self, X: np.ndarray) -> np.ndarray:
+        """Per row of X, the sum of each group's entries (B x G)."""
+        return np.add.reduceat(X, self.starts, axis=1)
+
+    def spread(self, T: np.ndarray) -> np.ndarray:
+        """A per-group value (B x G) copied onto the group's entries (B x n)."""
+        return np.repeat(T, self.sizes, axis=1)
+
+
+def window_groups(labels: np.ndarray, start: np.ndarray) -> Groups:
+    """The groups of a window from each decision's group label (nondecreasing, as the columns are sorted)
+    and the feasible `start`, whose kept count per group every window mask must keep."""
+    labels = np.asarray(labels)
+    if np.any(np.diff(labels) < 0):
+        raise ValueError("a window's group labels must be nondecreasing (columns in order)")
+    _, sizes = np.unique(labels, return_counts=True)
+    groups = Groups(sizes, np.zeros(len(sizes)))
+    return Groups(sizes, np.rint(groups.sums(np.asarray(start, float)[None])[0]))
+
+
+def as_groups(k, n: int) -> Groups:
+    """`k` itself when it is a `Groups`, else one group of all n decisions keeping k."""
+    return k if isinstance(k, Groups) else Groups(np.array([n]), np.array([float(k)]))
+
+
+def project_capped(Y: np.ndarray, LO: np.ndarray, HI: np.ndarray, k) -> np.ndarray:
+    """Each row of Y projected onto {LO <= m <= HI, sum over group g of m = k_g} (k: an int for one group,
+    or `Groups`): per group clip(y - t_g, LO, HI), each shift t_g found by bisection, then solved exactly on
+    the entries strictly between their bounds."""
+    groups = as_groups(k, Y.shape[1])
+    G = len(groups.sizes)
+    a = np.repeat(((Y - HI).min(1) - 1.0)[:, None], G, axis=1)
+    b = np.repeat(((Y - LO).max(1) + 1.0)[:, None], G, axis=1)
     for _ in range(60):
         t = 0.5 * (a + b)
-        over = np.clip(Y - t[:, None], LO, HI).sum(1) > k
+        over = groups.sums(np.clip(Y - groups.spread(t), LO, HI)) > groups.keep
         a, b = np.where(over, t, a), np.where(over, b, t)
     t = 0.5 * (a + b)
-    inside = (Y - t[:, None] > LO) & (Y - t[:, None] < HI)
-    U = np.clip(Y - t[:, None], LO, HI)
-    count = inside.sum(1)
-    t = np.where(count > 0, ((Y * inside).sum(1) - (k - np.where(inside, 0.0, U).sum(1))) / np.maximum(count, 1), t)
-    return np.clip(np.where(inside, Y - t[:, None], U), LO, HI)
+    T = groups.spread(t)
+    inside = (Y - T > LO) & (Y - T < HI)
+    U = np.clip(Y - T, LO, HI)
+    count = groups.sums(inside.astype(float))
+    exact = (groups.sums(Y * inside) - (groups.keep - groups.sums(np.where(inside, 0.0, U)))) / np.maximum(count, 1)
+    T = groups.spread(np.where(count > 0, exact, t))
+    return np.clip(np.where(inside, Y - T, U), LO, HI)
 
 
-def best_vertices(scores: np.ndarray, LO: np.ndarray, HI: np.ndarray, k: int) -> np.ndarray:
-    """Per row, the vertex of {LO <= m <= HI, sum m = k} that keeps the free entries of largest score."""
+def best_vertices(scores: np.ndarray, LO: np.ndarray, HI: np.ndarray, k) -> np.ndarray:
+    """Per row, the vertex of {LO <= m <= HI, group sums = k} that keeps, in each group, the free entries
+    of largest score."""
+    groups = as_groups(k, scores.shape[1])
     free = HI > LO
-    room = np.rint(k - LO.sum(1)).astype(int)
-    rank = np.argsort(np.argsort(np.where(free, -scores, np.inf), axis=1, kind="stable"), axis=1, kind="stable")
-    return LO + (free & (rank < room[:, None]))
+    room = np.rint(groups.keep - groups.sums(LO)).astype(int)
+    label = np.broadcast_to(np.repeat(np.arange(len(groups.sizes)), groups.sizes), scores.shape)
+    order = np.lexsort((np.where(free, -scores, np.inf), label), axis=-1)
+    rank = np.argsort(order, axis=1, kind="stable") - groups.spread(groups.starts[None].repeat(len(scores), 0))
+    return LO + (free & (rank < groups.spread(room)))
 
 
 def relax_nodes(Qs, cs, LO, HI, k, X, step: float, stop: float, iters: int = 60):
@@ -108,10 +155,12 @@ def qcr_diagonal(Q: np.ndarray) -> np.ndarray:
         return np.zeros(len(Q))
 
 
-def qcr_branch_and_bound(Q: np.ndarray, c: np.ndarray, k: int, start: np.ndarray, const: float = 0.0,
+def qcr_branch_and_bound(Q: np.ndarray, c: np.ndarray, k, start: np.ndarray, const: float = 0.0,
                          time_limit: float = 10.0, batch: int = 256) -> WindowSolution:
-    """min m^T Q m + c^T m + const over m in {0,1}^n with sum m = k (module doc), from the feasible `start`."""
+    """min m^T Q m + c^T m + const over m in {0,1}^n with sum m = k, or with each group's sum fixed when k
+    is `Groups` (module doc), from the feasible `start`."""
     n = len(c)
+    k = as_groups(k, n)
     lam = qcr_diagonal(Q)
     Qs, cs = Q - np.diag(lam), c + lam
     step = 1.0 / max(2 * float(np.linalg.eigvalsh(Qs)[-1]), 1e-300)
@@ -139,9 +188,9 @@ def qcr_branch_and_bound(Q: np.ndarray, c: np.ndarray, k: int, start: np.ndarray
     return WindowSolution(best > 0.5, value + const, min(proven, value) + const, status, nodes)
 
 
-def branch(LO, HI, X, bound, cut: float, k: int):
+def branch(LO, HI, X, bound, cut: float, k: Groups):
     """(bound, lo, hi, x) of both children of every node whose bound is below `cut`, fixing its most
-    fractional free decision (a child that cannot keep exactly k is dropped)."""
+    fractional free decision (a child that cannot keep exactly each group's count is dropped)."""
     for lo, hi, x, b in zip(LO, HI, X, bound):
         free = np.nonzero(hi > lo)[0]
         if b >= cut or len(free) == 0:
@@ -149,7 +198,7 @@ def branch(LO, HI, X, bound, cut: float, k: int):
         j = free[np.argmin(np.abs(x[free] - 0.5))]
         keep_j, drop_j = lo.copy(), hi.copy()
         keep_j[j], drop_j[j] = 1.0, 0.0
-        if keep_j.sum() <= k:
+        if np.all(k.sums(keep_j[None])[0] <= k.keep):
             yield b, keep_j, hi, x
-        if drop_j.sum() >= k:
+        if np.all(k.sums(drop_j[None])[0] >= k.keep):
             yield b, lo, drop_j, x
