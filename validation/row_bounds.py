@@ -94,8 +94,7 @@ def main():
 
 def command_line() -> str:
     """This run's command as the table names it (the layer files by their names only)."""
-    argv = [Path(a).name if a.endswith(".safetensors") else a for a in sys.argv[1:]]
-    argv = [",".join(Path(f).name for f in a.split(",")) if ".safetensors" in a else a for a in argv]
+    argv = [",".join(Path(f).name for f in a.split(",")) if ".safetensors" in a else a for a in sys.argv[1:]]
     return " ".join(["python validation/row_bounds.py"] + argv)
 
 
