@@ -95,7 +95,8 @@ def ambiguous_groups(score: np.ndarray, keep: np.ndarray, span: int, size: int) 
 def neighbourhood_certificate(problem: LayerProblem, pattern: Pattern, mask: torch.Tensor, row: int, size: int,
                               exact: str = "auto", time_limit: float = 10.0) -> NeighbourhoodCertificate:
     """Solve row `row`'s `size` most ambiguous decisions exactly, the rest of the mask fixed (`exact`:
-    'auto' is `bnb-qcr` where the row is one budget group (per-row, unstructured), else `oa-qcr`)."""
+    'auto' is `bnb-qcr` where swaps inside a row's groups keep the pattern (per-row, unstructured, N:M),
+    else `oa-qcr`)."""
     t0 = time.perf_counter()
     method = resolve_exact(exact, pattern, problem.shape[1])
     span = pattern.swap_span(problem.shape[1])
