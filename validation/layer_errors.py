@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optprune import Pattern, load_layer_problems, prune_layer
+from optprune import load_layer_problems, prune_layer
 from optprune.pipeline.run import machine_name
+from sampled_rows import setting_pattern     # this folder's sibling script
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["magnitude", "wanda", "sparsegpt", "sparsefw", "sparseswaps", "maiht", "wanda+refit", "sparseswaps+refit"]
@@ -35,8 +36,7 @@ def main():
     store = Path(args.out).with_suffix(".json")
     done = json.loads(store.read_text()) if store.exists() else {}
     for setting in args.settings.split(","):
-        spec, _, sp = setting.partition(":")
-        pattern = Pattern.parse(setting) if spec.isdigit() else Pattern.parse(spec, float(sp) if sp else None)
+        pattern = setting_pattern(setting)
         rows = {}
         for blk in args.blocks.split(","):
             probs = load_layer_problems(Path(args.layers_dir) / f"smollm2-135m_block{blk}.safetensors")

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optprune import Pattern, load_layer_problems, prune_layer
+from optprune import load_layer_problems, prune_layer
 from optprune.exact.neighbourhood import certify_rows
 from optprune.pipeline.run import machine_name
+from sampled_rows import setting_pattern     # this folder's sibling script
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ROOT.parent / "shared" / "data" / "layers"
@@ -55,8 +56,7 @@ def main():
     ap.add_argument("--context", default="quiet machine", help="what else ran on the machine (for the table)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    spec, _, sp = args.setting.partition(":")
-    pattern = Pattern.parse(args.setting) if spec.isdigit() else Pattern.parse(spec, float(sp) if sp else None)
+    pattern = setting_pattern(args.setting)
     store = Path(args.out).with_suffix(".json")
     done = json.loads(store.read_text()) if store.exists() else {}
     out = done[args.setting] = {"machine": machine_name(), "rows": args.rows, "seconds": args.seconds,

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optprune import Pattern, load_layer_problems, prune_layer
+from optprune import load_layer_problems, prune_layer
 from optprune.exact.row_bounds import perspective_bound, qcr_bound, shared_diagonal
 from optprune.pipeline.run import machine_name
+from sampled_rows import setting_pattern     # this folder's sibling script
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ROOT.parent / "shared" / "data" / "layers"
@@ -74,8 +75,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    spec, _, sp = args.setting.partition(":")
-    pattern = Pattern.parse(args.setting) if spec.isdigit() else Pattern.parse(spec, float(sp) if sp else None)
+    pattern = setting_pattern(args.setting)
     store = Path(args.out).with_suffix(".json")
     done = json.loads(store.read_text()) if store.exists() else {}
     table = done.setdefault(args.setting, {"rows": {}})

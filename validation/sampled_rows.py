@@ -1,6 +1,7 @@
 """Shared by the row-bound benchmarks (row_diagonal.py, row_dnn.py): real SmolLM2 layer problems at 50%
 per-row, a seeded sample of each layer's rows, their SparseSwaps masks and the layer's shared-diagonal QCR
-bound on them, and the loop that writes a benchmark's .md and .json."""
+bound on them, the loop that writes a benchmark's .md and .json, and the pattern of a setting name as the
+benchmarks' tables spell it (`setting_pattern`, also used by layer_errors, row_bounds and neighbourhoods)."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,12 @@ SHARED = ROOT.parent / "shared" / "data" / "layers"
 FILES = {"00": SHARED / "smollm2-135m_block00.safetensors", "29": SHARED / "smollm2-135m_block29.safetensors",
          "14": ROOT / "runs" / "layers" / "smollm2-135m_block14.safetensors"}
 PATTERN = Pattern.parse("per-row", 0.5)
+
+
+def setting_pattern(setting: str) -> Pattern:
+    """The pattern of a table's setting name: 'per-row:0.6', 'unstructured:0.5' (kind:sparsity) or '2:4'."""
+    spec, _, sparsity = setting.partition(":")
+    return Pattern.parse(setting) if spec.isdigit() else Pattern.parse(spec, float(sparsity) if sparsity else None)
 
 
 def swaps_rows(prob: LayerProblem, rows: np.ndarray):
