@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -63,8 +64,9 @@ class Groups:
     sizes: np.ndarray
     keep: np.ndarray
 
-    @property
+    @cached_property
     def starts(self) -> np.ndarray:
+        """Each group's first position (computed once: every projection step sums by group)."""
         return np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int)
 
     def sums(self, X: np.ndarray) -> np.ndarray:
@@ -82,9 +84,8 @@ def window_groups(labels: np.ndarray, start: np.ndarray) -> Groups:
     labels = np.asarray(labels)
     if np.any(np.diff(labels) < 0):
         raise ValueError("a window's group labels must be nondecreasing (columns in order)")
-    _, sizes = np.unique(labels, return_counts=True)
-    groups = Groups(sizes, np.zeros(len(sizes)))
-    return Groups(sizes, np.rint(groups.sums(np.asarray(start, float)[None])[0]))
+    _, group_of, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    return Groups(sizes, np.rint(np.bincount(group_of, weights=np.asarray(start, float))))
 
 
 def as_groups(k, n: int) -> Groups:
@@ -122,7 +123,7 @@ def best_vertices(scores: np.ndarray, LO: np.ndarray, HI: np.ndarray, k) -> np.n
     room = np.rint(groups.keep - groups.sums(LO)).astype(int)
     label = np.broadcast_to(np.repeat(np.arange(len(groups.sizes)), groups.sizes), scores.shape)
     order = np.lexsort((np.where(free, -scores, np.inf), label), axis=-1)
-    rank = np.argsort(order, axis=1, kind="stable") - groups.spread(groups.starts[None].repeat(len(scores), 0))
+    rank = np.argsort(order, axis=1, kind="stable") - np.repeat(groups.starts, groups.sizes)    # within its group
     return LO + (free & (rank < groups.spread(room)))
 
 
