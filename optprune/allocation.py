@@ -241,14 +241,14 @@ def cached_survey(folder, key, compute) -> dict:
     return found
 
 
-def allocate(net, adapter, windows: torch.Tensor, config, progress=None, cache=None) -> dict:
+def allocate(net, adapter, windows: torch.Tensor, config, progress=None) -> dict:
     """{'sparsity': {'<block>.<linear>': s}, and the allocation's report} for config.allocation; under the
     structured pattern the keys are each block's MLP output and attention output (the shares of MLP
     channels and KV groups, `BlockPruner.layer_patterns`).  Priced on the first config.allocation_windows
     windows (0: all): the pricing pass prunes every layer at every menu sparsity, so a subset keeps it cheap.
-    `progress()` after each block of the pricing pass.  With a `cache` folder, the pricing pass is kept there
-    under `pricing_key` and reused by every run with the same key; never for the loss cost, which also needs
-    each layer's pruned weights."""
+    `progress()` after each block of the pricing pass.  With a config.pricing_cache folder, the pricing pass is
+    kept there under `pricing_key` and reused by every run with the same key; never for the loss cost, which
+    also needs each layer's pruned weights."""
     import time
     from functools import partial
 
@@ -258,14 +258,14 @@ def allocate(net, adapter, windows: torch.Tensor, config, progress=None, cache=N
     t0 = time.perf_counter()
     windows = windows[:config.allocation_windows] if config.allocation_windows else windows
     pattern = config.parsed_pattern()
-    units = BlockPruner(adapter, config.method, pattern, attn_sparsity=config.attn_sparsity) \
-        if pattern.removes_inputs else None
+    units = BlockPruner(adapter, config) if pattern.removes_inputs else None
     menu_args = (config.allocation_spread, config.allocation_step, config.allocation_max)
     menu = None if config.allocation != "milp" else (partial(unit_menu, spread=menu_args[0], step=menu_args[1],
                                                              top=menu_args[2]) if units is not None
                                                      else sparsity_menu(pattern.sparsity, *menu_args))
     loss, method = config.allocation_cost == "loss", cost_method(config.method, units is not None)
-    found = cached_survey(None if loss else cache, lambda: pricing_key(net, windows, config, method, menu_args),
+    found = cached_survey(None if loss else config.pricing_cache or None,
+                          lambda: pricing_key(net, windows, config, method, menu_args),
                           lambda: survey(net, adapter, windows, pattern, menu, method, resolve_device(config.device),
                                          config.batch, units, keep_target=loss, progress=progress))
     report = dict(kind=config.allocation, outlier_ratios=found["ratios"], pricing_cached=found.get("cached"))

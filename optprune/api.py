@@ -17,10 +17,11 @@ import torch
 from .adapters import ModelAdapter, adapter_for
 from .allocation import allocate
 from .data import calibration_windows, tokenize_long, wikitext_test_text, window_bos_id
-from .config import PruneConfig, resolve_device
+from .config import CalibrationSpec, PruneConfig, resolve_device
 from .engine import (BlockReconstruction, Engine, ResumeState, model_digest, parse_memory, streamed_perplexity,
                      windows_digest)
 from .parallel import world
+from .settings import prefixed
 from .pruner import BlockPruner
 
 
@@ -41,8 +42,8 @@ def prune(model, data, method: str = "sparseswaps", pattern: str = "per-row", sp
     return run_pruning(model, windows, config, adapter, resume_dir, progress)
 
 
-def calibration_for(model, tokenizer, adapter: ModelAdapter, config: PruneConfig, texts=None) -> torch.Tensor:
-    """The config's calibration windows, drawn from `texts` (strings or a Dataset) when given."""
+def calibration_for(model, tokenizer, adapter: ModelAdapter, config: CalibrationSpec, texts=None) -> torch.Tensor:
+    """The calibration spec's windows, drawn from `texts` (strings or a Dataset) when given."""
     return calibration_windows(tokenizer, config.calib if texts is None else texts, config.nsamples, config.seqlen,
                                config.seed, config.data_dir, window_bos_id(adapter, tokenizer, model.config))
 
@@ -55,20 +56,18 @@ def run_fingerprint(net, windows: torch.Tensor | None, config: PruneConfig, **ex
 
 def pruner_for(net, config: PruneConfig, adapter: ModelAdapter | None = None) -> BlockPruner:
     """The step that applies `config`'s method and pattern to one block of `net`."""
-    return BlockPruner(adapter or adapter_for(net), config.method, config.parsed_pattern(),
-                       dict(config.method_options), config.refit, config.row_shards, config.attn_sparsity,
-                       resolve_device(config.device), config.target_ridge)
+    return BlockPruner(adapter or adapter_for(net), config)
 
 
 def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter: ModelAdapter,
                 resume_dir=None, progress=None, resume: bool = True, identity: dict | None = None,
-                say=None, pricing_progress=None, pricing_cache=None) -> dict:
+                say=None, pricing_progress=None) -> dict:
     """The engine with a BlockPruner step; the data-free path when no calibration is needed
     (`say`: a line of progress within a block, e.g. the reconstruction's epochs).
     With `resume_dir`, a state of the same fingerprint (plus `identity`) is resumed, another refused;
     the report's `sessions` lists the seconds of every process that worked on the run;
     `pricing_progress()` after each block of an allocation's pricing pass, which is kept in (and read back
-    from) the folder `pricing_cache` when given (`allocation.cached_survey`)."""
+    from) the folder config.pricing_cache when given (`allocation.cached_survey`)."""
     device = resolve_device(config.device)
     step = pruner_for(net, config, adapter)
     step.check_fits(net)
@@ -81,7 +80,7 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
     allocation = None
     if config.allocation != "uniform":
         allocation = state.remember("allocation.json", lambda: allocate(
-            net, adapter, windows, config, pricing_progress, pricing_cache))
+            net, adapter, windows, config, pricing_progress))
         step.layer_sparsity = allocation["sparsity"]
     engine = Engine(net, adapter, device, config.batch, offload=config.offload,
                     max_memory=parse_memory(config.max_memory), mmap_weights=config.mmap_weights,
@@ -101,10 +100,11 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
 
 
 def reconstruction_for(config: PruneConfig, adapter: ModelAdapter, say=None) -> BlockReconstruction | None:
-    """The block reconstruction `config` asks for (None: none); `say` gets its epoch lines."""
+    """The block reconstruction `config` asks for (None: none), its options the `reconstruct_*` settings;
+    `say` gets its epoch lines."""
     if config.reconstruct == "none":
         return None
-    return BlockReconstruction(adapter.targets, config.reconstruct_epochs, config.reconstruct_lr, progress=say)
+    return BlockReconstruction(adapter.targets, progress=say, **prefixed(config, "reconstruct_"))
 
 
 def evaluate(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 2048, *, data_dir: str = "",

@@ -6,6 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+from .config import SPECS, CalibrationSpec, MethodSpec, ObjectiveSpec, PlacementSpec
+from .settings import add_arguments
+
 
 def _rows(text: str) -> list[int]:
     """--rows: distinct non-negative row indices, at least one."""
@@ -124,8 +127,7 @@ def _add_layer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default="", help="safetensors file with <name>.weight and <name>.gram (dump-layers)")
     p.add_argument("--name", default="", help="comma-separated layer names (default: all in the file)")
     p.add_argument("--method", default="magnitude,wanda,sparsegpt,sparsefw,sparseswaps,maiht")
-    p.add_argument("--pattern", default="per-row", help="unstructured | per-row | N:M | structured")
-    p.add_argument("--sparsity", type=float, default=None, help="default 0.5 (N:M implies its own)")
+    add_arguments(p, MethodSpec, only=("pattern", "sparsity"))
     p.add_argument("--rows", default="0", help="rows of the certified sub-block, e.g. 0,1")
     p.add_argument("--window", type=int, default=None, help="columns of the certified sub-block (default 24, "
                    "at most the layer's)")
@@ -133,7 +135,7 @@ def _add_layer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exact", default="milp", choices=sorted(EXACT_METHODS),
                    help="; ".join(f"{m.name}: {m.problem} problem, {m.statement}" for m in EXACT_METHODS.values()))
     p.add_argument("--time-limit", type=float, default=60.0)
-    p.add_argument("--device", default="auto")
+    add_arguments(p, PlacementSpec, only=("device",))
     p.add_argument("--workers", type=int, default=1, help="local processes for the exact sub-block solves")
     p.add_argument("--full-row-bounds", action="store_true", help="also the rigorous full-row bounds: QCR (mask "
                    "only, every row, with a per-row gap histogram) and perspective (mask + refit, the --rows)")
@@ -161,11 +163,7 @@ def _add_certify(sub) -> None:
     c.add_argument("--blocks", default="", help="with --dense: blocks to certify (default all)")
     c.add_argument("--neighbourhood", type=float, default=0.0, help="with --dense: seconds per row (of --rows) for "
                    "a neighbourhood certificate: the largest window of its most ambiguous decisions solved exactly")
-    for flag, default in (("--calib", "c4"), ("--data-dir", "")):
-        c.add_argument(flag, default=default)
-    c.add_argument("--nsamples", type=int, default=32)
-    c.add_argument("--seqlen", type=int, default=512)
-    c.add_argument("--seed", type=int, default=0)
+    add_arguments(c, CalibrationSpec, only=("calib", "nsamples", "seqlen", "seed", "data_dir"))
     c.set_defaults(func=cmd_certify)
 
 
@@ -178,23 +176,10 @@ def _add_report(sub) -> None:
 
 
 def _add_prune(sub) -> None:
-    """`optprune prune`: the model, pattern, calibration and output options."""
+    """`optprune prune`: the model and output, then every setting of the run (`PruneConfig`'s specs)."""
     pr = sub.add_parser("prune", help="prune a Hugging Face causal LM block by block")
     pr.add_argument("--model", default="", help="local path or hub id (default: embedded SmolLM2-135M)")
     pr.add_argument("--gguf-file", default="", help="GGUF file inside --model (or a path)")
-    pr.add_argument("--method", default="sparseswaps")
-    pr.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
-                    help="an option of the method, e.g. --method-arg iters=50 (repeatable; checked against the "
-                         "method's signature)")
-    pr.add_argument("--sparsity", type=float, default=None, help="default 0.5 (N:M implies its own)")
-    pr.add_argument("--pattern", default="per-row", help="unstructured | per-row | N:M | structured (MLP channels)")
-    pr.add_argument("--calib", default="c4", help="c4 (shipped sample, or the data folder's) | wikitext2 | hf:NAME[:CONFIG] (needs the hub) | FILE (txt, jsonl, jsonl.gz)")
-    pr.add_argument("--data-dir", default="", help="local data folder (shared/data layout)")
-    pr.add_argument("--nsamples", type=int, default=128)
-    pr.add_argument("--seqlen", type=int, default=2048)
-    pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (forward passes)")
-    pr.add_argument("--device", default="auto")
     pr.add_argument("--out", required=True, help="output folder (never the input model's folder)")
     pr.add_argument("--save-format", default="dense",
                     help="dense: weights as they are + compressed-tensors sparsity metadata (plain from_pretrained "
@@ -202,74 +187,9 @@ def _add_prune(sub) -> None:
                          "optprune.load_pretrained); plain: no metadata (default: dense)")
     pr.add_argument("--eval-ppl", action="store_true", help="also evaluate WikiText-2 perplexity")
     pr.add_argument("--no-resume", action="store_true")
-    pr.add_argument("--max-memory", default="", help="RAM budget per activation buffer, e.g. 8GiB; larger ones "
-                    "are memory-mapped on disk under --out")
-    pr.add_argument("--attn-sparsity", type=float, default=None,
-                    help="structured: share of KV groups of attention heads to remove, rounded down to whole "
-                         "groups (0 keeps attention); the MLP then loses --sparsity of its channels. Default: "
-                         "--sparsity is the share of each block's parameters removed, split between KV groups "
-                         "(round(s x groups)) and MLP channels")
-    pr.add_argument("--row-shards", type=int, default=1,
-                    help="split each layer's rows into this many independent problems (per-row and N:M "
-                         "patterns), spread over the torchrun ranks with the layers")
-    pr.add_argument("--mmap-weights", action="store_true",
-                    help="host RAM holds about one block: input safetensors stay memory-mapped and each pruned "
-                         "block is read back from its saved state on disk")
-    _add_objective_args(pr)
-    _add_allocation_args(pr)
-    pr.add_argument("--reconstruct", default="none", choices=["none", "block"],
-                    help="block: after each block is pruned, fit its kept weights (masks fixed) to the dense "
-                         "block's outputs by Adam; 1/8 of the windows held out, never worse than before")
-    pr.add_argument("--reconstruct-epochs", type=int, default=2)
-    pr.add_argument("--reconstruct-lr", type=float, default=1e-3)
-    pr.add_argument("--layer-errors", action="store_true",
-                    help="measure every layer's error even for a data-free method (magnitude), which then runs "
-                         "the calibration passes it does not otherwise need")
+    for spec in SPECS:
+        add_arguments(pr, spec)
     pr.set_defaults(func=cmd_prune)
-
-
-def _add_objective_args(pr) -> None:
-    """prune: what each layer minimises (refit, dense or pruned target, within-block sequential)."""
-    pr.add_argument("--refit", action="store_true", help="least-squares refit of the kept weights after any method")
-    pr.add_argument("--target", default="pruned", choices=["pruned", "dense"],
-                    help="what each layer reproduces from the pruned model's inputs X_hat: its own output on them "
-                         "(pruned: min ||W X_hat - W_hat X_hat||) or the dense model's output (dense: "
-                         "min ||W X - W_hat X_hat||, which carries a second activation stream and implies "
-                         "--sequential)")
-    pr.add_argument("--target-ridge", type=float, default=0.3,
-                    help="dense target: the corrected weights W* = W + (B - W G)(G + r mean(diag G) I)^-1 that "
-                         "the methods prune are pulled towards W by this ridge r (less overfitting of the "
-                         "calibration tokens)")
-    pr.add_argument("--sequential", action="store_true",
-                    help="within a block, prune input group after input group (q/k/v, o, gate/up, down), each "
-                         "calibrated on the block with the earlier groups already pruned")
-
-
-def _add_allocation_args(pr) -> None:
-    """prune: the per-layer sparsities (uniform, OWL, the MILP and its pricing)."""
-    pr.add_argument("--allocation", default="uniform", choices=["uniform", "owl", "milp"],
-                    help="per-layer sparsities (unstructured, per-row): uniform; owl (outlier-weighted blocks, "
-                         "luuyin/OWL); milp (a menu of sparsities per layer priced by each layer's error, the "
-                         "choice with the least total error and exactly the uniform run's pruned count, proven "
-                         "optimal by HiGHS)")
-    pr.add_argument("--allocation-cost", default="error", choices=["error", "sensitivity", "loss"],
-                    help="milp: price a layer by its relative error; by that error times its output energy "
-                         "and the calibration loss's diagonal Fisher on its outputs (one backward pass); or by "
-                         "its error curve scaled to the measured rise of the calibration loss when that layer "
-                         "alone is pruned at the target (one forward pass per layer)")
-    pr.add_argument("--allocation-spread", type=float, default=0.2, help="milp menu: sparsity +- spread")
-    pr.add_argument("--allocation-step", type=float, default=0.025, help="milp menu step")
-    pr.add_argument("--allocation-max", type=float, default=0.95, help="milp menu: most a layer may lose")
-    pr.add_argument("--allocation-bound", action="append", default=[], metavar="SELECTOR=LO:HI",
-                    help="milp: bound a group's sparsity (its pruned share of its weights), repeatable; SELECTOR "
-                         "is attention, mlp or blocks:A-B, an empty LO is 0 and HI 1 (attention=:0.5)")
-    pr.add_argument("--pricing-cache", default="", metavar="DIR",
-                    help="keep the allocation's pricing pass in DIR and reuse it in any run that prices the same "
-                         "model, windows, pattern and menu with the same method (e.g. --allocation-cost error, then "
-                         "sensitivity; or without, then with --reconstruct block)")
-    pr.add_argument("--allocation-windows", type=int, default=0,
-                    help="price the allocation (owl, milp) on the first this many calibration windows "
-                         "(0: all); the pruning itself uses every window")
 
 
 def _add_dump_layers(sub) -> None:
@@ -280,17 +200,10 @@ def _add_dump_layers(sub) -> None:
     dl.add_argument("--gguf-file", default="")
     dl.add_argument("--blocks", required=True, help="comma-separated block indices, e.g. 0,14,29")
     dl.add_argument("--out", required=True, help="the .safetensors file to write")
-    dl.add_argument("--method", default="", help="prune the blocks before each wanted one with this method, so "
-                    "the problems are those the pipeline solves (default: the dense model's)")
-    dl.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE")
-    dl.add_argument("--pattern", default="per-row")
-    dl.add_argument("--sparsity", type=float, default=None)
-    dl.add_argument("--target", default="pruned", choices=["pruned", "dense"])
-    for flag, default in (("--calib", "c4"), ("--data-dir", ""), ("--dtype", "auto"), ("--device", "auto")):
-        dl.add_argument(flag, default=default)
-    dl.add_argument("--nsamples", type=int, default=128)
-    dl.add_argument("--seqlen", type=int, default=2048)
-    dl.add_argument("--seed", type=int, default=0)
+    add_arguments(dl, CalibrationSpec, only=("calib", "nsamples", "seqlen", "seed", "data_dir"))
+    add_arguments(dl, MethodSpec, defaults={"method": ""})      # "": the dense model's problems
+    add_arguments(dl, ObjectiveSpec, only=("target",))
+    add_arguments(dl, PlacementSpec, only=("dtype", "device", "batch"))
     dl.set_defaults(func=cmd_dump_layers)
 
 
@@ -306,10 +219,8 @@ def _add_eval(sub) -> None:
                     help="harness: lm-evaluation-harness (HFLM on the model in memory, optprune[eval]); builtin: "
                          "optprune's scorer; auto: the harness when installed")
     ev.add_argument("--max-windows", type=int, default=0, help="at most this many ppl windows (0 = all)")
-    ev.add_argument("--seqlen", type=int, default=2048)
-    ev.add_argument("--data-dir", default="")
-    ev.add_argument("--dtype", default="auto")
-    ev.add_argument("--device", default="auto")
+    add_arguments(ev, CalibrationSpec, only=("seqlen", "data_dir"))
+    add_arguments(ev, PlacementSpec, only=("dtype", "device", "batch"))
     ev.add_argument("--json", default="")
     ev.set_defaults(func=cmd_eval)
 

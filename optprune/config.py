@@ -1,9 +1,11 @@
-"""One description of a pruning run (`PruneConfig`), checked before anything is loaded."""
+"""One description of a pruning run (`PruneConfig`), checked before anything is loaded: five specs of
+settings (calibration, method, objective, allocation, placement), each field declared once
+(`optprune.settings`)."""
 from __future__ import annotations
 
 import ast
 import inspect
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -11,86 +13,174 @@ from .formulations.allocation import GroupBound
 from .patterns import Pattern
 from .solvers import DATA_FREE_MASKS, METHODS
 from .solvers.base import check_method
+from .settings import Spec, described, setting, settings_of
 
-TARGETS = ("pruned", "dense")
-RECONSTRUCTIONS = ("none", "block")
-ALLOCATIONS = ("uniform", "owl", "milp")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
 
-@dataclass(frozen=True)
-class PruneConfig:
-    """method and its options; pattern (spec and sparsity); calibration; numerics and placement."""
-    method: str = "sparseswaps"
-    method_options: dict = field(default_factory=dict)
-    pattern: str = "per-row"
-    sparsity: float | None = None          # None: 0.5, or what N:M implies
-    refit: bool = False
-    attn_sparsity: float | None = None
-    target: str = "pruned"               # the layer problems' target: "pruned" (W X_hat) or "dense" (W X)
-    target_ridge: float = 0.3            # dense target: ridge of the corrected weights W*, times mean diag G
-    sequential: bool = False             # within a block, later linears see the earlier ones pruned
-    allocation: str = "uniform"          # per-layer sparsities: uniform, owl, or milp (the proven optimum of a menu)
-    allocation_cost: str = "error"       # milp: a layer's price: relative error, x loss sensitivity, or measured loss
-    allocation_spread: float = 0.2       # milp menu: target +- spread ...
-    allocation_step: float = 0.025       # ... in these steps ...
-    allocation_max: float = 0.95         # ... at most this per layer
-    allocation_windows: int = 0          # price the allocation on the first this many windows (0: all of them)
-    allocation_bounds: tuple = ()        # milp: 'SELECTOR=LO:HI' sparsity bounds of groups (`GroupBound`)
-    reconstruct: str = "none"            # "block": fit each pruned block's kept weights to the dense outputs
-    reconstruct_epochs: int = 2
-    reconstruct_lr: float = 1e-3
-    calib: str = "c4"
-    nsamples: int = 128
-    seqlen: int = 2048
-    seed: int = 0
-    data_dir: str = ""
-    dtype: str = "auto"
-    device: str = "auto"
-    batch: int = 8
-    max_memory: str = ""
-    offload: bool | None = None          # move each block back to the CPU when done; None: on accelerators
-    row_shards: int = 1
-    mmap_weights: bool = False
-    layer_errors: bool = False
+def one_of(*choices):
+    """A check: the value is one of `choices`."""
+    return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
 
-    def __post_init__(self):
+
+def at_least(low):
+    return lambda value: None if value >= low else f"must be >= {low}"
+
+
+def positive(value) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def raises(check):
+    """A check that raises its own one-line ValueError (dtype, device names)."""
+    def run(value):
+        check(value)
+    return run
+
+
+@dataclass(frozen=True)
+class CalibrationSpec(Spec):
+    """Calibration: the text, how many windows of how many tokens, drawn with which seed."""
+    calib: str = setting("c4", "c4 (shipped sample, or the data folder's) | wikitext2 | hf:NAME[:CONFIG] (needs the "
+                         "hub) | FILE (txt, jsonl, jsonl.gz)")
+    nsamples: int = setting(128, "calibration windows", check=at_least(1))
+    seqlen: int = setting(2048, "tokens per window (calibration and perplexity)", check=at_least(2))
+    seed: int = setting(0, "seed of the window sampling")
+    data_dir: str = setting("", "local data folder (shared/data layout)", fingerprint=False)
+    layer_errors: bool = setting(False, "measure every layer's error even for a data-free method (magnitude), "
+                                 "which then runs the calibration passes it does not otherwise need",
+                                 fingerprint=False)
+
+
+@dataclass(frozen=True)
+class MethodSpec(Spec):
+    """Method: the solver, its options, the pattern and sparsity it prunes to."""
+    method: str = setting("sparseswaps", f"the layer solver: {', '.join(sorted(METHODS))}")
+    method_options: dict = setting({}, "an option of the method, e.g. --method-arg iters=50 (repeatable; checked "
+                                   "against the method's signature)", flag="--method-arg", repeat=True,
+                                   parse=lambda items: parse_method_args(items), metavar="KEY=VALUE")
+    pattern: str = setting("per-row", "unstructured | per-row | N:M | structured (MLP channels and KV groups)",
+                           fingerprint=lambda c: c.parsed_pattern().name)
+    sparsity: float | None = setting(None, "share of weights pruned; default 0.5 (N:M implies its own)",
+                                     fingerprint=lambda c: c.parsed_pattern().sparsity)
+    refit: bool = setting(False, "least-squares refit of the kept weights after any method")
+    attn_sparsity: float | None = setting(
+        None, "structured: share of KV groups of attention heads to remove, rounded down to whole groups (0 keeps "
+        "attention); the MLP then loses --sparsity of its channels. Default: --sparsity is the share of each "
+        "block's parameters removed, split between KV groups (round(s x groups)) and MLP channels")
+
+    def relations(self):
         check_method(self.method, self.parsed_pattern())
         check_method_options(self.method, self.method_options)
-        if self.nsamples < 1 or self.seqlen < 2 or self.batch < 1 or self.row_shards < 1:
-            raise ValueError("nsamples, batch and row_shards must be >= 1 and seqlen >= 2")
-        resolve_dtype(self.dtype)
-        resolve_device(self.device)
-        if self.target not in TARGETS:
-            raise ValueError(f"unknown target {self.target!r}: use {' or '.join(TARGETS)}")
-        if self.reconstruct not in RECONSTRUCTIONS:
-            raise ValueError(f"unknown reconstruction {self.reconstruct!r}: use {' or '.join(RECONSTRUCTIONS)}")
-        if self.allocation not in ALLOCATIONS:
-            raise ValueError(f"unknown allocation {self.allocation!r}: use {', '.join(ALLOCATIONS)}")
-        if self.allocation != "uniform" and self.parsed_pattern().name not in ("unstructured", "per-row", "structured"):
-            raise ValueError(f"--allocation {self.allocation} allocates unstructured, per-row and structured sparsity; "
-                             f"{self.parsed_pattern().name} stays uniform per layer")
-        if self.allocation_cost not in ("error", "sensitivity", "loss"):
-            raise ValueError(f"unknown allocation cost {self.allocation_cost!r}: use error, sensitivity or loss")
-        if self.allocation_cost == "loss" and self.parsed_pattern().removes_inputs:
-            raise ValueError("--allocation-cost loss prices single linears; structured units: use error or "
-                             "sensitivity")
-        bounds = [GroupBound.parse(b) for b in self.allocation_bounds]
-        if bounds and self.allocation != "milp":
-            raise ValueError("--allocation-bound bounds the MILP's groups: it needs --allocation milp")
-        if not 0 <= self.allocation_windows <= self.nsamples:
-            raise ValueError(f"allocation_windows must be between 0 (all) and nsamples={self.nsamples}, "
-                             f"got {self.allocation_windows}")
-        if not (0 < self.allocation_step <= self.allocation_spread and 0 < self.allocation_max < 1):
-            raise ValueError("allocation menu: need 0 < step <= spread and 0 < max < 1")
-        if not self.target_ridge > 0:
-            raise ValueError(f"target_ridge must be > 0, got {self.target_ridge}")
-        if self.reconstruct_epochs < 1 or not self.reconstruct_lr > 0:
-            raise ValueError("reconstruct_epochs must be >= 1 and reconstruct_lr > 0")
 
     def parsed_pattern(self) -> Pattern:
         return Pattern.parse(self.pattern, self.sparsity, default=0.5)
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec(Spec):
+    """Objective: what each layer reproduces, in which order, and the block reconstruction after it."""
+    target: str = setting("pruned", "what each layer reproduces from the pruned model's inputs X_hat: its own output "
+                          "on them (pruned: min ||W X_hat - W_hat X_hat||) or the dense model's output (dense: "
+                          "min ||W X - W_hat X_hat||, which carries a second activation stream and implies "
+                          "--sequential)", check=one_of("pruned", "dense"))
+    target_ridge: float = setting(0.3, "dense target: the corrected weights W* = W + (B - W G)(G + r mean(diag G) "
+                                  "I)^-1 that the methods prune are pulled towards W by this ridge r",
+                                  check=positive, applies=lambda c: c.target == "dense")
+    sequential: bool = setting(False, "within a block, prune input group after input group (q/k/v, o, gate/up, "
+                               "down), each calibrated on the block with the earlier groups already pruned",
+                               fingerprint=lambda c: c.runs_sequential())
+    reconstruct: str = setting("none", "block: after each block is pruned, fit its kept weights (masks fixed) to "
+                               "the dense block's outputs by Adam; 1/8 of the windows held out, never worse than "
+                               "before", check=one_of("none", "block"))
+    reconstruct_epochs: int = setting(2, "block reconstruction: epochs", check=at_least(1),
+                                      applies=lambda c: c.reconstruct != "none")
+    reconstruct_lr: float = setting(1e-3, "block reconstruction: Adam's step size", check=positive,
+                                    applies=lambda c: c.reconstruct != "none")
+
+    def runs_sequential(self) -> bool:
+        """Within-block sequential: asked for, or implied by the dense target (a layer fitted to the dense
+        output on inputs that the block's earlier layers then change would correct twice)."""
+        return self.sequential or self.target == "dense"
+
+
+def _allocated(c) -> bool:
+    return c.allocation != "uniform"
+
+
+def _milp(c) -> bool:
+    return c.allocation == "milp"
+
+
+@dataclass(frozen=True)
+class AllocationSpec(Spec):
+    """Allocation: the per-layer sparsities (uniform, OWL, or the MILP over a menu and its pricing)."""
+    allocation: str = setting("uniform", "per-layer sparsities (unstructured, per-row, structured): uniform; owl "
+                              "(outlier-weighted blocks, luuyin/OWL); milp (a menu of sparsities per layer priced "
+                              "by each layer's error, the choice with the least total price and exactly the uniform "
+                              "run's pruned count, proven optimal by HiGHS)", check=one_of("uniform", "owl", "milp"))
+    allocation_cost: str = setting("error", "milp: price a layer by its relative error; by that error times its "
+                                   "output energy and the calibration loss's diagonal Fisher on its outputs (one "
+                                   "backward pass); or by its error curve scaled to the measured rise of the "
+                                   "calibration loss when that layer alone is pruned at the target",
+                                   check=one_of("error", "sensitivity", "loss"), applies=_milp)
+    allocation_spread: float = setting(0.2, "milp menu: sparsity +- spread", applies=_milp)
+    allocation_step: float = setting(0.025, "milp menu step", applies=_milp)
+    allocation_max: float = setting(0.95, "milp menu: most a layer may lose", applies=_milp)
+    allocation_windows: int = setting(0, "price the allocation (owl, milp) on the first this many calibration "
+                                      "windows (0: all); the pruning itself uses every window",
+                                      applies=lambda c: _allocated(c) and c.allocation_windows)
+    allocation_bounds: tuple = setting((), "milp: bound a group's sparsity (its pruned share of its weights), "
+                                       "repeatable; SELECTOR is attention, mlp or blocks:A-B, an empty LO is 0 and "
+                                       "HI 1 (attention=:0.5)", flag="--allocation-bound", repeat=True,
+                                       parse=tuple, metavar="SELECTOR=LO:HI",
+                                       applies=lambda c: bool(c.allocation_bounds))
+    pricing_cache: str = setting("", "keep the allocation's pricing pass in DIR and reuse it in any run that prices "
+                                 "the same model, windows, pattern and menu with the same method",
+                                 fingerprint=False, metavar="DIR", applies=_allocated)
+
+    def relations(self):
+        bounds = [GroupBound.parse(b) for b in self.allocation_bounds]
+        if bounds and self.allocation != "milp":
+            raise ValueError("--allocation-bound bounds the MILP's groups: it needs --allocation milp")
+        if not (0 < self.allocation_step <= self.allocation_spread and 0 < self.allocation_max < 1):
+            raise ValueError("allocation menu: need 0 < step <= spread and 0 < max < 1")
+
+
+@dataclass(frozen=True)
+class PlacementSpec(Spec):
+    """Placement: numerics, device, batching, memory; none of it changes which weights are kept."""
+    dtype: str = setting("auto", "auto | float32 | bfloat16 | float16: the forward passes' dtype",
+                         check=raises(lambda v: resolve_dtype(v)), fingerprint=lambda c: str(resolve_dtype(c.dtype)))
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N", check=raises(lambda v: resolve_device(v)),
+                          fingerprint=lambda c: resolve_device(c.device).type)
+    batch: int = setting(8, "windows per forward batch", check=at_least(1))
+    max_memory: str = setting("", "RAM budget per activation buffer, e.g. 8GiB; larger ones are memory-mapped on "
+                              "disk under --out", fingerprint=False)
+    offload: bool | None = setting(None, "move each block back to the CPU when done; None: on accelerators",
+                                   flag=None, fingerprint=False)
+    row_shards: int = setting(1, "split each layer's rows into this many independent problems (per-row and N:M "
+                              "patterns), spread over the torchrun ranks with the layers", check=at_least(1))
+    mmap_weights: bool = setting(False, "host RAM holds about one block: input safetensors stay memory-mapped and "
+                                 "each pruned block is read back from its saved state on disk", fingerprint=False)
+
+
+@dataclass(frozen=True)
+class PruneConfig(PlacementSpec, AllocationSpec, ObjectiveSpec, MethodSpec, CalibrationSpec):
+    """Every setting of a pruning run: calibration, method, objective, allocation, placement (the specs)."""
+
+    def relations(self):
+        pattern = self.parsed_pattern()
+        if self.allocation != "uniform" and pattern.name not in ("unstructured", "per-row", "structured"):
+            raise ValueError(f"--allocation {self.allocation} allocates unstructured, per-row and structured "
+                             f"sparsity; {pattern.name} stays uniform per layer")
+        if self.allocation_cost == "loss" and pattern.removes_inputs:
+            raise ValueError("--allocation-cost loss prices single linears; structured units: use error or "
+                             "sensitivity")
+        if not 0 <= self.allocation_windows <= self.nsamples:
+            raise ValueError(f"allocation_windows must be between 0 (all) and nsamples={self.nsamples}, "
+                             f"got {self.allocation_windows}")
 
     def needs_calibration(self) -> bool:
         """False for a data-free mask (magnitude) kept as is: no forward pass and no Gram is needed,
@@ -99,35 +189,21 @@ class PruneConfig:
                      and self.target == "pruned" and self.reconstruct == "none" and self.allocation == "uniform")
         return self.layer_errors or not data_free
 
-    def runs_sequential(self) -> bool:
-        """Within-block sequential: asked for, or implied by the dense target (a layer fitted to the dense
-        output on inputs that the block's earlier layers then change would correct twice)."""
-        return self.sequential or self.target == "dense"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def specs(self) -> dict:
+        """{spec name: its settings that matter in this run} (the report's `settings`)."""
+        settings = described(self)
+        return {spec.__name__.removesuffix("Spec").lower(): {f.name: settings[f.name] for f in settings_of(spec)
+                                                             if f.name in settings}
+                for spec in SPECS}
 
     def result_settings(self) -> dict:
         """The settings that change the pruned weights (a run's fingerprint, with the model's and the
         calibration windows' digests): not paths, memory budgets or placement."""
         from . import __version__
-        pattern = self.parsed_pattern()
-        return dict(optprune=__version__, method=self.method, method_options=dict(self.method_options),
-                    pattern=pattern.name, sparsity=pattern.sparsity, refit=self.refit,
-                    attn_sparsity=self.attn_sparsity, target=self.target, sequential=self.runs_sequential(),
-                    **({"target_ridge": self.target_ridge} if self.target == "dense" else {}),
-                    reconstruct=self.reconstruct, allocation=self.allocation,
-                    **({"allocation_menu": [self.allocation_spread, self.allocation_step, self.allocation_max],
-                        "allocation_cost": self.allocation_cost}
-                       if self.allocation == "milp" else {}),
-                    **({"allocation_bounds": list(self.allocation_bounds)} if self.allocation_bounds else {}),
-                    **({"allocation_windows": self.allocation_windows}
-                       if self.allocation != "uniform" and self.allocation_windows else {}),
-                    **({"reconstruct_epochs": self.reconstruct_epochs, "reconstruct_lr": self.reconstruct_lr}
-                       if self.reconstruct != "none" else {}),
-                    calib=self.calib, nsamples=self.nsamples, seqlen=self.seqlen,
-                    seed=self.seed, dtype=str(resolve_dtype(self.dtype)), device=resolve_device(self.device).type,
-                    batch=self.batch, row_shards=self.row_shards)
+        return dict(optprune=__version__, **described(self, result_only=True))
+
+
+SPECS = (CalibrationSpec, MethodSpec, ObjectiveSpec, AllocationSpec, PlacementSpec)
 
 
 def resolve_dtype(name: str) -> torch.dtype:

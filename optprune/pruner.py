@@ -21,6 +21,7 @@ from .parallel import solve_sharded
 from .patterns import Pattern
 from .problem import LayerProblem
 from .solvers import DATA_FREE_MASKS, prune_layer
+from .config import PruneConfig, resolve_device
 
 
 def layer_problem(W: torch.Tensor, stats, name: str, target_ridge: float = 0.3) -> LayerProblem:
@@ -49,17 +50,16 @@ def row_chunks(rows: int, shards: int, pattern: Pattern) -> list[range]:
 
 @dataclass
 class BlockPruner:
+    """The step of a run's settings (`config`: method and options, pattern, refit, attention share, row shards,
+    device, the dense target's ridge)."""
     adapter: ModelAdapter
-    method: str
-    pattern: Pattern
-    options: dict = field(default_factory=dict)
-    refit: bool = False
-    row_shards: int = 1
-    attn_sparsity: float | None = None
-    device: torch.device = torch.device("cpu")
-    target_ridge: float = 0.3
+    config: PruneConfig
     layer_sparsity: dict | None = None      # '<block>.<linear>' -> its sparsity (an allocation); else the pattern's
     _patterns: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.pattern = self.config.parsed_pattern()
+        self.device = resolve_device(self.config.device)
 
     def __call__(self, b: int, block, grams: dict | None) -> list[dict]:
         """Prune block b in place; one report entry per pruned linear (those `grams` holds: the engine
@@ -70,7 +70,7 @@ class BlockPruner:
         targets = {name: lin for name, lin in targets.items() if name in grams}
         jobs = [(name, rows, lin.weight.detach().float()[rows.start:rows.stop], grams[name], patterns[name])
                 for name, lin in targets.items()
-                for rows in row_chunks(lin.out_features, self.row_shards, patterns[name])]
+                for rows in row_chunks(lin.out_features, self.config.row_shards, patterns[name])]
         solved = solve_sharded(jobs, lambda job: self._solve(b, *job))
         infos = []
         for name, lin in targets.items():
@@ -100,7 +100,8 @@ class BlockPruner:
         if b is not None and b in self._patterns:
             patterns = self._patterns[b]
             return {n: targets[n] for n in patterns if n in targets}, patterns
-        mlp_sp, attn_sp = ((self.pattern.sparsity, self.attn_sparsity) if self.attn_sparsity is not None
+        attn = self.config.attn_sparsity
+        mlp_sp, attn_sp = ((self.pattern.sparsity, attn) if attn is not None
                            else parameter_matched_split(block, self.adapter, self.pattern.sparsity))
         allocated = self.layer_sparsity or {}                 # an allocation's shares of block b, if any
         mlp_sp = allocated.get(f"{b}.{self.adapter.mlp.output}", mlp_sp)
@@ -123,9 +124,9 @@ class BlockPruner:
         return self.pattern if s is None else replace(self.pattern, sparsity=s)
 
     def _solve(self, b, name, rows, W, G, pattern):
-        problem = layer_problem(W, G, f"{b}.{name}[{rows.start}:{rows.stop}]", self.target_ridge)
-        res = prune_layer(problem, pattern, self.method, **self.options)
-        if self.refit:
+        problem = layer_problem(W, G, f"{b}.{name}[{rows.start}:{rows.stop}]", self.config.target_ridge)
+        res = prune_layer(problem, pattern, self.config.method, **self.config.method_options)
+        if self.config.refit:
             res.weight = problem.refit(res.mask, res.weight)
         cuda = self.device.type == "cuda"
         return res.weight, res.mask, dict(seconds=res.seconds,
@@ -155,7 +156,7 @@ class BlockPruner:
     def _data_free(self, b, name, lin, pattern) -> dict:
         """W_hat = W * M(W) for a data-free mask; the error needs G, so rel_error is None."""
         t0 = time.perf_counter()
-        mask = DATA_FREE_MASKS[self.method](lin.weight.detach().float(), pattern)
+        mask = DATA_FREE_MASKS[self.config.method](lin.weight.detach().float(), pattern)
         lin.weight.mul_(mask.to(lin.weight.dtype))
         return dict(block=b, layer=name, rel_error=None, sparsity=float(1 - mask.float().mean()),
                     seconds=time.perf_counter() - t0, peak_accel_bytes=None, row_shards=1)

@@ -316,22 +316,23 @@ def test_the_pricing_pass_is_kept_and_shared_by_runs_that_price_alike(tiny, tiny
     net = fresh()
     afresh = run_pruning(net, windows[:2], sensitivity, adapter_for(net))["allocation"]
     net = fresh()
-    run_pruning(net, windows[:2], error, adapter_for(net), pricing_cache=cache)
+    error, sensitivity = (replace(c, pricing_cache=str(cache)) for c in (error, sensitivity))
+    run_pruning(net, windows[:2], error, adapter_for(net))
     assert len(list(cache.glob("survey-*.json"))) == 1
     survey = optprune.allocation.survey
     monkeypatch.setattr(optprune.allocation, "survey", lambda *a, **k: pytest.fail("priced again"))
     net = fresh()
-    reused = run_pruning(net, windows[:2], sensitivity, adapter_for(net), pricing_cache=cache)["allocation"]
+    reused = run_pruning(net, windows[:2], sensitivity, adapter_for(net))["allocation"]
     assert reused["sparsity"] == afresh["sparsity"] and reused["options"] == afresh["options"]
     assert reused["pricing_cached"].startswith("survey-") and afresh["pricing_cached"] is None
     for alike, run_windows in ((replace(sensitivity, reconstruct="block", reconstruct_epochs=1), windows[:2]),
                                (replace(error, nsamples=4, allocation_windows=2), windows)):
         net = fresh()
-        assert run_pruning(net, run_windows, alike, adapter_for(net), pricing_cache=cache)["allocation"]["pricing_cached"]
+        assert run_pruning(net, run_windows, alike, adapter_for(net))["allocation"]["pricing_cached"]
     monkeypatch.setattr(optprune.allocation, "survey", survey)
     for other, run_windows in ((replace(error, allocation_step=0.05), windows[:2]), (error, windows[2:])):
         net = fresh()
-        assert run_pruning(net, run_windows, other, adapter_for(net), pricing_cache=cache)["allocation"]["pricing_cached"] is None
+        assert run_pruning(net, run_windows, other, adapter_for(net))["allocation"]["pricing_cached"] is None
     assert len(list(cache.glob("survey-*.json"))) == 3
 
 

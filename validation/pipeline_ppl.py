@@ -27,7 +27,8 @@ import torch
 from optprune import Pattern
 from optprune.adapters import adapter_for
 from optprune.api import calibration_for, run_pruning
-from optprune.config import PruneConfig, resolve_dtype
+from optprune.config import AllocationSpec, CalibrationSpec, MethodSpec, PruneConfig, resolve_dtype
+from optprune.settings import add_arguments, from_args
 from optprune.pipeline.allocation_plot import plot_allocation
 from optprune.pipeline.model_io import load_model
 from optprune.pipeline.progress import BlockProgress
@@ -37,18 +38,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The table's own flags, and the run settings it varies, declared by optprune's specs."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pattern", default="per-row")
-    ap.add_argument("--sparsity", type=float, default=None)
     ap.add_argument("--methods", default="dense,wanda,sparsegpt,sparseswaps,maiht,sparsefw,magnitude")
-    ap.add_argument("--nsamples", type=int, default=128)
-    ap.add_argument("--seqlen", type=int, default=2048)
-    ap.add_argument("--data-dir", default="")
     ap.add_argument("--work", default=str(ROOT / "runs" / "pipeline_ppl"))
-    ap.add_argument("--allocation-step", type=float, default=0.025, help="+milp: the menu step")
-    ap.add_argument("--allocation-windows", type=int, default=0,
-                    help="+owl/+milp*: price the allocation on the first this many calibration windows (0: all)")
     ap.add_argument("--prefix", default="smollm2_ppl", help="results file prefix (smollm2_ppl: the full protocol)")
+    add_arguments(ap, MethodSpec, only=("pattern", "sparsity"))
+    add_arguments(ap, CalibrationSpec, only=("nsamples", "seqlen", "data_dir"))
+    add_arguments(ap, AllocationSpec, only=("allocation_step", "allocation_windows"))
     return ap.parse_args(argv)
 
 
@@ -68,10 +65,8 @@ def main():
         net.to(device)
         row = dict(method=method, machine=machine_name(), nsamples=args.nsamples, seqlen=args.seqlen)
         if settings is not None:
-            config = PruneConfig(method=method.split("+")[0], pattern=pattern.name, sparsity=pattern.sparsity,
-                                 nsamples=args.nsamples, seqlen=args.seqlen, data_dir=args.data_dir,
-                                 device=str(device), allocation_step=args.allocation_step,
-                                 allocation_windows=args.allocation_windows, **settings)
+            config = from_args(PruneConfig, args, method=method.split("+")[0], device=str(device),
+                               pricing_cache=str(Path(args.work) / tag / "pricing"), **settings)
             if windows is None and config.needs_calibration():
                 windows = calibration_for(net, tok, adapter_for(net), config)
             row.update(prune_row(net, windows, config, method, Path(args.work) / tag, results_path.parent))
@@ -99,15 +94,14 @@ def recipe(method: str) -> dict | None:
 
 
 def prune_row(net, windows, config: PruneConfig, method: str, work: Path, plots: Path) -> dict:
-    """Prune `net` in place with `config` (resuming under work/method, pricing cached under work/pricing);
+    """Prune `net` in place with `config` (resuming under work/method, pricing cached in config.pricing_cache);
     the table row's timings, layer error, sparsity, allocation and reconstruction summaries (an allocation's
     plot written to plots/allocation_<setting>_<kind>.png)."""
     adapter = adapter_for(net)
     n_blocks = len(adapter.blocks(net))
     bar = BlockProgress(f"prune {method}", n_blocks)
     rep = run_pruning(net, windows, config, adapter, work / method, bar.update,
-                      pricing_progress=BlockProgress(f"price {method}", n_blocks, then=bar.restart).update,
-                      pricing_cache=work / "pricing")
+                      pricing_progress=BlockProgress(f"price {method}", n_blocks, then=bar.restart).update)
     row = prune_timing(rep, n_blocks)
     row["mean_rel_error"] = mean_layer_error(rep["layers"])
     row["sparsity"] = sum(r["sparsity"] for r in rep["layers"]) / len(rep["layers"])

@@ -17,7 +17,8 @@ import torch
 from ..adapters import adapter_for
 from ..api import calibration_for, check_blocks, dense_layer_problems
 from ..compare import compare
-from ..config import PruneConfig, resolve_dtype
+from ..config import CalibrationSpec
+from ..settings import from_args
 from ..data import check_text_source
 from ..patterns import Pattern, PatternError
 from ..problem import LayerProblem
@@ -97,8 +98,7 @@ def certify_checkpoint_main(args) -> int:
             raise FileNotFoundError(f"{flag} {path}: no such file or folder")
     if args.json:
         check_writable_file(args.json, "--json")
-    config = PruneConfig(method="wanda", calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
-                         data_dir=args.data_dir, device=args.device)
+    config = from_args(CalibrationSpec, args)
     check_text_source(config.calib, config.data_dir)
     check_model_argument(args.dense, "")
     dense, tok, _ = load_model(args.dense, "", torch.float32, config.seqlen)

@@ -12,7 +12,8 @@ import torch
 
 from ..adapters import adapter_for
 from ..api import calibration_for, evaluate, pruner_for, run_pruning
-from ..config import PruneConfig, parse_method_args, resolve_device, resolve_dtype
+from ..config import CalibrationSpec, PlacementSpec, PruneConfig, resolve_device, resolve_dtype
+from ..settings import from_args
 from ..parallel import init_from_env
 from ..data import check_text_source, describe_source
 from .model_io import check_model_argument, load_model, model_source
@@ -28,22 +29,6 @@ def machine_name() -> str:
         return torch.cuda.get_device_name()
     threads = torch.get_num_threads()
     return f"{platform.machine()} CPU, {threads} thread{'s' if threads != 1 else ''}"
-
-
-def config_from_args(args) -> PruneConfig:
-    """Every prune setting, checked before the model is loaded."""
-    return PruneConfig(method=args.method, method_options=parse_method_args(args.method_arg), pattern=args.pattern,
-                       sparsity=args.sparsity, refit=args.refit, attn_sparsity=args.attn_sparsity, target=args.target,
-                       target_ridge=args.target_ridge,
-                       sequential=args.sequential, reconstruct=args.reconstruct, allocation=args.allocation,
-                       allocation_cost=args.allocation_cost, allocation_spread=args.allocation_spread,
-                       allocation_step=args.allocation_step,
-                       allocation_max=args.allocation_max, allocation_windows=args.allocation_windows,
-                       allocation_bounds=tuple(args.allocation_bound),
-                       reconstruct_epochs=args.reconstruct_epochs, reconstruct_lr=args.reconstruct_lr, calib=args.calib,
-                       nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, data_dir=args.data_dir,
-                       dtype=args.dtype, device=args.device, max_memory=args.max_memory, row_shards=args.row_shards,
-                       mmap_weights=args.mmap_weights, layer_errors=args.layer_errors)
 
 
 def eval_ppl(net, tok, seqlen: int, data_dir: str = "", max_windows: int = 0, device: str = "auto") -> dict:
@@ -68,7 +53,7 @@ def check_prune_inputs(args, config: PruneConfig) -> tuple[OutputFolder, bool]:
 
 
 def prune_main(args) -> int:
-    config = config_from_args(args)
+    config = from_args(PruneConfig, args)
     folder, finished = check_prune_inputs(args, config)
     if finished and not args.no_resume:
         print(f"{folder.path} already holds this run's finished output: nothing to do")
@@ -94,7 +79,7 @@ def prune_main(args) -> int:
                             then=bar.restart)
     report = run_pruning(net, windows, config, adapter, folder.resume_dir, bar.update,
                          resume=not args.no_resume, identity={"model": source}, say=bar.note,
-                         pricing_progress=pricing.update, pricing_cache=args.pricing_cache or None)
+                         pricing_progress=pricing.update)
     if rank != 0:          # rank 0 writes and evaluates; the others are done
         return 0
     prune_seconds = sum(report.get("sessions", [0.0])[:-1]) + time.perf_counter() - t0
@@ -123,17 +108,14 @@ def evaluate_saved(folder: OutputFolder, net, tok, config: PruneConfig, summary:
 
 def run_summary(net, source: str, config: PruneConfig, report: dict, prune_seconds: float, ranks: int,
                 windows) -> dict:
+    """The report: the settings (flat, and by spec under `settings`), what the run measured and where it ran."""
     layers = report["layers"]
-    pattern = config.parsed_pattern()
-    return dict(model=source, adapter=report["adapter"], method=config.method,
-                method_options=config.method_options, refit=config.refit, target=config.target,
-                sequential=config.sequential, reconstruct=config.reconstruct,
-                reconstruction=report.get("reconstruction"), allocation=report.get("allocation"), pattern=pattern.name,
-                sparsity=pattern.sparsity, parameters=sum(p.numel() for p in net.parameters()),
-                calib=config.calib, nsamples=config.nsamples, seqlen=config.seqlen, seed=config.seed,
+    settings = config.result_settings()
+    return dict(model=source, adapter=report["adapter"], **{k: v for k, v in settings.items() if k != "allocation"},
+                settings=config.specs(), reconstruction=report.get("reconstruction"),
+                allocation=report.get("allocation"), parameters=sum(p.numel() for p in net.parameters()),
                 window_bos=bool(windows is not None and adapter_for(net).window_bos),
-                dtype=str(resolve_dtype(config.dtype)), machine=machine_name(), ranks=ranks,
-                row_shards=config.row_shards, prune_seconds=prune_seconds, sessions=report.get("sessions"),
+                machine=machine_name(), ranks=ranks, prune_seconds=prune_seconds, sessions=report.get("sessions"),
                 mean_rel_error=mean_layer_error(layers),
                 achieved_sparsity=sum(r["sparsity"] for r in layers) / max(len(layers), 1),
                 breakdown=report.get("breakdown", {}), layers=layers)
@@ -143,6 +125,11 @@ def mean_layer_error(layers: list[dict]) -> float | None:
     """Mean relative layer error f(W_hat)/f(0) of a report; None when it was not measured (data-free)."""
     errors = [r["rel_error"] for r in layers if r["rel_error"] is not None]
     return sum(errors) / len(errors) if errors else None
+
+
+@dataclasses.dataclass(frozen=True)
+class DumpSpec(PlacementSpec, CalibrationSpec):
+    """What the dense model's layer problems depend on: calibration and placement."""
 
 
 def dump_layers_main(args) -> int:
@@ -157,10 +144,7 @@ def dump_layers_main(args) -> int:
     if args.target == "dense" and not args.method:
         raise ValueError("--target dense needs --method: the dense target differs from the dense model's problem "
                          "only once earlier blocks are pruned")
-    config = PruneConfig(method=args.method or "wanda", method_options=parse_method_args(args.method_arg),
-                         pattern=args.pattern, sparsity=args.sparsity, target=args.target, calib=args.calib,
-                         nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, data_dir=args.data_dir,
-                         dtype=args.dtype, device=args.device)
+    config = from_args(PruneConfig if args.method else DumpSpec, args)
     if not str(args.out).endswith(".safetensors"):
         raise ValueError(f"--out {args.out}: name a .safetensors file")
     check_writable_file(args.out, "--out")
@@ -179,27 +163,27 @@ def dump_layers_main(args) -> int:
 
 
 def eval_main(args) -> int:
-    dtype = resolve_dtype(args.dtype)
-    resolve_device(args.device)
+    window, place = from_args(CalibrationSpec, args), from_args(PlacementSpec, args)
+    dtype = resolve_dtype(place.dtype)
     if args.json:
         check_writable_file(args.json, "--json")
     if args.ppl not in ("", "wikitext2"):
         raise ValueError(f"--ppl {args.ppl}: the perplexity set is wikitext2 (or \"\" for none)")
     if args.ppl:
-        check_text_source("wikitext2", args.data_dir, test=True)
-    if args.seqlen < 2 or args.limit < 0 or args.max_windows < 0:
-        raise ValueError("--seqlen must be >= 2, --limit and --max-windows >= 0")
+        check_text_source("wikitext2", window.data_dir, test=True)
+    if args.limit < 0 or args.max_windows < 0:
+        raise ValueError("--limit and --max-windows must be >= 0")
     tasks = [t for t in args.zeroshot.split(",") if t]
     if tasks:
-        check_zeroshot(tasks, args.data_dir, args.zeroshot_scorer)
-    net, tok, source = load_model(args.model, args.gguf_file, dtype, args.seqlen if args.ppl else 0)
+        check_zeroshot(tasks, window.data_dir, args.zeroshot_scorer)
+    net, tok, source = load_model(args.model, args.gguf_file, dtype, window.seqlen if args.ppl else 0)
     result = dict(model=source, machine=machine_name(), dtype=str(dtype))
     if args.ppl:
-        result["wikitext2"] = eval_ppl(net, tok, args.seqlen, args.data_dir, args.max_windows, args.device)
+        result["wikitext2"] = eval_ppl(net, tok, window.seqlen, window.data_dir, args.max_windows, place.device)
         print(f"wikitext2 ppl {result['wikitext2']['ppl']:.3f} over {result['wikitext2']['windows']} windows")
     if args.zeroshot:
-        net.to(resolve_device(args.device))
-        result["zeroshot"] = evaluate_zeroshot(net, tok, tasks, args.data_dir, args.limit, args.zeroshot_scorer)
+        net.to(resolve_device(place.device))
+        result["zeroshot"] = evaluate_zeroshot(net, tok, tasks, window.data_dir, args.limit, args.zeroshot_scorer)
         print(f"zero-shot scorer: {result['zeroshot']['scorer']}")
         for task, acc in result["zeroshot"]["tasks"].items():
             norm = "" if acc["acc_norm"] is None else f" acc_norm {acc['acc_norm']:.4f}"
