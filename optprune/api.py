@@ -86,10 +86,8 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
                     max_memory=parse_memory(config.max_memory), mmap_weights=config.mmap_weights,
                     dense_target=config.target == "dense", sequential=config.runs_sequential(),
                     reconstruct=reconstruction_for(config, adapter, say))
-    if not calibrated:
-        report = engine.run_without_data(step, progress)
-    else:
-        report = engine.run(windows, step, state, progress)
+    report = engine.run(windows if calibrated else None, step, state, progress)
+    if calibrated:
         report["sessions"] = state.sessions()
     step.finish(net)
     if allocation is not None:
@@ -121,10 +119,6 @@ def evaluate(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 2048, *
                                progress)
 
 
-class _Recorded(Exception):
-    """Raised by the recording step once the last wanted block is recorded: the walk stops there."""
-
-
 def pruned_layer_problems(net, windows: torch.Tensor, blocks: list[int], config: PruneConfig) -> dict:
     """{'<block>.<linear>': (W, statistics)} as the pipeline sees them under `config`: each wanted block's
     weights before its step and its input statistics (a Gram, or with the dense target the (G, cross,
@@ -137,16 +131,10 @@ def pruned_layer_problems(net, windows: torch.Tensor, blocks: list[int], config:
         if b in blocks:
             out.update({f"{b}.{name}": (adapter.targets(block)[name].weight.detach().float().cpu(), stats)
                         for name, stats in grams.items()})
-        infos = step(b, block, grams)
-        if b == max(blocks) and all(f"{b}.{n}" in out for n in adapter.targets(block)):
-            raise _Recorded
-        return infos
+        return step(b, block, grams)
     engine = Engine(net, adapter, resolve_device(config.device), config.batch,
                     dense_target=config.target == "dense", sequential=config.runs_sequential())
-    try:
-        engine.run(windows, record, ResumeState(None, adapter))
-    except _Recorded:
-        pass
+    engine.run(windows, record, ResumeState(None, adapter), stop=max(blocks) + 1)
     return out
 
 

@@ -273,8 +273,3 @@ def run_methods(problem: LayerProblem, pattern: Pattern, methods, **options) -> 
         out[m] = prune_layer(problem, pattern, m, **options.get(m, {}))
     return out
 
-
-def to_device(problem: LayerProblem, device: str | None) -> LayerProblem:
-    if device in (None, "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return problem.to(device)

@@ -41,9 +41,5 @@ class Result:
             return math.inf
         return max(0.0, self.objective - self.lower_bound)
 
-    @property
-    def relative_gap(self) -> float:
-        return self.gap / max(abs(self.objective), 1e-30) if math.isfinite(self.gap) else math.inf
-
 
 PruneResult = Result     # the name the heuristic solvers have always used

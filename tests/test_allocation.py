@@ -99,8 +99,8 @@ def test_bad_allocations_are_refused_with_one_line():
 
 def test_the_statement_through_cvxpy_and_pyomo_gives_the_same_optimum():
     import cvxpy as cp
-    import pyomo.environ as pyo
     from optprune.formulations import backends
+    pyo = pytest.importorskip("pyomo.environ", reason="Pyomo is the optional 'pyomo' extra (CI installs it)")
 
     problem = random_allocation(seed=2, slack=20)
     best, _ = brute_force_allocation(problem)

@@ -3,7 +3,6 @@ brute force and with the solvers that descend it."""
 import cvxpy as cp
 import highspy
 import numpy as np
-import pyomo.environ as pyo
 import pytest
 import torch
 
@@ -29,7 +28,7 @@ def _z(st, x):
     return np.round(np.asarray(x)[st.blocks["z"]])
 
 
-def test_milp_statement_through_highspy_cvxpy_and_pyomo_equals_brute_force(block):
+def test_milp_statement_through_highspy_and_cvxpy_equals_brute_force(block):
     best, _ = brute_force(block.qp)
     st = mask.mask_milp(block.qp)
     out = backends.solve_highs(st)
@@ -38,6 +37,12 @@ def test_milp_statement_through_highspy_cvxpy_and_pyomo_equals_brute_force(block
     prob.solve(solver=cp.HIGHS)
     assert prob.value == pytest.approx(best, rel=1e-6, abs=1e-8)
     assert block.qp.value(_z(st, x.value)) == pytest.approx(best, rel=1e-6, abs=1e-8)
+
+
+def test_milp_statement_through_pyomo_equals_brute_force(block):
+    pyo = pytest.importorskip("pyomo.environ", reason="Pyomo is the optional 'pyomo' extra (CI installs it)")
+    best, _ = brute_force(block.qp)
+    st = mask.mask_milp(block.qp)
     mdl = backends.to_pyomo(st)
     pyo.SolverFactory("appsi_highs").solve(mdl)
     assert pyo.value(mdl.obj) == pytest.approx(best, rel=1e-7, abs=1e-9)

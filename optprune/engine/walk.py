@@ -149,13 +149,10 @@ class Engine:
         is released)."""
         inps, outs = calls.inputs, calls.inputs.like()
         try:
-            for b, block in enumerate(self.adapter.blocks(self.net)[:stop]):
-                block.to(self.device)
+            for b, block in self.on_device(stop):
                 if visit:
                     visit(b, block, inps)
                 self.propagate(block, b, calls, inps, outs)
-                if self.offload:
-                    block.to("cpu")
                 inps, outs = outs, inps
         except BaseException:
             inps.release()
@@ -164,9 +161,21 @@ class Engine:
             outs.release()
         return inps
 
-    def run(self, windows: torch.Tensor, step: BlockStep, state: ResumeState,
-            progress: Callable[[int, float], None] | None = None) -> dict:
-        """Walk every block (see module doc); returns the report (layers, timings)."""
+    def on_device(self, stop: int | None = None):
+        """Blocks 0..stop-1 in order, each on the device while the caller works on it (back to the CPU
+        after it when offloading): the one walk every pass of the engine takes."""
+        for b, block in enumerate(self.adapter.blocks(self.net)[:stop]):
+            block.to(self.device)
+            yield b, block
+            if self.offload:
+                block.to("cpu")
+
+    def run(self, windows: torch.Tensor | None, step: BlockStep, state: ResumeState,
+            progress: Callable[[int, float], None] | None = None, stop: int | None = None) -> dict:
+        """Walk blocks 0..stop-1 (all by default; see module doc); returns the report (layers, timings).
+        Without windows the step is data-free (grams None) and no forward pass runs at all."""
+        if windows is None:
+            return self._run_without_data(step, progress, stop)
         done, report = state.progress(self.net)
         t0 = time.perf_counter()
         calls = self.capture(windows, state.spill_dir)
@@ -177,7 +186,7 @@ class Engine:
             if self.carries_dense_stream:
                 walk.dense_inps, walk.dense_outs = calls.inputs.like(), calls.inputs.like()
                 walk.dense_inps.data.copy_(calls.inputs.data)
-            for b, block in enumerate(self.adapter.blocks(self.net)):
+            for b, block in self.on_device(stop):
                 self._run_block(b, block, b >= done, walk)
                 walk.swap()
         finally:
@@ -185,12 +194,11 @@ class Engine:
         return report
 
     def _run_block(self, b: int, block, solve: bool, walk: "_Walk") -> None:
-        """Block b: Grams and step (unless loaded from the resume state), then propagation."""
+        """Block b (on the device): Grams and step (unless loaded from the resume state), then propagation."""
         t0 = time.perf_counter()
-        dense = copy.deepcopy(block).to(self.device) if self.carries_dense_stream else None
+        dense = copy.deepcopy(block) if self.carries_dense_stream else None
         if not solve:
             walk.state.restore(b, block)
-        block.to(self.device)
         times = {}
         if solve and self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -204,8 +212,6 @@ class Engine:
         times["propagate"] = time.perf_counter() - t1
         if solve:
             self._record(b, block, t0, times, walk)
-        if self.offload:
-            block.to("cpu")
         if self.mmap_weights and world()[0] == 0:
             walk.state.map_block(b, block)
 
@@ -244,10 +250,10 @@ class Engine:
         if walk.progress:
             walk.progress(b, walk.report["block_seconds"][str(b)])
 
-    def run_without_data(self, step: BlockStep, progress=None) -> dict:
-        """Apply a data-free step (a mask of W alone) block by block: no forward pass at all."""
+    def _run_without_data(self, step: BlockStep, progress=None, stop: int | None = None) -> dict:
+        """A data-free step (a mask of W alone) block by block: no forward pass at all."""
         report = {"layers": [], "block_seconds": {}, "breakdown": {}, "input_seconds": 0.0}
-        for b, block in enumerate(self.adapter.blocks(self.net)):
+        for b, block in self.on_device(stop):
             t0 = time.perf_counter()
             report["layers"] += step(b, block, None)
             report["block_seconds"][str(b)] = time.perf_counter() - t0

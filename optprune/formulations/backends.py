@@ -173,8 +173,11 @@ def to_cvxpy(st: Statement):
 
 
 def to_pyomo(st: Statement):
-    """A Pyomo ConcreteModel with variables x[k] stating the same problem."""
-    import pyomo.environ as pyo
+    """A Pyomo ConcreteModel with variables x[k] stating the same problem (Pyomo: the optional extra)."""
+    try:
+        import pyomo.environ as pyo
+    except ImportError:
+        raise ImportError("Pyomo is optional: pip install 'optprune[pyomo]' to emit statements through it") from None
 
     mdl = pyo.ConcreteModel(name=st.name)
     mdl.K = pyo.RangeSet(0, st.n - 1)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .statement import Statement, StatementBuilder, embed_quadratic
+from .statement import Statement, StatementBuilder
 
 
 @dataclass
@@ -192,4 +192,4 @@ def relaxed_bound_certificate(qp: BinaryQP, x: np.ndarray) -> float:
 
 
 __all__ = ["BinaryQP", "convex_reformulation", "diagonal_perturbation", "mask_ip", "mask_milp", "mask_relaxation", "mask_oa_master", "milp_point", "oa_cut",
-           "relaxed_bound_certificate", "linearised_pairs", "embed_quadratic"]
+           "relaxed_bound_certificate", "linearised_pairs"]

@@ -104,9 +104,3 @@ class StatementBuilder:
                          np.array(self.integer, bool), A, np.array(self.row_lower), np.array(self.row_upper),
                          Q, float(const), dict(self.blocks))
 
-
-def embed_quadratic(n: int, index: np.ndarray, Q: np.ndarray) -> np.ndarray:
-    """An n x n matrix holding Q on the variables `index` (zero elsewhere)."""
-    full = np.zeros((n, n))
-    full[np.ix_(index, index)] = Q
-    return full
