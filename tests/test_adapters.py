@@ -123,3 +123,14 @@ def test_encoders_and_models_without_repeated_blocks_are_refused():
             self.lin = torch.nn.Linear(2, 2)
     with pytest.raises(ArchitectureError, match="no repeated blocks"):
         adapter_for(Flat())
+
+
+def test_the_adapter_says_which_layers_are_attention_and_the_generic_one_refuses():
+    from optprune.adapters import ADAPTERS, ArchitectureError, ModelAdapter
+
+    assert ADAPTERS["llama"].is_attention("self_attn.q_proj") and not ADAPTERS["llama"].is_attention("mlp.up_proj")
+    assert ADAPTERS["gpt_neox"].is_attention("attention.dense")
+    assert not ADAPTERS["gpt_neox"].is_attention("mlp.dense_4h_to_h")
+    assert not ADAPTERS["llama"].is_attention("self_attn_norm.weight")       # a prefix of a part is not the module
+    with pytest.raises(ArchitectureError, match="bound blocks:A-B instead"):
+        ModelAdapter("custom", inferred=True).is_attention("attn.c_attn")

@@ -193,8 +193,9 @@ def test_a_group_bound_selects_its_layers_and_converts_to_weights(spec, selected
 
     names = ["0.self_attn.q_proj", "0.mlp.up_proj", "1.attn.c_attn", "1.mlp.c_fc"]
     bound = GroupBound.parse(spec)
-    assert [n for n in names if bound.selects(n)] == selected
-    members, lo, hi = bound.group(names, np.array([10, 20, 30, 40]))
+    is_attention = lambda path: path.split(".")[0] in ("self_attn", "attn")      # what an adapter would say
+    assert [n for n in names if bound.selects(n, is_attention)] == selected
+    members, lo, hi = bound.group(names, np.array([10, 20, 30, 40]), is_attention)
     total = sum([10, 20, 30, 40][i] for i in members)
     assert (lo, hi) == (np.ceil(bound.lo * total), np.floor(bound.hi * total))
 
@@ -277,7 +278,7 @@ def test_the_pipeline_keeps_a_group_bound_and_still_meets_the_budget(tiny_net):
     adapter = adapter_for(net)
     sizes = {f"{b}.{n}": lin.weight.numel() for b, blk in enumerate(adapter.blocks(net))
              for n, lin in adapter.targets(blk).items()}
-    attention = [n for n in sizes if GroupBound("attention").selects(n)]
+    attention = [n for n in sizes if GroupBound("attention").selects(n, adapter.is_attention)]
     assert 0 < len(attention) < len(sizes)
 
     unbounded = allocate(net, adapter, windows, free)
@@ -505,7 +506,7 @@ def test_a_structured_model_of_unequal_blocks_saves_and_loads_back(tiny_net, tmp
 def test_the_cli_plots_the_allocation_per_block_and_shows_the_pricing_pass(cli_prune, tmp_path, capsys):
     import json
 
-    from optprune.pipeline.allocation_plot import allocation_by_kind
+    from optprune.allocation import allocation_by_kind
 
     assert cli_prune(tmp_path / "out", method="wanda", pattern="structured", extra=("--allocation", "owl")) == 0
     err = capsys.readouterr().err

@@ -29,7 +29,7 @@ from optprune.adapters import adapter_for
 from optprune.api import calibration_for, run_pruning
 from optprune.config import AllocationSpec, CalibrationSpec, MethodSpec, PruneConfig, resolve_dtype
 from optprune.settings import add_arguments, from_args
-from optprune.pipeline.allocation_plot import plot_allocation
+from optprune.allocation import plot_allocation
 from optprune.pipeline.model_io import load_model
 from optprune.pipeline.progress import BlockProgress
 from optprune.pipeline.run import eval_ppl, machine_name, mean_layer_error

@@ -47,6 +47,7 @@ class ModelAdapter:
     ignore: tuple[str, ...] = ()
     mlp: MlpLayout | None = None
     attention: AttentionLayout | None = None
+    attention_module: str | None = None    # the block's attention submodule (None: the family does not say)
     inferred: bool = False
     notes: str = field(default="", compare=False)
 
@@ -61,6 +62,14 @@ class ModelAdapter:
         """The prunable linears of a block (every nn.Linear not on the ignore list)."""
         return {n: m for n, m in block.named_modules()
                 if isinstance(m, torch.nn.Linear) and not any(n == i or n.startswith(i + ".") for i in self.ignore)}
+
+    def is_attention(self, path: str) -> bool:
+        """Whether the block's linear at `path` belongs to attention (else to the MLP)."""
+        module = self.attention_module or (self.attention.module if self.attention is not None else None)
+        if module is None:
+            raise ArchitectureError(f"the {self.model_type or 'generic'} adapter does not say which layers are "
+                                    f"attention: bound blocks:A-B instead")
+        return path == module or path.startswith(module + ".")
 
     def place_outside_blocks(self, net, device) -> None:
         """Move everything but the blocks (embeddings, rotary, final norm, head) to `device`."""

@@ -87,14 +87,10 @@ def allocation_milp(problem: Allocation) -> Statement:
     return b.build()
 
 
-ATTENTION_MARKERS = ("attn", "attention")
-
-
 @dataclass(frozen=True)
 class GroupBound:
     """lo <= (pruned weights of the group) / (its weights) <= hi for one group of layers, named by a selector:
-    'attention' (a layer whose path has a part containing attn/attention: self_attn, attn, self_attention),
-    'mlp' (every other layer) or 'blocks:A-B' (blocks A..B inclusive).  Written SELECTOR=LO:HI; an empty LO
+    'attention' (a layer the model's adapter places in attention), 'mlp' (every other layer) or 'blocks:A-B' (blocks A..B inclusive).  Written SELECTOR=LO:HI; an empty LO
     is 0 and an empty HI is 1 (`--allocation-bound attention=:0.5`)."""
     selector: str
     lo: float = 0.0
@@ -125,18 +121,18 @@ class GroupBound:
             raise ValueError(f"allocation bound selector {self.selector!r}: use attention, mlp or blocks:A-B")
         return int(first), int(last or first)
 
-    def selects(self, name: str) -> bool:
-        """Whether layer '<block>.<path>' is in the group."""
+    def selects(self, name: str, is_attention) -> bool:
+        """Whether layer '<block>.<path>' is in the group; is_attention(path) says whether the block's
+        layer at `path` is attention (the model's adapter knows: `ModelAdapter.is_attention`)."""
         block, _, path = name.partition(".")
         span = self.block_range()
         if span is not None:
             return span[0] <= int(block) <= span[1]
-        attention = any(m in part for part in path.split(".") for m in ATTENTION_MARKERS)
-        return attention == (self.selector == "attention")
+        return is_attention(path) == (self.selector == "attention")
 
-    def group(self, names: list[str], sizes: np.ndarray) -> tuple[np.ndarray, float, float]:
+    def group(self, names: list[str], sizes: np.ndarray, is_attention) -> tuple[np.ndarray, float, float]:
         """(members, lo, hi) in weights for `Allocation.groups`; a group that selects no layer is refused."""
-        members = np.array([i for i, n in enumerate(names) if self.selects(n)], dtype=int)
+        members = np.array([i for i, n in enumerate(names) if self.selects(n, is_attention)], dtype=int)
         if members.size == 0:
             raise ValueError(f"allocation bound {self.selector!r} selects no layer")
         total = float(np.asarray(sizes)[members].sum())

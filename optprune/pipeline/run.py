@@ -18,7 +18,7 @@ from ..parallel import init_from_env
 from ..data import check_text_source, describe_source
 from .model_io import check_model_argument, load_model, model_source
 from .output import OutputFolder, check_writable_file
-from .allocation_plot import plot_allocation
+from ..allocation import plot_allocation
 from .checkpoint import SAVE_FORMATS
 from .harness import check_zeroshot, evaluate_zeroshot
 from .progress import BlockProgress
