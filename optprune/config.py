@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .formulations.allocation import GroupBound
+from formulations.allocation import GroupBound
 from .patterns import Pattern
 from .solvers import DATA_FREE_MASKS, METHODS
 from .solvers.base import check_method

@@ -20,8 +20,8 @@ Pruning chooses a keep mask `M` (True = kept) and new weights `W_hat` supported 
 
     f(M, W_hat) = ||(W - W_hat) X||_F^2 = tr((W - W_hat) G (W - W_hat)^T).
 
-Every formulation below is built once, as array data (`optprune.formulations.Statement`); HiGHS
-(highspy), cvxpy and Pyomo only emit and solve that statement (`optprune.formulations.backends`).
+Every formulation below is built once, as array data (`formulations.Statement`); HiGHS
+(highspy), cvxpy and Pyomo only emit and solve that statement (`formulations.backends`).
 Each solver returns the one result type (`optprune.result.Result`: mask True = kept, objective,
 proven lower bound, status in one vocabulary: `heuristic`, `optimal`, `time_limit`,
 `iteration_limit`, `infeasible`).
@@ -49,7 +49,7 @@ def _size(st) -> str:
 
 
 def _statements():
-    from .formulations import allocation, l0, mask, penalty, refit
+    from formulations import allocation, l0, mask, penalty, refit
 
     prob, block = _example()
     W, G = prob.float64()
@@ -75,7 +75,7 @@ def _statements():
 
 
 def _allocation_example():
-    from .formulations.allocation import Allocation
+    from formulations.allocation import Allocation
 
     menu = np.array([0.4, 0.5, 0.6])
     pruned = np.round(np.array([[576 * 576], [576 * 1536]]) * menu).astype(int)
@@ -108,10 +108,10 @@ def _exact_section() -> str:
 
 def _full_row_section() -> str:
     from .exact import row_bounds
-    from .formulations.refit import perspective_relaxation
+    from formulations.refit import perspective_relaxation
 
     return ("## Full-row bounds (`optprune certify --full-row-bounds`)\n\n" + _doc(row_bounds) + "\n\n"
-            "The perspective relaxation as a statement — `optprune.formulations.refit.perspective_relaxation`:\n\n"
+            "The perspective relaxation as a statement — `formulations.refit.perspective_relaxation`:\n\n"
             + _doc(perspective_relaxation) + "\n\nThe QCR relaxation of a whole row is the sub-block statement "
             "`mask_relaxation(convex_reformulation(qp, w_i^2 lam))` with the row as its window; a test checks that "
             "the layer-scale solvers' bounds reach both statements' optima within 1%.\n\n"
@@ -120,11 +120,11 @@ def _full_row_section() -> str:
 
 def _dnn_section() -> str:
     from .exact import dnn
-    from .formulations import dnn as dnn_statement
+    from formulations import dnn as dnn_statement
 
     _, block = _example()
     rel = dnn_statement.dnn_relaxation(block.qp)
-    return ("### The doubly nonnegative relaxation — `optprune.formulations.dnn.dnn_relaxation`\n\n"
+    return ("### The doubly nonnegative relaxation — `formulations.dnn.dnn_relaxation`\n\n"
             + _doc(dnn_statement) + f"\n\nExample (the 2 x 6 per-row sub-block): a {rel.size} x {rel.size} matrix "
             f"variable, {rel.A.shape[0]} linear rows, face of dimension {rel.face.shape[1]}. Emitted to cvxpy "
             "(`to_cvxpy`, Clarabel or SCS) on small instances; solved at full-row scale by "
@@ -132,7 +132,7 @@ def _dnn_section() -> str:
 
 
 def render() -> str:
-    from .formulations import allocation, l0, mask, penalty, refit, statement
+    from formulations import allocation, l0, mask, penalty, refit, statement
     from .exact import subblock
 
     parts = [INTRO, "## Statements\n\n" + _doc(statement) + "\n",

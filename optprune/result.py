@@ -5,6 +5,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from formulations.statement import ExactSolveError  # noqa: F401  (the exact backends raise it; re-exported)
+
 # One status vocabulary for every solver:
 #   heuristic        a torch method's answer: no optimality claim
 #   optimal          objective and proven lower bound agree within the solver's tolerance
@@ -12,10 +14,6 @@ from typing import Any
 #   iteration_limit  stopped by an iteration cap, likewise
 #   infeasible       no mask satisfies the constraints
 STATUSES = ("heuristic", "optimal", "time_limit", "iteration_limit", "infeasible")
-
-
-class ExactSolveError(RuntimeError):
-    """An exact solver ended without a usable status (a solver error, not a limit)."""
 
 
 @dataclass

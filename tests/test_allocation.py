@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from optprune.formulations.allocation import Allocation, allocation_milp, brute_force_allocation, solve_allocation
+from formulations.allocation import Allocation, allocation_milp, brute_force_allocation, solve_allocation
 
 
 def random_allocation(layers=4, options=5, seed=0, slack=0, groups=()):
@@ -99,7 +99,7 @@ def test_bad_allocations_are_refused_with_one_line():
 
 def test_the_statement_through_cvxpy_and_pyomo_gives_the_same_optimum():
     import cvxpy as cp
-    from optprune.formulations import backends
+    from formulations import backends
     pyo = pytest.importorskip("pyomo.environ", reason="Pyomo is the optional 'pyomo' extra (CI installs it)")
 
     problem = random_allocation(seed=2, slack=20)
@@ -189,7 +189,7 @@ def test_the_remainder_never_takes_a_group_below_its_lower_bound():
                                            ("mlp=:0.6", ["0.mlp.up_proj", "1.mlp.c_fc"]),
                                            ("blocks:1-1=0.5:", ["1.attn.c_attn", "1.mlp.c_fc"])])
 def test_a_group_bound_selects_its_layers_and_converts_to_weights(spec, selected):
-    from optprune.formulations.allocation import GroupBound
+    from formulations.allocation import GroupBound
 
     names = ["0.self_attn.q_proj", "0.mlp.up_proj", "1.attn.c_attn", "1.mlp.c_fc"]
     bound = GroupBound.parse(spec)
@@ -270,7 +270,7 @@ def test_the_pipeline_keeps_a_group_bound_and_still_meets_the_budget(tiny_net):
     from optprune.allocation import allocate
     from optprune.api import run_pruning
     from optprune.config import PruneConfig
-    from optprune.formulations.allocation import GroupBound
+    from formulations.allocation import GroupBound
 
     net, _, windows = tiny_net
     free = PruneConfig(method="sparsegpt", pattern="unstructured", sparsity=0.5, dtype="float32", device="cpu",

@@ -7,8 +7,8 @@ import torch
 
 from optprune.exact.solve import certify_block
 from optprune.exact.subblock import build_subblock
-from optprune.formulations.l0 import l0_penalized, l0_point
-from optprune.formulations.penalty import penalty_v_step
+from formulations.l0 import l0_penalized, l0_point
+from formulations.penalty import penalty_v_step
 from optprune.patterns import Pattern
 from optprune.problem import LayerProblem, ProblemError, dense_target_problem
 from optprune.solvers import METHODS, prune_layer

@@ -8,8 +8,8 @@ import pytest
 from optprune import Pattern, random_problem, select_mask
 from optprune.exact import brute_force, build_subblock
 from optprune.exact.dnn import solve_dnn
-from optprune.formulations import backends, mask
-from optprune.formulations.dnn import dnn_relaxation, dual_bound, to_cvxpy
+from formulations import backends, mask
+from formulations.dnn import dnn_relaxation, dual_bound, to_cvxpy
 
 BLOCKS = [(1, 10, "per-row", 0.5), (2, 5, "unstructured", 0.5), (1, 12, "2:4", None), (3, 8, "structured", 0.4)]
 

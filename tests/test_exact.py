@@ -127,7 +127,7 @@ def test_unknown_exact_method_names_the_registry():
 @pytest.mark.parametrize("seed", range(4))
 def test_the_convex_reformulation_is_the_same_function_on_binaries_and_convex(seed):
     from itertools import product
-    from optprune.formulations.mask import convex_reformulation
+    from formulations.mask import convex_reformulation
 
     prob = random_problem(2, 6, seed=seed)
     pat = Pattern("per-row", 0.5)

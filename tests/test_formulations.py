@@ -8,7 +8,7 @@ import torch
 
 from optprune import Pattern, prune_layer, random_problem, select_mask
 from optprune.exact import brute_force, build_subblock, certify_block, relaxation_bound
-from optprune.formulations import backends, l0, mask, penalty, refit
+from formulations import backends, l0, mask, penalty, refit
 from optprune.solvers.maiht import maiht_iterates
 from optprune.solvers.spap import spap_m_step, spap_v_step
 

@@ -170,9 +170,9 @@ def test_the_bounds_reach_the_optima_of_their_stated_relaxations():
     import cvxpy as cp
 
     from optprune.exact import build_subblock
-    from optprune.formulations import backends
-    from optprune.formulations.mask import convex_reformulation, mask_relaxation
-    from optprune.formulations.refit import perspective_relaxation
+    from formulations import backends
+    from formulations.mask import convex_reformulation, mask_relaxation
+    from formulations.refit import perspective_relaxation
 
     prob, pat = random_problem(2, 10, seed=5), Pattern("per-row", 0.5)
     lam = lam_of(prob)

@@ -2,7 +2,7 @@
 
 For a sample of rows (seed 0) of a few layers at 50% per-row, the row's SparseSwaps mask (mask-only objective)
 is priced against (a) the QCR bound with the layer's shared diagonal (`optprune.exact.row_bounds`) and (b)
-the doubly nonnegative relaxation (`optprune.formulations.dnn`: Shor SDP + cardinality RLT products +
+the doubly nonnegative relaxation (`formulations.dnn`: Shor SDP + cardinality RLT products +
 nonnegative products) solved by ADMM for --iters steps (`optprune.exact.dnn.dnn_row_bound`); both bounds
 are rigorous.  gap = objective / bound (1 = proven optimal).  The ADMM's last primal value (not a bound)
 shows where the DNN bound converges to.  Writes docs/results/row_dnn.md (+ .json).

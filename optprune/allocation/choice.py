@@ -1,4 +1,4 @@
-"""The exact choice: the allocation MILP over the priced menus (`optprune.formulations.allocation`), its
+"""The exact choice: the allocation MILP over the priced menus (`formulations.allocation`), its
 remainder placed so the run prunes exactly the uniform count, and the share an allocation removes."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..config import resolve_device
-from ..formulations.allocation import Allocation, GroupBound, solve_allocation
+from formulations.allocation import Allocation, GroupBound, solve_allocation
 from .menus import unit_parameters
 from .pricing import loss_increases, output_fisher
 

@@ -7,7 +7,7 @@ OWL (luuyin/OWL) scores each block by its outlier ratio D_b, the share of the bl
 
 so every s_b lies in [S - lam, S + lam], blocks with more outliers are pruned less, and the mean is S
 (the parameter budget when blocks are equal in size).  The exact alternative is
-`optprune.formulations.allocation` (a multiple-choice knapsack over the menus of `menus`).
+`formulations.allocation` (a multiple-choice knapsack over the menus of `menus`).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ADMM on the DNN relaxation (`optprune.formulations.dnn`), with a rigorous bound at every check.
+"""ADMM on the DNN relaxation (`formulations.dnn`), with a rigorous bound at every check.
 
 Splitting Y (affine: A vec(Y) = b) = X (PSD, on the relaxation's face) = W (entrywise >= 0), with scaled
 duals U, V and penalty rho:
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse.linalg import splu
 
-from ..formulations.dnn import DNNRelaxation, dnn_relaxation, dual_bound, on_face
-from ..formulations.mask import BinaryQP
+from formulations.dnn import DNNRelaxation, dnn_relaxation, dual_bound, on_face
+from formulations.mask import BinaryQP
 
 
 @dataclass

@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from ..formulations import backends
-from ..formulations.mask import BinaryQP, mask_relaxation, relaxed_bound_certificate
+from formulations import backends
+from formulations.mask import BinaryQP, mask_relaxation, relaxed_bound_certificate
 from ..result import Result
 
 

@@ -1,6 +1,6 @@
 """Exact solution of sub-block problems with HiGHS (MILP and convex QP: HiGHS has no MIQP).
 
-Every solver here takes a `SubBlock`, solves one statement of `optprune.formulations`, and returns
+Every solver here takes a `SubBlock`, solves one statement of `formulations`, and returns
 the one `Result` (mask = the sub-block's unit keep vector, True = kept; `objective` the best value
 found; `lower_bound` what was proven; `status` in the one vocabulary).  The registry
 `EXACT_METHODS` names them for the comparator and the CLI:
@@ -23,9 +23,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..formulations import backends
-from ..formulations.mask import BinaryQP, convex_reformulation, diagonal_perturbation, mask_milp, mask_oa_master, milp_point, oa_cut
-from ..formulations.refit import refit_cuts, refit_oa_master
+from formulations import backends
+from formulations.mask import BinaryQP, convex_reformulation, diagonal_perturbation, mask_milp, mask_oa_master, milp_point, oa_cut
+from formulations.refit import refit_cuts, refit_oa_master
 from ..result import Result
 from .subblock import SubBlock
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..formulations.mask import BinaryQP
-from ..formulations.refit import RefitData
+from formulations.mask import BinaryQP
+from formulations.refit import RefitData
 from ..patterns import Pattern, PatternError
 from ..problem import LayerProblem
 

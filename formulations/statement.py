@@ -16,6 +16,11 @@ import numpy as np
 import scipy.sparse as sp
 
 
+
+class ExactSolveError(RuntimeError):
+    """An exact solver ended without a usable status (a solver error, not a limit)."""
+
+
 @dataclass
 class Statement:
     name: str

@@ -20,8 +20,7 @@ from itertools import product
 import highspy
 import numpy as np
 
-from ..result import ExactSolveError
-from .statement import Statement
+from .statement import ExactSolveError, Statement
 
 HIGHS_STATUS = {"Optimal": "optimal", "Time limit reached": "time_limit",
                 "Iteration limit reached": "iteration_limit", "Infeasible": "infeasible",
