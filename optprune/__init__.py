@@ -4,9 +4,9 @@ from .problem import LayerProblem, ProblemError, load_layer_problems, random_pro
 from .solvers import METHODS, PruneResult, prune_layer
 from .config import PruneConfig
 from .api import evaluate, prune
-from .pipeline.model_io import load_pretrained
+from .checkpoints import load_model, load_pretrained
 
 __version__ = "0.1.0"
 __all__ = ["Pattern", "PatternError", "select_mask", "check_mask", "LayerProblem", "ProblemError",
            "load_layer_problems", "random_problem", "METHODS", "PruneResult", "prune_layer",
-           "PruneConfig", "prune", "evaluate", "load_pretrained"]
+           "PruneConfig", "prune", "evaluate", "load_model", "load_pretrained"]

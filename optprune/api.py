@@ -138,6 +138,12 @@ def pruned_layer_problems(net, windows: torch.Tensor, blocks: list[int], config:
     return out
 
 
+def mean_layer_error(layers: list[dict]) -> float | None:
+    """Mean relative layer error f(W_hat)/f(0) of a report; None when it was not measured (data-free)."""
+    errors = [r["rel_error"] for r in layers if r["rel_error"] is not None]
+    return sum(errors) / len(errors) if errors else None
+
+
 def check_blocks(net, adapter: ModelAdapter, blocks: list[int]) -> None:
     n = len(adapter.blocks(net))
     if not blocks or any(b < 0 or b >= n for b in blocks):

@@ -10,6 +10,7 @@ and its new weight and mask are broadcast from there.
 from __future__ import annotations
 
 import os
+import platform
 from typing import Callable
 
 import torch
@@ -74,3 +75,10 @@ def solve_sharded(jobs: list, solve: Callable) -> list:
         dist.broadcast(m, src=src)
         out.append((w.to(weight.device), m.to(weight.device), info))
     return out
+
+
+def machine_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    threads = torch.get_num_threads()
+    return f"{platform.machine()} CPU, {threads} thread{'s' if threads != 1 else ''}"

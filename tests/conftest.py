@@ -1,8 +1,11 @@
-import gzip
-import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "validation"))   # the cases and tiny model shared
+from bad_input_cases import TEXT, build_tiny  # noqa: E402  with validation/reliability_table.py
 
 torch.set_num_threads(2)
 
@@ -12,47 +15,16 @@ def _seed():
     torch.manual_seed(0)
 
 
-TEXT = ("The quick brown fox jumps over the lazy dog. " * 40 + "\n\n") * 6
-
-
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     return build_tiny(tmp_path_factory.mktemp("tiny"))
-
-
-def build_tiny(root):
-    """A 2-block random Llama (hidden 32, 128 positions) with a character tokenizer, and a data
-    folder in the shared/data layout: (model folder, data folder)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    chars = sorted(set(TEXT))
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab["<unk>"] = len(vocab)
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    model_dir = root / "model"
-    LlamaForCausalLM(cfg).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
-    data = root / "data"
-    (data / "wikitext2").mkdir(parents=True)
-    (data / "c4").mkdir()
-    (data / "wikitext2" / "test.raw.txt").write_text(TEXT)
-    with gzip.open(data / "c4" / "c4-sample.00000-of-00001.json.gz", "wt") as fh:
-        for _ in range(5):
-            fh.write(json.dumps({"text": TEXT}) + "\n")
-    return model_dir, data
 
 
 @pytest.fixture
 def tiny_net(tiny):
     """A fresh float32 copy of the tiny Llama, its tokenizer and 4 calibration windows of 32 tokens."""
     from optprune.data import calibration_windows
-    from optprune.pipeline.model_io import load_model
+    from optprune.checkpoints.model_io import load_model
 
     model_dir, data = tiny
     net, tok, _ = load_model(str(model_dir), dtype=torch.float32)
@@ -62,7 +34,7 @@ def tiny_net(tiny):
 @pytest.fixture
 def cli_prune(tiny):
     """Run `optprune prune` on the tiny model: cli_prune(out, method, pattern, extra args) -> exit code."""
-    from optprune.cli import main
+    from optprune.commands import main
 
     model_dir, data = tiny
 

@@ -109,7 +109,7 @@ def test_a_family_without_an_adapter_is_inferred_and_prunes_entrywise(tmp_path):
 
 
 def test_encoders_and_models_without_repeated_blocks_are_refused():
-    from optprune.pipeline.model_io import check_architecture
+    from optprune.checkpoints.model_io import check_architecture
 
     with pytest.raises(ArchitectureError, match="is an encoder"):
         check_architecture(T.BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,

@@ -305,7 +305,7 @@ def test_the_pricing_pass_is_kept_and_shared_by_runs_that_price_alike(tiny, tiny
     from optprune.adapters import adapter_for
     from optprune.api import run_pruning
     from optprune.config import PruneConfig
-    from optprune.pipeline.model_io import load_model
+    from optprune.checkpoints.model_io import load_model
 
     def fresh():
         return load_model(str(tiny[0]), dtype=torch.float32)[0]
@@ -367,7 +367,7 @@ def test_a_resumed_milp_run_reads_its_allocation_back_and_finishes_bit_for_bit(t
     from optprune.adapters import adapter_for
     from optprune.api import run_pruning
     from optprune.config import PruneConfig
-    from optprune.pipeline.model_io import load_model
+    from optprune.checkpoints.model_io import load_model
 
     net, _, windows = tiny_net
     config = PruneConfig(method="sparsegpt", pattern="unstructured", sparsity=0.5, dtype="float32", device="cpu",
@@ -488,7 +488,7 @@ def test_a_structured_model_of_unequal_blocks_saves_and_loads_back(tiny_net, tmp
     from optprune.adapters import adapter_for
     from optprune.api import run_pruning
     from optprune.config import PruneConfig
-    from optprune.pipeline.model_io import save_model
+    from optprune.checkpoints.model_io import save_model
 
     net, tok, windows = tiny_net
     config = PruneConfig(method="wanda", pattern="structured", sparsity=0.3, dtype="float32", device="cpu",

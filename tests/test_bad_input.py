@@ -8,51 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from optprune.cli import main
+from optprune.commands import main
 
-PRUNE_USAGE = [   # (extra arguments replacing the defaults, message)
-    (["--method", "banana"], "unknown method 'banana'"),
-    (["--method", "spap"], "spap handles column (structured) patterns, not per-row"),
-    (["--method", "sparsegpt", "--pattern", "structured"], "sparsegpt handles unstructured"),
-    (["--sparsity", "1.0"], "sparsity must lie in [0, 1)"),
-    (["--sparsity", "nan"], "sparsity must lie in [0, 1)"),
-    (["--pattern", "2:4", "--sparsity", "0.7"], "contradicts 2:4"),
-    (["--pattern", "3:7"], "needs the input size (32) to be divisible by M=7"),
-    (["--pattern", "4:2"], "N:M needs 0 < N < M"),
-    (["--dtype", "fp8"], "unknown dtype 'fp8'"),
-    (["--device", "banana"], "unknown device 'banana'"),
-    (["--device", "cuda:99"], "--device cuda:99: "),
-    (["--nsamples", "0"], "nsamples must be >= 1, got 0"),
-    (["--row-shards", "0"], "row_shards must be >= 1, got 0"),
-    (["--batch", "0"], "batch must be >= 1, got 0"),
-    (["--target", "banana"], "target must be one of pruned, dense, got 'banana'"),
-    (["--allocation-cost", "banana"], "allocation_cost must be one of error, sensitivity, loss"),
-    (["--method-arg", "iters=3"], "wanda has no option iters"),
-    (["--calib", "/nonexistent/corpus.txt"], "--calib /nonexistent/corpus.txt: no such file"),
-    (["--data-dir", "/nonexistent/data"], "no data folder at /nonexistent/data"),
-    (["--target-ridge", "0"], "target_ridge must be > 0"),
-    (["--reconstruct", "block", "--reconstruct-epochs", "0"], "reconstruct_epochs must be >= 1"),
-    (["--method", "admm", "--pattern", "structured"], "admm handles entrywise"),
-    (["--method", "admm", "--method-arg", "warm_start=admm"], "unknown warm start 'admm'"),
-    (["--allocation", "milp", "--pattern", "2:4"], "2:4 stays uniform per layer"),
-    (["--allocation", "milp", "--allocation-step", "0"], "need 0 < step <= spread"),
-    (["--allocation", "milp", "--allocation-bound", "attention=0.7:0.2"], "need 0 <= LO <= HI <= 1"),
-    (["--allocation", "owl", "--allocation-bound", "mlp=:0.5"], "it needs --allocation milp"),
-    (["--allocation", "milp", "--allocation-windows", "9"], "allocation_windows must be between 0"),
-    (["--seqlen", "4096"], "--seqlen 4096 is longer than this model's max_position_embeddings (128)"),
-    (["--save-format", "bitmask"], "--save-format 'bitmask': choose from dense, compressed, plain"),
-]
-
-
-def _prune_args(tiny, out, extra=()):
-    model_dir, data = tiny
-    base = {"--model": str(model_dir), "--method": "wanda", "--pattern": "per-row", "--nsamples": "4",
-            "--seqlen": "32", "--data-dir": str(data), "--out": str(out), "--device": "cpu", "--dtype": "float32"}
-    extra = list(extra)
-    flags = [a for a in extra if a.startswith("--")]
-    args = [x for k, v in base.items() if k not in flags for x in (k, v)]
-    return ["prune", *args, *extra]
-
+from bad_input_cases import (CERTIFY_USAGE, EVAL_USAGE, PATH_CASES, PRUNE_USAGE, eval_args as _eval_args,
+                             layer_files as _layer_files, path_case, prune_args as _prune_args)
 
 @pytest.mark.parametrize("extra,message", PRUNE_USAGE, ids=[" ".join(e) for e, _ in PRUNE_USAGE])
 def test_prune_usage_errors_exit_2_with_one_line_and_write_nothing(tiny, tmp_path, capsys, extra, message):
@@ -69,33 +28,6 @@ def _one_line(err: str, message: str) -> bool:
     return len(lines) == 1 and message in lines[0]
 
 
-PATH_CASES = [   # (case, message)
-    ("--model is a missing folder", "no such folder"),
-    ("--model is an unreachable hub id", "--model no-such-org/no-such-model-xyz"),
-    ("--out is a file", "is a file"),
-    ("--out lies under a file", "is not a writable folder"),
-    ("--out is an unrelated non-empty folder", "is not empty and holds no optprune run"),
-]
-
-
-def path_case(case: str, tmp_path: Path) -> tuple[Path, list[str]]:
-    """(--out, extra arguments) of a PATH_CASES case, with the files it needs made."""
-    out = tmp_path / "out"
-    if case == "--model is a missing folder":
-        return out, ["--model", str(tmp_path / "nope")]
-    if case == "--model is an unreachable hub id":
-        return out, ["--model", "no-such-org/no-such-model-xyz"]
-    if case == "--out is a file":
-        out.write_text("x")
-    elif case == "--out lies under a file":
-        (tmp_path / "f").write_text("x")
-        out = tmp_path / "f" / "out"
-    else:
-        out.mkdir()
-        (out / "config.json").write_text("{\"mine\": 1}")
-    return out, []
-
-
 @pytest.mark.parametrize("case,message", PATH_CASES, ids=[c for c, _ in PATH_CASES])
 def test_prune_path_errors_exit_2_before_loading(tiny, tmp_path, capsys, case, message):
     out, extra = path_case(case, tmp_path)
@@ -108,7 +40,7 @@ def test_prune_path_errors_exit_2_before_loading(tiny, tmp_path, capsys, case, m
 
 def test_stale_resume_state_is_refused_and_no_resume_starts_over(tiny, tmp_path, capsys, monkeypatch):
     """The issue's case: a sparsegpt 0.7 run that died leaves .resume; wanda 0.3 into the same folder."""
-    import optprune.pipeline.run as run
+    import optprune.commands.prune as run
 
     out = tmp_path / "out"
     monkeypatch.setattr(run.OutputFolder, "save", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left")))
@@ -137,30 +69,18 @@ def test_finished_output_is_kept_or_refused(tiny, tmp_path, capsys):
 
 
 def test_failed_evaluation_keeps_the_saved_model(tiny, tmp_path, capsys, monkeypatch):
-    import optprune.pipeline.run as run
+    import optprune.commands.prune as run
 
     def broken(*a, **k):
         raise RuntimeError("evaluation blew up")
 
-    monkeypatch.setattr(run, "eval_ppl", broken)
+    monkeypatch.setattr(run, "wikitext2_perplexity", broken)
     out = tmp_path / "out"
     assert main(_prune_args(tiny, out, ["--eval-ppl"])) == 1
     err = capsys.readouterr().err
     assert "evaluation blew up" in err and "the pruned model is saved" in err
     assert (out / "model.safetensors").exists() and (out / "optprune_complete.json").exists()
     assert not (out / ".resume").exists()
-
-
-EVAL_USAGE = [   # (extra arguments of optprune eval on the tiny model, message)
-    (["--zeroshot", "mmlu"], "unknown zero-shot task 'mmlu'"),
-    (["--zeroshot", "arc_easy", "--zeroshot-scorer", "exact"], "--zeroshot-scorer 'exact': choose from auto, harness, "
-                                                                "builtin"),
-]
-
-
-def _eval_args(tiny, extra):
-    model_dir, data = tiny
-    return ["eval", "--model", str(model_dir), "--ppl", "", "--data-dir", str(data), *extra]
 
 
 @pytest.mark.parametrize("extra,message", EVAL_USAGE, ids=[" ".join(e) for e, _ in EVAL_USAGE])
@@ -175,51 +95,6 @@ def test_eval_refuses_unwritable_json_before_loading(tiny, tmp_path, capsys):
     assert main(["eval", "--model", str(model_dir), "--data-dir", str(data), "--json",
                  str(tmp_path / "no" / "x.json")]) == 2
     assert "no folder" in capsys.readouterr().err
-
-
-# -- certify / report on layer files ---------------------------------------------------------------
-
-def _layer_files(folder: Path) -> dict:
-    torch.manual_seed(0)
-    W, X = torch.randn(4, 16), torch.randn(16, 64)
-    q, _ = torch.linalg.qr(torch.randn(16, 16))
-    eig = torch.linspace(-18.9, 40.0, 16)
-    indefinite = q @ torch.diag(eig) @ q.T
-    indefinite.diagonal().clamp_(min=1.0)          # a positive diagonal does not make it a Gram
-    files = {"ok": (W, X @ X.T), "indefinite": (W, indefinite), "zero W": (torch.zeros(4, 16), X @ X.T),
-             "zero G": (W, torch.zeros(16, 16)), "NaN": (W.clone().index_fill_(1, torch.tensor([3]), float("nan")),
-                                                       X @ X.T)}
-    paths = {}
-    for name, (w, g) in files.items():
-        paths[name] = folder / f"{name.replace(' ', '_')}.safetensors"
-        save_file({"l.weight": w, "l.gram": 0.5 * (g + g.T)}, str(paths[name]))
-    paths["not safetensors"] = folder / "text.safetensors"
-    paths["not safetensors"].write_text("hello")
-    return paths
-
-
-CERTIFY_USAGE = [   # (file, extra arguments, message)
-    ("not safetensors", [], "is not a safetensors layer file"),
-    ("indefinite", ["--method", "maiht,sparsegpt"], "G is not positive semidefinite"),
-    ("zero W", [], "W is zero, so every mask has error 0"),
-    ("zero G", [], "G is zero, so every mask has error 0"),
-    ("NaN", [], "NaN"),
-    ("ok", ["--rows", ""], "give at least one row"),
-    ("ok", ["--rows", "-1"], "none negative"),
-    ("ok", ["--rows", "0,0"], "each once"),
-    ("ok", ["--rows", "9"], "layer l has rows 0..3"),
-    ("ok", ["--window", "0"], "at least one column"),
-    ("ok", ["--window", "40"], "wider than layer l (16 columns)"),
-    ("ok", ["--workers", "0"], "--workers must be >= 1"),
-    ("ok", ["--time-limit", "0"], "--time-limit > 0"),
-    ("ok", ["--dnn-iters", "-1"], "--dnn-iters -1: give the ADMM steps per row"),
-    ("ok", ["--device", "banana"], "unknown device 'banana'"),
-    ("ok", ["--json", "/nonexistent/x.json"], "no folder /nonexistent"),
-    ("ok", ["--method", "spap"], "spap handles column (structured) patterns"),
-    ("ok", ["--method", "banana"], "unknown method 'banana'"),
-    ("ok", ["--pattern", "2:3"], "divisible by M=3"),
-    ("ok", ["--pattern", "2:4", "--sparsity", "0.6"], "contradicts 2:4"),
-]
 
 
 @pytest.mark.parametrize("file,extra,message", CERTIFY_USAGE,

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from optprune.cli import main
+from optprune.commands import main
 
 
 def wanda_script(model_dir, data_dir, out_dir, sparsity=0.5):

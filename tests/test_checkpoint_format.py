@@ -21,7 +21,7 @@ def _same_weights(a, b) -> bool:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_bitmask_parts_round_trip_through_compressed_tensors_unpacking(dtype):
-    from optprune.pipeline.checkpoint import BITMASK, BITMASK_24, compress_weight, decompress_weight
+    from optprune.checkpoints.formats import BITMASK, BITMASK_24, compress_weight, decompress_weight
 
     w = torch.randn(6, 16).to(dtype)
     w[torch.rand(6, 16) < 0.6] = 0
@@ -39,7 +39,7 @@ def test_two_four_checkpoint_is_sparse_24_bitmask_that_compressed_tensors_reads(
     from compressed_tensors.utils import get_nested_weight_mappings, get_quantization_config
 
     import optprune
-    from optprune.pipeline.model_io import save_model
+    from optprune.checkpoints.model_io import save_model
 
     net, tok = _pruned(tiny_net, "2:4")
     info = save_model(net, tok, tmp_path / "out", "input", "compressed")
@@ -57,8 +57,8 @@ def test_two_four_checkpoint_is_sparse_24_bitmask_that_compressed_tensors_reads(
 
 
 def test_unstructured_uses_bitmask_only_where_it_is_smaller(tiny_net, tmp_path):
-    from optprune.pipeline.checkpoint import choose_format
-    from optprune.pipeline.model_io import load_model, save_model
+    from optprune.checkpoints.formats import choose_format
+    from optprune.checkpoints.model_io import load_model, save_model
 
     net, tok = _pruned(tiny_net, "unstructured", 0.6)
     info = save_model(net, tok, tmp_path / "out", "input", "compressed")
@@ -74,7 +74,7 @@ def test_unstructured_uses_bitmask_only_where_it_is_smaller(tiny_net, tmp_path):
 def test_default_dense_checkpoint_loads_with_plain_from_pretrained_and_states_its_sparsity(tiny_net, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from optprune.pipeline.model_io import save_model
+    from optprune.checkpoints.model_io import save_model
 
     net, tok = _pruned(tiny_net, "per-row")
     info = save_model(net, tok, tmp_path / "out", "input")
@@ -88,7 +88,7 @@ def test_default_dense_checkpoint_loads_with_plain_from_pretrained_and_states_it
 
 
 def test_structured_and_plain_write_no_metadata_and_an_unknown_format_is_refused(tiny_net, tmp_path):
-    from optprune.pipeline.model_io import save_model
+    from optprune.checkpoints.model_io import save_model
 
     net, tok, _ = tiny_net
     assert save_model(net, tok, tmp_path / "a", "input", "plain") == {"format": "plain"}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from optprune.cli import main
+from optprune.commands import main
 
 
 def _digest(folder: Path) -> str:
@@ -173,7 +173,7 @@ def test_dump_layers_refuses_bad_blocks_before_loading(tiny, tmp_path, capsys):
 def test_a_progress_bar_hands_over_to_the_next_pass_after_its_last_block():
     import io
 
-    from optprune.pipeline.progress import BlockProgress
+    from optprune.progress import BlockProgress
 
     out = io.StringIO()
     prune = BlockProgress("prune", 3, stream=out)
@@ -189,7 +189,7 @@ def test_a_progress_bar_hands_over_to_the_next_pass_after_its_last_block():
 def test_a_resumed_run_counts_blocks_from_its_first_unsaved_block():
     import io
 
-    from optprune.pipeline.progress import BlockProgress
+    from optprune.progress import BlockProgress
 
     out = io.StringIO()
     bar = BlockProgress("prune", 30, stream=out)

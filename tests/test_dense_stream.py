@@ -107,7 +107,7 @@ def test_reconstruction_never_increases_the_block_error_and_keeps_the_masks(tiny
                                       dict(method="admm", reconstruct="block", reconstruct_epochs=1)],
                          ids=["dense", "dense+sequential", "admm+reconstruct"])
 def test_the_pipeline_resumes_a_dense_stream_run_bit_for_bit(tiny, tiny_net, tmp_path, settings):
-    from optprune.pipeline.model_io import load_model
+    from optprune.checkpoints.model_io import load_model
 
     net, _, windows = tiny_net
     config = _config(**settings)

@@ -79,7 +79,7 @@ def test_certify_reports_the_dnn_bound_on_its_rows_and_no_mask_beats_it(tmp_path
     import torch
     from safetensors.torch import save_file
 
-    from optprune.cli import main
+    from optprune.commands import main
 
     prob = random_problem(4, 10, seed=3, dtype=torch.float32)
     save_file({"lin.weight": prob.W, "lin.gram": prob.G}, str(tmp_path / "layer.safetensors"))

@@ -16,7 +16,7 @@ def _run(net, windows, folder, method="sparseswaps", pattern="per-row", progress
 
 
 def test_resume_continues_from_the_first_unfinished_block(tiny, tiny_net, tmp_path):
-    from optprune.pipeline.model_io import load_model
+    from optprune.checkpoints.model_io import load_model
 
     net, _, windows = tiny_net
     full = _run(net, windows, tmp_path / "a")
@@ -81,7 +81,7 @@ def test_banded_lower_triangle_grams_equal_the_full_product():
 def test_activations_spill_to_disk_under_a_memory_budget_with_identical_results(tiny, tmp_path):
     from optprune.engine import ActivationStore, parse_memory
     from optprune.data import calibration_windows
-    from optprune.pipeline.model_io import load_model
+    from optprune.checkpoints.model_io import load_model
 
     assert parse_memory("2GiB") == 2 * 2 ** 30 and parse_memory("") is None and parse_memory("1e3") == 1000
     store = ActivationStore((3, 4, 5), torch.float32, budget_bytes=10, spill_dir=tmp_path / "s")
@@ -117,7 +117,7 @@ def _mapped_files(tensor):
 
 def test_mmap_weights_swap_pruned_blocks_to_disk_with_identical_results(tiny, tmp_path):
     from optprune.data import calibration_windows
-    from optprune.pipeline.model_io import load_model
+    from optprune.checkpoints.model_io import load_model
 
     model_dir, data = tiny
     states = []
@@ -142,7 +142,7 @@ def test_only_a_data_free_mask_kept_as_is_skips_calibration():
 
 
 def test_the_python_api_prunes_in_memory_and_writes_nothing(tiny, tmp_path, monkeypatch):
-    from optprune.pipeline.model_io import load_model
+    from optprune.checkpoints.model_io import load_model
 
     model_dir, data = tiny
     monkeypatch.chdir(tmp_path)

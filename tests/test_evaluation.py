@@ -10,7 +10,7 @@ from optprune.engine import eval_windows, window_nll
 
 def test_calibration_is_seeded_and_bad_settings_fail(tiny):
     from optprune.data import calibration_windows
-    from optprune.pipeline.model_io import load_model
+    from optprune.checkpoints.model_io import load_model
 
     model_dir, data = tiny
     _, tok, _ = load_model(str(model_dir), dtype=torch.float32)
@@ -42,7 +42,7 @@ def test_uniform_logits_give_the_vocabulary_size_as_perplexity():
 def test_streamed_perplexity_equals_the_whole_model_forward(tiny):
     import optprune
     from optprune.data import tokenize_long, wikitext_test_text
-    from optprune.pipeline.model_io import load_model
+    from optprune.checkpoints.model_io import load_model
 
     model_dir, data = tiny
     net, tok, _ = load_model(str(model_dir), dtype=torch.float32)
@@ -55,8 +55,8 @@ def test_streamed_perplexity_equals_the_whole_model_forward(tiny):
 
 
 def test_zero_shot_scorer_on_a_local_task(tiny, tmp_path):
-    from optprune.pipeline.model_io import load_model
-    from optprune.pipeline.zeroshot import continuation_logprob, evaluate_tasks
+    from optprune.checkpoints.model_io import load_model
+    from optprune.evaluation.zeroshot import continuation_logprob, evaluate_tasks
 
     model_dir, _ = tiny
     net, tok, _ = load_model(str(model_dir), dtype=torch.float32)

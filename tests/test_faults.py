@@ -10,7 +10,7 @@ KILLER = r"""
 import os, signal, sys
 where, args = sys.argv[1], sys.argv[2:]
 import optprune.engine.state as state
-import optprune.pipeline.output as output
+import optprune.checkpoints.output as output
 
 def die():
     sys.stdout.flush()
@@ -31,7 +31,7 @@ else:                      # inside the final save, after the first file was ren
             os.replace(src, dst)
             die()
     output.os = KillingOs()
-from optprune.cli import main
+from optprune.commands import main
 sys.exit(main(args))
 """
 

@@ -42,8 +42,8 @@ def model_with_eos(tiny, tmp_path):
 def test_harness_and_builtin_scorers_agree_on_the_same_items(model_with_eos, tmp_path):
     import torch
 
-    from optprune.pipeline.harness import evaluate_zeroshot
-    from optprune.pipeline.model_io import load_model
+    from optprune.evaluation import evaluate_zeroshot
+    from optprune.checkpoints.model_io import load_model
 
     net, tok, _ = load_model(str(model_with_eos), dtype=torch.float32)
     root = _task_folder(tmp_path / "data")
@@ -59,7 +59,7 @@ def test_harness_and_builtin_scorers_agree_on_the_same_items(model_with_eos, tmp
 
 
 def test_scorer_choice_and_missing_inputs_get_one_line(tmp_path, monkeypatch):
-    from optprune.pipeline import harness
+    from optprune.evaluation import zeroshot as harness
 
     root = _task_folder(tmp_path / "data")
     assert harness.check_zeroshot(["arc_easy"], str(root), "auto") == "harness"
@@ -78,7 +78,7 @@ def test_scorer_choice_and_missing_inputs_get_one_line(tmp_path, monkeypatch):
 
 
 def test_a_tokenizer_without_eos_is_refused_by_the_harness_path(tiny_net, tmp_path):
-    from optprune.pipeline.harness import evaluate_harness
+    from optprune.evaluation import evaluate_harness
 
     net, tok, _ = tiny_net
     with pytest.raises(ValueError, match="EOS token"):
@@ -86,7 +86,7 @@ def test_a_tokenizer_without_eos_is_refused_by_the_harness_path(tiny_net, tmp_pa
 
 
 def test_cli_eval_names_the_scorer_it_used(model_with_eos, tmp_path, capsys):
-    from optprune.cli import main
+    from optprune.commands import main
 
     model_dir = model_with_eos
     root = _task_folder(tmp_path / "data")

@@ -19,7 +19,7 @@ def _prune(net, windows, method, pattern, folder, row_shards=1):
 
 def _run(rank, size, init_file, model_dir, data_dir, out_file, method, pattern_spec, row_shards=1):
     from optprune.data import calibration_windows
-    from optprune.pipeline.model_io import load_model
+    from optprune.checkpoints.model_io import load_model
 
     torch.set_num_threads(1)
     if size > 1:
@@ -83,7 +83,7 @@ def test_row_chunks_split_rows_only_for_row_separable_patterns():
 
 def test_row_shards_solve_the_rows_as_independent_problems(tiny, tmp_path):
     from optprune.data import calibration_windows
-    from optprune.pipeline.model_io import load_model
+    from optprune.checkpoints.model_io import load_model
 
     model_dir, data = tiny
     states = []

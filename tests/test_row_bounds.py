@@ -145,7 +145,7 @@ def test_certify_and_report_show_the_full_row_bounds(tmp_path, capsys):
 
     from safetensors.torch import save_file
 
-    from optprune.cli import main
+    from optprune.commands import main
 
     prob = random_problem(6, 16, seed=3, dtype=torch.float32)
     save_file({"lin.weight": prob.W, "lin.gram": prob.G}, str(tmp_path / "layer.safetensors"))

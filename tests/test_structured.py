@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from optprune.adapters import adapter_for, attention_layout, shrink_attention
-from optprune.cli import main
+from optprune.commands import main
 
 
 @pytest.mark.parametrize("method,extra", [("spap", []), ("wanda", ["--refit"])])
@@ -29,7 +29,7 @@ def test_structured_prune_writes_a_smaller_loadable_checkpoint(tiny, cli_prune, 
 def test_structured_resume_reloads_shrunk_blocks(tiny, tiny_net, tmp_path):
     from optprune.api import run_pruning
     from optprune.config import PruneConfig
-    from optprune.pipeline.model_io import load_model
+    from optprune.checkpoints.model_io import load_model
 
     net, _, windows = tiny_net
     config = PruneConfig(method="spap", pattern="structured", sparsity=0.5, dtype="float32", device="cpu")

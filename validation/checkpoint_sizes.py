@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import optprune
-from optprune.pipeline.model_io import load_model, save_model
+from optprune.checkpoints.model_io import load_model, save_model
 
 SETTINGS = [("unstructured", 0.5), ("per-row", 0.5), ("2:4", None), ("unstructured", 0.7)]
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from optprune.data import calibration_windows
-from optprune.pipeline.model_io import load_model
+from optprune.checkpoints.model_io import load_model
 from optprune.api import dense_layer_problems
 
 

@@ -20,8 +20,9 @@ import torch
 from optprune.adapters import adapter_for
 from optprune.api import calibration_for, run_pruning
 from optprune.config import PruneConfig, resolve_dtype
-from optprune.pipeline.model_io import load_model
-from optprune.pipeline.run import eval_ppl, machine_name
+from optprune.checkpoints.model_io import load_model
+from optprune.evaluation import wikitext2_perplexity
+from optprune.parallel import machine_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("forward", "grams", "solve", "propagate", "io")
@@ -57,7 +58,7 @@ def run_method(method: str, args) -> dict:
                floor_seconds=floor, ratio=total / floor, **{f"{k}_seconds": v for k, v in parts.items()},
                per_block={b: v for b, v in report["breakdown"].items()})
     if method == "sparsegpt" and not args.no_eval:
-        row["wikitext2"] = eval_ppl(net, tok, args.seqlen, args.data_dir)
+        row["wikitext2"] = wikitext2_perplexity(net, tok, args.seqlen, args.data_dir)
     return row
 
 

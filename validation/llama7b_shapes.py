@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from optprune import LayerProblem, Pattern, prune_layer
-from optprune.pipeline.run import machine_name
+from optprune.parallel import machine_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {"attention 4096x4096": (4096, 4096), "gate/up 11008x4096": (11008, 4096), "down 4096x11008": (4096, 11008)}

@@ -27,7 +27,7 @@ import optprune
 from optprune.adapters import adapter_for
 from optprune.api import calibration_for
 from optprune.config import PruneConfig
-from optprune.pipeline.model_io import load_model
+from optprune.checkpoints.model_io import load_model
 
 
 def calibration_dataset(windows: torch.Tensor):

@@ -30,9 +30,11 @@ from optprune.api import calibration_for, run_pruning
 from optprune.config import AllocationSpec, CalibrationSpec, MethodSpec, PruneConfig, resolve_dtype
 from optprune.settings import add_arguments, from_args
 from optprune.allocation import plot_allocation
-from optprune.pipeline.model_io import load_model
-from optprune.pipeline.progress import BlockProgress
-from optprune.pipeline.run import eval_ppl, machine_name, mean_layer_error
+from optprune.checkpoints.model_io import load_model
+from optprune.progress import BlockProgress
+from optprune.api import mean_layer_error
+from optprune.evaluation import wikitext2_perplexity
+from optprune.parallel import machine_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +73,7 @@ def main():
                 windows = calibration_for(net, tok, adapter_for(net), config)
             row.update(prune_row(net, windows, config, method, Path(args.work) / tag, results_path.parent))
         t0 = time.perf_counter()
-        row.update(eval_ppl(net, tok, args.seqlen, args.data_dir))
+        row.update(wikitext2_perplexity(net, tok, args.seqlen, args.data_dir))
         row["eval_seconds"] = time.perf_counter() - t0
         results[method] = row
         results_path.write_text(json.dumps(results, indent=2))

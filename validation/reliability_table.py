@@ -1,4 +1,4 @@
-"""Run every bad-input case of tests/test_bad_input.py through the command line and write
+"""Run every bad-input case (validation/bad_input_cases.py, asserted by tests/test_bad_input.py) through the command line and write
 docs/reliability.md: the case, the exit code and the one line the user sees.
 
 Usage: python validation/reliability_table.py   (a few seconds; tiny random model, no ../shared)
@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
-from conftest import build_tiny  # noqa: E402
-from test_bad_input import (CERTIFY_USAGE, EVAL_USAGE, PATH_CASES, PRUNE_USAGE, _eval_args,  # noqa: E402
-                             _layer_files, _prune_args, path_case)
+from bad_input_cases import (CERTIFY_USAGE, EVAL_USAGE, PATH_CASES, PRUNE_USAGE, build_tiny, eval_args,
+                             layer_files, path_case, prune_args)
 
-from optprune.cli import main  # noqa: E402
+from optprune.commands import main
 
 INTRO = """# Reliability: what a user sees when something is wrong
 
@@ -49,7 +46,7 @@ incumbent and the proven lower bound (at least 0: every objective is a squared n
 largest gap they allow, never an optimum.
 
 This file is written by `python validation/reliability_table.py`, which runs the cases of
-`tests/test_bad_input.py` through the command line.  Read-only folders are refused by the same
+`validation/bad_input_cases.py` (asserted by `tests/test_bad_input.py`) through the command line.  Read-only folders are refused by the same
 check as a folder under a file (`os.access`); as root (CI) permissions are not enforced, so that
 case is shown with a file in the way instead.
 """
@@ -91,15 +88,15 @@ def main_table() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tiny = build_tiny(tmp / "tiny")
-        prune = rows_for(PRUNE_USAGE, lambda c: _prune_args(tiny, tmp / "out", c[0]), tmp)
+        prune = rows_for(PRUNE_USAGE, lambda c: prune_args(tiny, tmp / "out", c[0]), tmp)
         paths = []
         for k, (case, _) in enumerate(PATH_CASES):
             (tmp / f"p{k}").mkdir()
             out, extra = path_case(case, tmp / f"p{k}")
-            code, line = run(_prune_args(tiny, out, extra), tmp)
+            code, line = run(prune_args(tiny, out, extra), tmp)
             paths.append(f"| {case} | {code} | `{line}` |")
-        evals = rows_for(EVAL_USAGE, lambda c: _eval_args(tiny, c[0]), tmp)
-        files = _layer_files(tmp)
+        evals = rows_for(EVAL_USAGE, lambda c: eval_args(tiny, c[0]), tmp)
+        files = layer_files(tmp)
         certify = rows_for([(f, e, m) for f, e, m in CERTIFY_USAGE],
                            lambda c: ["certify", "--layer", str(files[c[0]]), *c[1]], tmp)
     head = "| arguments | exit | what the user sees |\n|---|---|---|\n"

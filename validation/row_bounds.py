@@ -22,7 +22,7 @@ import torch
 
 from optprune import load_layer_problems, prune_layer
 from optprune.exact.row_bounds import perspective_bound, qcr_bound, shared_diagonal
-from optprune.pipeline.run import machine_name
+from optprune.parallel import machine_name
 from sampled_rows import setting_pattern     # this folder's sibling script
 
 ROOT = Path(__file__).resolve().parents[1]

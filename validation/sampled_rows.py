@@ -14,7 +14,7 @@ import torch
 
 from optprune import Pattern, load_layer_problems, prune_layer
 from optprune.exact.row_bounds import qcr_bound, shared_diagonal
-from optprune.pipeline.run import machine_name
+from optprune.parallel import machine_name
 from optprune.problem import LayerProblem
 
 ROOT = Path(__file__).resolve().parents[1]

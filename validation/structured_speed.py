@@ -20,8 +20,9 @@ import torch
 
 from optprune import Pattern
 from optprune.data import calibration_windows
-from optprune.pipeline.model_io import load_model
-from optprune.pipeline.run import eval_ppl, machine_name
+from optprune.checkpoints.model_io import load_model
+from optprune.evaluation import wikitext2_perplexity
+from optprune.parallel import machine_name
 from optprune.adapters import adapter_for, set_structured_config
 from optprune.api import run_pruning
 from optprune.config import PruneConfig
@@ -78,7 +79,7 @@ def main():
     results = json.loads(out_json.read_text()) if out_json.exists() else {}
     dense, tok, _ = load_model(dtype=torch.bfloat16)
     if "dense" not in results:
-        results["dense"] = dict(ppl=eval_ppl(dense, tok, args.seqlen, args.data_dir, args.max_windows)["ppl"],
+        results["dense"] = dict(ppl=wikitext2_perplexity(dense, tok, args.seqlen, args.data_dir, args.max_windows)["ppl"],
                                 params=sum(p.numel() for p in dense.parameters()))
     if args.retime:
         retime(results, dense, args, tag, out_json)
@@ -115,7 +116,7 @@ def prune_rows(results: dict, dense, tok, args, tag: str, out_json: Path) -> Non
                                  nsamples=args.nsamples, seqlen=args.seqlen, device="cpu")
             run_pruning(net, windows, config, adapter_for(net), ROOT / "runs" / "structured" / tag / key)
             row = dict(prune_seconds=time.perf_counter() - t0,
-                       ppl=eval_ppl(net, tok, args.seqlen, args.data_dir, args.max_windows)["ppl"],
+                       ppl=wikitext2_perplexity(net, tok, args.seqlen, args.data_dir, args.max_windows)["ppl"],
                        params=sum(p.numel() for p in net.parameters()),
                        intermediate=net.config.intermediate_size, kv_groups=net.config.num_key_value_heads)
             row.update(time_against_dense(dense, net, args.reps, args.rounds))

@@ -18,9 +18,9 @@ import torch
 
 from optprune.adapters import adapter_for
 from optprune.engine.state import FINGERPRINT, ResumeState, model_digest
-from optprune.pipeline.harness import HARNESS_TASKS, check_zeroshot, evaluate_zeroshot
-from optprune.pipeline.model_io import load_model
-from optprune.pipeline.run import machine_name
+from optprune.evaluation import TASKS, check_zeroshot, evaluate_zeroshot
+from optprune.checkpoints.model_io import load_model
+from optprune.parallel import machine_name
 from pipeline_ppl import per_row_first      # this folder's sibling script: the settings' order
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "runs" / "best"), help="pipeline_ppl.py's --work")
     ap.add_argument("--runs", required=True, help="comma list of <setting>/<method> folders under --work")
     ap.add_argument("--limit", type=int, default=200, help="items per task (the first ones; 0: all)")
-    ap.add_argument("--tasks", default=",".join(HARNESS_TASKS))
+    ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--prefix", default="smollm2_best", help="pipeline_ppl.py's --prefix (the ppl column's tables)")
     ap.add_argument("--out", default="smollm2_zeroshot")

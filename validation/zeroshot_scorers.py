@@ -13,15 +13,15 @@ from pathlib import Path
 
 import torch
 
-from optprune.pipeline.harness import HARNESS_TASKS, evaluate_zeroshot
-from optprune.pipeline.model_io import load_model
+from optprune.evaluation import TASKS, evaluate_zeroshot
+from optprune.checkpoints.model_io import load_model
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pruned", required=True, help="a pruned checkpoint folder (optprune prune --out)")
     ap.add_argument("--limit", type=int, default=50)
-    ap.add_argument("--tasks", default=",".join(HARNESS_TASKS))
+    ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--out", default="docs/results/zeroshot_scorers")
     args = ap.parse_args()

@@ -1,40 +1,21 @@
-"""`optprune prune` and `optprune eval`: the command line's wiring of loaders, API and output."""
+"""`optprune prune`: every check, the model, the API's run, the output folder, the evaluation."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import platform
 import sys
 import time
-from pathlib import Path
-
 import torch
 
 from ..adapters import adapter_for
-from ..api import calibration_for, evaluate, pruner_for, run_pruning
-from ..config import CalibrationSpec, PlacementSpec, PruneConfig, resolve_device, resolve_dtype
-from ..settings import from_args
-from ..parallel import init_from_env
-from ..data import check_text_source, describe_source
-from .model_io import check_model_argument, load_model, model_source
-from .output import OutputFolder, check_writable_file
 from ..allocation import plot_allocation
-from .checkpoint import SAVE_FORMATS
-from .harness import check_zeroshot, evaluate_zeroshot
-from .progress import BlockProgress
-
-
-def machine_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    threads = torch.get_num_threads()
-    return f"{platform.machine()} CPU, {threads} thread{'s' if threads != 1 else ''}"
-
-
-def eval_ppl(net, tok, seqlen: int, data_dir: str = "", max_windows: int = 0, device: str = "auto") -> dict:
-    bar = BlockProgress("wikitext2 ppl", len(adapter_for(net).blocks(net)))
-    return evaluate(net, tok, "wikitext2", seqlen, data_dir=data_dir, max_windows=max_windows, device=device,
-                    progress=bar.update)
+from ..api import calibration_for, mean_layer_error, pruner_for, run_pruning
+from ..checkpoints import SAVE_FORMATS, OutputFolder, check_model_argument, load_model, model_source
+from ..config import PruneConfig, resolve_device, resolve_dtype
+from ..data import check_text_source, describe_source
+from ..evaluation import wikitext2_perplexity
+from ..parallel import init_from_env, machine_name
+from ..progress import BlockProgress
+from ..settings import from_args
 
 
 def check_prune_inputs(args, config: PruneConfig) -> tuple[OutputFolder, bool]:
@@ -96,7 +77,8 @@ def prune_main(args) -> int:
 def evaluate_saved(folder: OutputFolder, net, tok, config: PruneConfig, summary: dict) -> int:
     """--eval-ppl after the save: a failure costs the evaluation, never the pruned model."""
     try:
-        summary["wikitext2"] = eval_ppl(net, tok, config.seqlen, config.data_dir, device=config.device)
+        summary["wikitext2"] = wikitext2_perplexity(net, tok, config.seqlen, config.data_dir,
+                                                  device=config.device)
     except Exception as exc:       # noqa: BLE001 - any failure: the model is saved, say so and exit 1
         print(f"optprune: failed: evaluation stopped ({type(exc).__name__}: {exc}); the pruned model is saved "
               f"in {folder.path}: evaluate it with `optprune eval --model {folder.path}`", file=sys.stderr)
@@ -119,75 +101,3 @@ def run_summary(net, source: str, config: PruneConfig, report: dict, prune_secon
                 mean_rel_error=mean_layer_error(layers),
                 achieved_sparsity=sum(r["sparsity"] for r in layers) / max(len(layers), 1),
                 breakdown=report.get("breakdown", {}), layers=layers)
-
-
-def mean_layer_error(layers: list[dict]) -> float | None:
-    """Mean relative layer error f(W_hat)/f(0) of a report; None when it was not measured (data-free)."""
-    errors = [r["rel_error"] for r in layers if r["rel_error"] is not None]
-    return sum(errors) / len(errors) if errors else None
-
-
-@dataclasses.dataclass(frozen=True)
-class DumpSpec(PlacementSpec, CalibrationSpec):
-    """What the dense model's layer problems depend on: calibration and placement."""
-
-
-def dump_layers_main(args) -> int:
-    """`optprune dump-layers`: every check first, then one walk up to the last wanted block."""
-    from ..api import check_blocks, dense_layer_problems, pruned_layer_problems
-    from ..problem import save_layer_problems
-
-    try:
-        blocks = sorted({int(b) for b in args.blocks.split(",") if b.strip()})
-    except ValueError:
-        raise ValueError(f"--blocks {args.blocks!r}: give block indices like 0,14,29") from None
-    if args.target == "dense" and not args.method:
-        raise ValueError("--target dense needs --method: the dense target differs from the dense model's problem "
-                         "only once earlier blocks are pruned")
-    config = from_args(PruneConfig if args.method else DumpSpec, args)
-    if not str(args.out).endswith(".safetensors"):
-        raise ValueError(f"--out {args.out}: name a .safetensors file")
-    check_writable_file(args.out, "--out")
-    check_text_source(config.calib, config.data_dir)
-    check_model_argument(args.model, args.gguf_file)
-    net, tok, source = load_model(args.model, args.gguf_file, resolve_dtype(config.dtype), config.seqlen,
-                                  check_skeleton=lambda skeleton: check_blocks(skeleton, adapter_for(skeleton), blocks))
-    windows = calibration_for(net, tok, adapter_for(net), config)
-    problems = (pruned_layer_problems(net, windows, blocks, config) if args.method else
-                dense_layer_problems(net, windows, blocks, config.device, config.batch))
-    save_layer_problems(problems, args.out, dict(model=source, blocks=blocks, calib=config.calib,
-                                                 nsamples=config.nsamples, seqlen=config.seqlen, seed=config.seed,
-                                                 method=args.method or "none (dense model)", target=args.target))
-    print(f"wrote {len(problems)} layer problems of blocks {blocks} to {args.out}")
-    return 0
-
-
-def eval_main(args) -> int:
-    window, place = from_args(CalibrationSpec, args), from_args(PlacementSpec, args)
-    dtype = resolve_dtype(place.dtype)
-    if args.json:
-        check_writable_file(args.json, "--json")
-    if args.ppl not in ("", "wikitext2"):
-        raise ValueError(f"--ppl {args.ppl}: the perplexity set is wikitext2 (or \"\" for none)")
-    if args.ppl:
-        check_text_source("wikitext2", window.data_dir, test=True)
-    if args.limit < 0 or args.max_windows < 0:
-        raise ValueError("--limit and --max-windows must be >= 0")
-    tasks = [t for t in args.zeroshot.split(",") if t]
-    if tasks:
-        check_zeroshot(tasks, window.data_dir, args.zeroshot_scorer)
-    net, tok, source = load_model(args.model, args.gguf_file, dtype, window.seqlen if args.ppl else 0)
-    result = dict(model=source, machine=machine_name(), dtype=str(dtype))
-    if args.ppl:
-        result["wikitext2"] = eval_ppl(net, tok, window.seqlen, window.data_dir, args.max_windows, place.device)
-        print(f"wikitext2 ppl {result['wikitext2']['ppl']:.3f} over {result['wikitext2']['windows']} windows")
-    if args.zeroshot:
-        net.to(resolve_device(place.device))
-        result["zeroshot"] = evaluate_zeroshot(net, tok, tasks, window.data_dir, args.limit, args.zeroshot_scorer)
-        print(f"zero-shot scorer: {result['zeroshot']['scorer']}")
-        for task, acc in result["zeroshot"]["tasks"].items():
-            norm = "" if acc["acc_norm"] is None else f" acc_norm {acc['acc_norm']:.4f}"
-            print(f"{task}: acc {acc['acc']:.4f}{norm} (n={acc['n']})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0

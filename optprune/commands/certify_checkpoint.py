@@ -23,8 +23,7 @@ from ..data import check_text_source
 from ..patterns import Pattern, PatternError
 from ..problem import LayerProblem
 from ..result import PruneResult
-from .model_io import check_model_argument, load_model
-from .output import check_writable_file
+from ..checkpoints import check_model_argument, check_writable_file, load_model
 
 
 def checkpoint_masks(dense, pruned_path: str, masks_path: str = "") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

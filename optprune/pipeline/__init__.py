@@ -1,1 +1,0 @@
-from .run import eval_main, prune_main

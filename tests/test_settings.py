@@ -1,0 +1,78 @@
+"""Settings declared once: the specs' fields drive the CLI flags, the checks, the fingerprint, the report
+and the API's keywords, so none of them can disagree with another."""
+import argparse
+from dataclasses import dataclass
+
+import pytest
+
+from optprune.commands import build_parser
+from optprune.config import SPECS, PruneConfig
+from optprune.settings import (Spec, add_arguments, default_of, described, flag_of, from_args, prefixed, setting,
+                               settings_of)
+
+
+@dataclass(frozen=True)
+class ToySpec(Spec):
+    """Toy: one of each kind of setting."""
+    count: int = setting(3, "how many", check=lambda v: None if v >= 1 else "must be >= 1")
+    rate: float = setting(0.5, "a rate")
+    name: str = setting("a", "a name", applies=lambda s: s.count > 1)
+    folder: str = setting("", "a path", fingerprint=False)
+    items: tuple = setting((), "repeatable", flag="--item", repeat=True, parse=tuple)
+    hidden: bool | None = setting(None, "no flag", flag=None)
+
+
+def test_one_field_gives_flag_default_type_and_check():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, ToySpec)
+    args = parser.parse_args(["--count", "5", "--rate", "2", "--item", "x", "--item", "y"])
+    spec = from_args(ToySpec, args)
+    assert (spec.count, spec.rate, spec.items, spec.hidden) == (5, 2.0, ("x", "y"), None)
+    assert isinstance(spec.rate, float)
+    assert "--hidden" not in parser.format_help()
+    with pytest.raises(ValueError, match="count must be >= 1, got 0"):
+        ToySpec(count=0)
+    with pytest.raises(ValueError, match="rate must be float, got 'fast'"):
+        ToySpec(rate="fast")
+    with pytest.raises(ValueError, match="count must be int, got True"):
+        ToySpec(count=True)
+
+
+def test_the_fingerprint_leaves_out_paths_and_settings_that_do_not_apply():
+    assert described(ToySpec(count=1), result_only=True) == {"count": 1, "rate": 0.5, "items": [], "hidden": None}
+    assert described(ToySpec(count=2), result_only=True)["name"] == "a"
+    assert "folder" in described(ToySpec()) and "folder" not in described(ToySpec(), result_only=True)
+
+
+def test_every_prune_flag_is_a_field_with_its_default_and_every_field_reaches_the_parser():
+    parser = build_parser()
+    prune = parser._subparsers._group_actions[0].choices["prune"]
+    dests = {a.dest: a for a in prune._actions}
+    for spec in SPECS:
+        for f in settings_of(spec):
+            if flag_of(f) is None:
+                continue
+            assert f.name in dests, f.name
+            default = dests[f.name].default
+            assert default == ([] if f.metadata["repeat"] else default_of(f)), f.name
+    args = parser.parse_args(["prune", "--out", "x"])
+    assert from_args(PruneConfig, args) == PruneConfig()
+
+
+def test_the_api_keywords_are_the_fields_and_the_report_groups_them_by_spec():
+    config = PruneConfig(method="sparsegpt", reconstruct="block", reconstruct_epochs=3)
+    specs = config.specs()
+    assert list(specs) == ["calibration", "method", "objective", "allocation", "placement"]
+    assert specs["objective"]["reconstruct_epochs"] == 3 and "target_ridge" not in specs["objective"]
+    assert prefixed(config, "reconstruct_")["epochs"] == 3
+    with pytest.raises(TypeError):
+        PruneConfig(no_such_setting=1)
+
+
+def test_commands_share_one_declaration_of_a_setting():
+    parser = build_parser()
+    choices = parser._subparsers._group_actions[0].choices
+    for flag in ("--nsamples", "--seqlen", "--seed", "--calib"):
+        defaults = {name: next(a.default for a in sub._actions if flag in a.option_strings)
+                    for name, sub in choices.items() if any(flag in a.option_strings for a in sub._actions)}
+        assert len(set(defaults.values())) == 1, (flag, defaults)
