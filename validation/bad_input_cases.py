@@ -1,5 +1,5 @@
 """The bad-input cases of docs/reliability.md: each case, the arguments that make it and the one line a
-user must see.  tests/test_bad_input.py asserts them; validation/reliability_table.py publishes what the
+user must see.  tests/commands/test_bad_input.py asserts them; validation/reliability_table.py publishes what the
 command line prints for them.  Also the tiny model both run on (`build_tiny`): a 2-block random Llama and
 a data folder in the shared/data layout, made offline in a second."""
 from __future__ import annotations

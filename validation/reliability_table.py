@@ -1,4 +1,4 @@
-"""Run every bad-input case (validation/bad_input_cases.py, asserted by tests/test_bad_input.py) through the command line and write
+"""Run every bad-input case (validation/bad_input_cases.py, asserted by tests/commands/test_bad_input.py) through the command line and write
 docs/reliability.md: the case, the exit code and the one line the user sees.
 
 Usage: python validation/reliability_table.py   (a few seconds; tiny random model, no ../shared)
@@ -37,7 +37,7 @@ recomputes that block.  The model is saved into `<out>/.staging`, renamed into p
 and the completion marker `optprune_complete.json` is written last: a folder without it is never
 taken for a finished output, and rerunning the same command finishes it.  A kill -9 after a block
 and one inside the final save both resume to a `model.safetensors` byte-identical to an
-uninterrupted run (`tests/test_faults.py`); the report's `sessions` lists each process's seconds
+uninterrupted run (`tests/checkpoints/test_faults.py`); the report's `sessions` lists each process's seconds
 and `prune_seconds` adds them up.
 
 **Exact results.**  Every exact method (`milp`, `oa`, `refit-oa`) reports one status from
@@ -46,7 +46,7 @@ incumbent and the proven lower bound (at least 0: every objective is a squared n
 largest gap they allow, never an optimum.
 
 This file is written by `python validation/reliability_table.py`, which runs the cases of
-`validation/bad_input_cases.py` (asserted by `tests/test_bad_input.py`) through the command line.  Read-only folders are refused by the same
+`validation/bad_input_cases.py` (asserted by `tests/commands/test_bad_input.py`) through the command line.  Read-only folders are refused by the same
 check as a folder under a file (`os.access`); as root (CI) permissions are not enforced, so that
 case is shown with a file in the way instead.
 """
@@ -108,7 +108,7 @@ def main_table() -> str:
             + "\n\n## `optprune eval` on a tiny Llama (nothing loaded)\n\n" + head + "\n".join(evals)
             + "\n\n## `optprune certify` on layer files (`report` gives the same lines)\n\n"
             + head.replace("arguments", "layer file: arguments") + "\n".join(certify)
-            + "\n\n## Stale state and faults (tests/test_bad_input.py, tests/test_faults.py)\n\n" + faults + "\n")
+            + "\n\n## Stale state and faults (tests/commands/test_bad_input.py, tests/checkpoints/test_faults.py)\n\n" + faults + "\n")
 
 
 if __name__ == "__main__":
