@@ -98,6 +98,10 @@ class ObjectiveSpec(Spec):
                                       applies=lambda c: c.reconstruct != "none")
     reconstruct_lr: float = setting(1e-3, "block reconstruction: Adam's step size", check=positive,
                                     applies=lambda c: c.reconstruct != "none")
+    reconstruct_holdout: float = setting(0.125, "block reconstruction: share of the windows held out to stop "
+                                         "an epoch that does not help",
+                                         check=lambda v: None if 0 <= v < 1 else "must lie in [0, 1)",
+                                         applies=lambda c: c.reconstruct != "none")
 
     def runs_sequential(self) -> bool:
         """Within-block sequential: asked for, or implied by the dense target (a layer fitted to the dense

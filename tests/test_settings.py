@@ -76,3 +76,15 @@ def test_commands_share_one_declaration_of_a_setting():
         defaults = {name: next(a.default for a in sub._actions if flag in a.option_strings)
                     for name, sub in choices.items() if any(flag in a.option_strings for a in sub._actions)}
         assert len(set(defaults.values())) == 1, (flag, defaults)
+
+
+def test_a_new_setting_reaches_the_code_that_uses_it_through_its_prefix():
+    from optprune.adapters import ADAPTERS
+    from optprune.api import reconstruction_for
+
+    config = PruneConfig(method="sparsegpt", reconstruct="block", reconstruct_holdout=0.5)
+    assert reconstruction_for(config, ADAPTERS["llama"]).holdout == 0.5
+    assert config.result_settings()["reconstruct_holdout"] == 0.5
+    assert "reconstruct_holdout" not in PruneConfig(method="sparsegpt").result_settings()
+    with pytest.raises(ValueError, match=r"reconstruct_holdout must lie in \[0, 1\), got 1.0"):
+        PruneConfig(reconstruct="block", reconstruct_holdout=1)
