@@ -48,10 +48,12 @@ def calibration_for(model, tokenizer, adapter: ModelAdapter, config: Calibration
                                config.seed, config.data_dir, window_bos_id(adapter, tokenizer, model.config))
 
 
-def run_fingerprint(net, windows: torch.Tensor | None, config: PruneConfig, **extra) -> dict:
-    """Everything that changes a run's result: settings, model, calibration windows, ranks."""
+def run_fingerprint(net, windows: torch.Tensor | None, config: PruneConfig, digest: dict | None = None,
+                    **extra) -> dict:
+    """Everything that changes a run's result: settings, model (`digest`: its `model_digest`, when known),
+    calibration windows, ranks."""
     data = windows_digest(windows) if windows is not None else None
-    return dict(config.result_settings(), **model_digest(net), windows=data, ranks=world()[1], **extra)
+    return dict(config.result_settings(), **(digest or model_digest(net)), windows=data, ranks=world()[1], **extra)
 
 
 def pruner_for(net, config: PruneConfig, adapter: ModelAdapter | None = None) -> BlockPruner:
@@ -72,7 +74,8 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
     step = pruner_for(net, config, adapter)
     step.check_fits(net)
     calibrated = config.needs_calibration()
-    fingerprint = run_fingerprint(net, windows if calibrated else None, config, **(identity or {}))
+    digest = model_digest(net)           # hashed once: the fingerprint's and the pricing cache's
+    fingerprint = run_fingerprint(net, windows if calibrated else None, config, digest, **(identity or {}))
     if calibrated and windows is None:
         raise ValueError(f"{config.method} needs calibration windows"
                          + (f" (--allocation {config.allocation})" if config.allocation != "uniform" else ""))
@@ -80,7 +83,7 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
     allocation = None
     if config.allocation != "uniform":
         allocation = state.remember("allocation.json", lambda: allocate(
-            net, adapter, windows, config, pricing_progress))
+            net, adapter, windows, config, pricing_progress, digest))
         step.layer_sparsity = allocation["sparsity"]
     engine = Engine(net, adapter, device, config.batch, offload=config.offload,
                     max_memory=parse_memory(config.max_memory), mmap_weights=config.mmap_weights,

@@ -7,6 +7,7 @@ from functools import partial
 import torch
 
 from ..config import resolve_device
+from ..engine import model_digest
 from ..pruner import BlockPruner
 from .cache import cached_survey, pricing_key
 from .choice import achieved_sparsity, check_group_bounds, milp_choice
@@ -15,7 +16,7 @@ from .owl import owl_allocation
 from .pricing import survey
 
 
-def allocate(net, adapter, windows: torch.Tensor, config, progress=None) -> dict:
+def allocate(net, adapter, windows: torch.Tensor, config, progress=None, model: dict | None = None) -> dict:
     """{'sparsity': {'<block>.<linear>': s}, and the allocation's report} for config.allocation; under the
     structured pattern the keys are each block's MLP output and attention output (the shares of MLP
     channels and KV groups, `BlockPruner.layer_patterns`).  Priced on the first config.allocation_windows
@@ -34,7 +35,7 @@ def allocate(net, adapter, windows: torch.Tensor, config, progress=None) -> dict
                                                      else sparsity_menu(pattern.sparsity, *menu_args))
     loss, method = config.allocation_cost == "loss", cost_method(config.method, units is not None)
     found = cached_survey(None if loss else config.pricing_cache or None,
-                          lambda: pricing_key(net, windows, config, method, menu_args),
+                          lambda: pricing_key(model or model_digest(net), windows, config, method, menu_args),
                           lambda: survey(net, adapter, windows, pattern, menu, method, resolve_device(config.device),
                                          config.batch, units, keep_target=loss, progress=progress))
     report = dict(kind=config.allocation, outlier_ratios=found["ratios"], pricing_cached=found.get("cached"))

@@ -8,20 +8,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine import model_digest, windows_digest
+from ..engine import windows_digest
 from ..engine.state import atomic_write
 from ..parallel import world
 from .pricing import with_counters
 
 
-def pricing_key(net, priced: torch.Tensor, config, method: str, menu_args: tuple) -> dict:
-    """What the pricing pass depends on, and nothing else: the model, the priced windows, the pattern and
+def pricing_key(model: dict, priced: torch.Tensor, config, method: str, menu_args: tuple) -> dict:
+    """What the pricing pass depends on, and nothing else: the model (its digest, `engine.model_digest`), the
+    priced windows, the pattern and
     menu, the pricing method (with its options when it is the run's own), dtype, device, batch and ranks.
     Runs that differ only after the choice (reconstruction, dense target, refit, sequential solves, windows
     beyond the priced ones, the MILP's cost and bounds) share one pass."""
     settings = config.result_settings()
     shared = {k: settings[k] for k in ("optprune", "pattern", "sparsity", "attn_sparsity", "dtype", "device", "batch")}
-    return dict(shared, **model_digest(net), windows=windows_digest(priced), menu=list(menu_args), method=method,
+    return dict(shared, **model, windows=windows_digest(priced), menu=list(menu_args), method=method,
                 method_options=dict(config.method_options) if method == config.method else {}, ranks=world()[1])
 
 
