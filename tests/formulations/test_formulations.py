@@ -69,6 +69,7 @@ def test_relaxation_statement_cvxpy_equals_the_certified_highs_bound(block):
 
 
 def test_written_lp_and_mps_files_solve_to_the_optimum_in_plain_highs(block, tmp_path):
+    pytest.importorskip("pyomo.environ", reason="Pyomo (which writes the files) is the optional 'pyomo' extra")
     best = brute_force(block.qp)[0]
     for suffix in (".lp", ".mps"):
         path = backends.write_statement(mask.mask_milp(block.qp), str(tmp_path / f"m{suffix}"))
