@@ -73,6 +73,7 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
     device = resolve_device(config.device)
     step = pruner_for(net, config, adapter)
     step.check_fits(net)
+    before = layer_sizes(net, adapter)
     calibrated = config.needs_calibration()
     digest = model_digest(net)           # hashed once: the fingerprint's and the pricing cache's
     fingerprint = run_fingerprint(net, windows if calibrated else None, config, digest, **(identity or {}))
@@ -95,6 +96,8 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
     step.finish(net)
     if allocation is not None:
         report["allocation"] = allocation
+    report["layer_sparsity"] = measured_sparsity(before, net, adapter)
+    report["achieved_sparsity"] = weighted_sparsity(before, report["layer_sparsity"])
     report["calibrated"], report["fingerprint"] = calibrated, fingerprint
     report["adapter"] = adapter.model_type + (" (layout inferred)" if adapter.inferred else "")
     return report
@@ -139,6 +142,30 @@ def pruned_layer_problems(net, windows: torch.Tensor, blocks: list[int], config:
                     dense_target=config.target == "dense", sequential=config.runs_sequential())
     engine.run(windows, record, ResumeState(None, adapter), stop=max(blocks) + 1)
     return out
+
+
+def layer_sizes(net, adapter: ModelAdapter) -> dict[str, int]:
+    """{'<block>.<linear>': its weight's entries} of every target linear."""
+    return {f"{b}.{name}": lin.weight.numel() for b, block in enumerate(adapter.blocks(net))
+            for name, lin in adapter.targets(block).items()}
+
+
+@torch.no_grad()
+def measured_sparsity(before: dict[str, int], net, adapter: ModelAdapter) -> dict[str, float]:
+    """Each target linear's pruned share, measured from its weights now: (entries removed by shrinking + zeros
+    left) / entries before (`before`: `layer_sizes` of the model as it came).  A model that already held
+    zeros reports them: the figure is what the weights are, not what the run asked for."""
+    out = {}
+    for b, block in enumerate(adapter.blocks(net)):
+        for name, lin in adapter.targets(block).items():
+            key = f"{b}.{name}"
+            out[key] = (before[key] - lin.weight.numel() + int((lin.weight == 0).sum())) / before[key]
+    return out
+
+
+def weighted_sparsity(before: dict[str, int], sparsity: dict[str, float]) -> float:
+    """The share of all target entries pruned: each layer's measured share weighted by its size."""
+    return sum(sparsity[k] * n for k, n in before.items()) / max(sum(before.values()), 1)
 
 
 def mean_layer_error(layers: list[dict]) -> float | None:

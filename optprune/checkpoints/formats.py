@@ -1,21 +1,18 @@
-"""Pruned checkpoints with compressed-tensors sparsity metadata, and its bitmask formats.
-
-`config.json` gets the `quantization_config` block that compressed-tensors, llm-compressor and
-vLLM read: quant_method "compressed-tensors" and a `sparsity_config` (format, global_sparsity
-measured from the saved weights, sparsity_structure "2:4" or "unstructured", targets = the pruned
-linears, ignore = ["lm_head"]), validated by compressed-tensors' own config classes.
+"""Pruned checkpoints: plain by default, compressed-tensors' bitmask formats on request.
 
 Formats (`--save-format`):
-- dense (default): the weights as they are (zeros included). Plain `from_pretrained` loads it
-  wherever compressed-tensors is installed.
+- plain (default): `save_pretrained` of the base architecture, zeros stored as zeros (structured: smaller
+  matrices), no `quantization_config`.  transformers, vLLM and llama.cpp's converter load it as they load the
+  base model.  (Until late 2026 the default carried compressed-tensors sparsity metadata; vLLM now refuses
+  any `sparsity_config` with targets, so it is no longer written.  Such old checkpoints still load here.)
 - compressed: sparse-24-bitmask for 2:4 (per weight: `shape`, `compressed` = the kept values
   (rows, cols/2), `bitmask` = the keep mask packed 8 per byte), sparse-bitmask for other patterns
   when it is smaller than dense (`shape`, `compressed` = the nonzeros row-major, `bitmask`,
-  `row_offsets`), dense otherwise: compressed-tensors' layout, packed and unpacked with its own
-  `pack_bitmasks` / `unpack_bitmasks`.  compressed-tensors >= 0.13 no longer ships the sparse
-  decompressors, and transformers then loads such weights as missing (randomly initialised,
-  with a warning), so load these with `optprune.load_pretrained` (or any optprune command).
-- plain: no metadata (structured pruning always: its matrices are smaller, not sparse).
+  `row_offsets`), plain otherwise: compressed-tensors' layout, packed and unpacked with its own
+  `pack_bitmasks` / `unpack_bitmasks`, declared in `config.json`'s `quantization_config` (quant_method
+  "compressed-tensors", a `sparsity_config` validated by compressed-tensors' own classes).  Smaller on disk,
+  but read by optprune's loader only: compressed-tensors >= 0.15 ships no sparse decompressors, so
+  transformers would load these weights as missing (randomly initialised), and vLLM refuses them.
 """
 from __future__ import annotations
 
@@ -24,7 +21,11 @@ from pathlib import Path
 
 import torch
 
-SAVE_FORMATS = ("dense", "compressed", "plain")
+SAVE_FORMATS = ("plain", "compressed")
+RETIRED = {"dense": "dense (weights with compressed-tensors sparsity metadata) is no longer written: vLLM refuses "
+                    "any sparsity_config with targets; plain (the default) loads everywhere"}
+COMPRESSED_WHY = ("compressed-tensors >= 0.15 ships no sparse decompressors, so transformers would load the pruned "
+                  "linears as missing and vLLM refuses them")
 BITMASK, BITMASK_24, DENSE = "sparse-bitmask", "sparse-24-bitmask", "dense"
 PARTS = {BITMASK: ("shape", "compressed", "bitmask", "row_offsets"), BITMASK_24: ("shape", "compressed", "bitmask")}
 
@@ -75,8 +76,8 @@ def stored_bytes(fmt: str, weights: dict[str, torch.Tensor]) -> int:
 
 
 def choose_format(requested: str, weights: dict[str, torch.Tensor]) -> str:
-    """dense for --save-format dense; for compressed: sparse-24-bitmask when every target is 2:4,
-    else sparse-bitmask when it takes fewer bytes than dense, else dense."""
+    """dense (the weights as they are) unless compressed is asked: then sparse-24-bitmask when every target
+    is 2:4, else sparse-bitmask when it takes fewer bytes than dense, else dense."""
     if requested != "compressed" or not weights:
         return DENSE
     if all(is_two_four(w) for w in weights.values()):
@@ -109,28 +110,36 @@ def target_weights(net, adapter) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_checkpoint(net, tok, out: Path, adapter, save_format: str = "dense", structured: bool = False) -> dict:
-    """save_pretrained, then (formats dense / compressed) the targets' weights rewritten in the chosen
-    format and the sparsity metadata added to config.json (none for `structured`: smaller matrices,
-    not sparse ones).  Returns what was written (format, measured global sparsity, bytes of the
-    target weights dense and as stored)."""
+def check_save_format(save_format: str) -> None:
+    if save_format in RETIRED:
+        raise ValueError(f"--save-format {save_format}: {RETIRED[save_format]}")
     if save_format not in SAVE_FORMATS:
         raise ValueError(f"--save-format {save_format!r}: choose from {', '.join(SAVE_FORMATS)}")
+
+
+def save_checkpoint(net, tok, out: Path, adapter, save_format: str = "plain", structured: bool = False) -> dict:
+    """save_pretrained, then (compressed) the targets' weights rewritten as bitmasks with the sparsity metadata
+    in config.json (never for `structured`: smaller matrices, not sparse ones).  Returns what was written:
+    format, `loader` (transformers, or optprune where only its loader reads the files, and `why`), and for
+    compressed the measured global sparsity and the bytes of the target weights dense and as stored."""
+    check_save_format(save_format)
     out = Path(out)
     net.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
     weights = target_weights(net, adapter)
-    if save_format == "plain" or structured:
-        return dict(format="plain")
-    fmt = choose_format(save_format, weights)
-    if fmt != DENSE:
-        _compress_files(out, fmt, set(weights))
+    fmt = DENSE if save_format == "plain" or structured else choose_format(save_format, weights)
+    if fmt == DENSE:
+        widths = getattr(net.config, "optprune_block_widths", None)
+        return dict(format="plain", loader="optprune" if widths else "transformers",
+                    **({"why": "its blocks have unequal widths, which the family's config cannot state"}
+                       if widths else {}))
+    _compress_files(out, fmt, set(weights))
     meta = sparsity_metadata(fmt, weights)
     config_file = out / "config.json"
     config = json.loads(config_file.read_text())
     config["quantization_config"] = meta
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
-    return dict(format=fmt, global_sparsity=meta["sparsity_config"]["global_sparsity"],
+    return dict(format=fmt, loader="optprune", why=COMPRESSED_WHY, global_sparsity=meta["sparsity_config"]["global_sparsity"],
                 sparsity_structure=meta["sparsity_config"]["sparsity_structure"],
                 dense_bytes=stored_bytes(DENSE, weights), stored_bytes=stored_bytes(fmt, weights))
 

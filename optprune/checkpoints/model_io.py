@@ -170,9 +170,9 @@ def check_output_dir(out: Path, source: str) -> None:
         raise ValueError(f"refusing to overwrite the input model at {source}: choose another --out")
 
 
-def save_model(net, tok, out: Path, source: str, save_format: str = "dense", structured: bool = False) -> dict:
-    """The checkpoint with its sparsity metadata (pipeline/checkpoint.py) in `out`; refuses to write
-    into the input model's folder.  Returns what was written."""
+def save_model(net, tok, out: Path, source: str, save_format: str = "plain", structured: bool = False) -> dict:
+    """The checkpoint in `out` (`formats.save_checkpoint`); refuses to write into the input model's folder.
+    Returns what was written."""
     from ..adapters import adapter_for
 
     check_output_dir(out, source)

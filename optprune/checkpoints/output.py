@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from ..engine.state import FINGERPRINT, atomic_write, check_fingerprint
+from .card import CARD, model_card
 from .model_io import check_output_dir, save_model
 
 MARKER = "optprune_complete.json"
@@ -52,13 +53,14 @@ class OutputFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / MARKER).unlink(missing_ok=True)
 
-    def save(self, net, tok, summary: dict, fingerprint: dict, save_format: str = "dense") -> None:
+    def save(self, net, tok, summary: dict, fingerprint: dict, save_format: str = "plain") -> None:
         """Stage, rename into place, marker last; then the resume state is no longer needed.
         summary["checkpoint"] records the format written (pipeline/checkpoint.py)."""
         shutil.rmtree(self.staging, ignore_errors=True)
         summary["checkpoint"] = save_model(net, tok, self.staging, self.source, save_format,
                                            structured=summary.get("pattern", "").startswith("structured"))
         (self.staging / REPORT).write_text(json.dumps(summary, indent=2))
+        (self.staging / CARD).write_text(model_card(summary, self.path.name), encoding="utf-8")
         for item in sorted(self.staging.iterdir()):
             os.replace(item, self.path / item.name)
         atomic_write(self.path / MARKER, lambda p: p.write_text(json.dumps(fingerprint, indent=1)))
@@ -66,7 +68,9 @@ class OutputFolder:
         shutil.rmtree(self.resume_dir, ignore_errors=True)
 
     def update_report(self, summary: dict) -> None:
+        """The report and the model card again, with what was measured after the save (perplexity)."""
         atomic_write(self.path / REPORT, lambda p: p.write_text(json.dumps(summary, indent=2)))
+        atomic_write(self.path / CARD, lambda p: p.write_text(model_card(summary, self.path.name), encoding="utf-8"))
 
 
 def check_writable(path: Path) -> None:

@@ -94,10 +94,11 @@ def _add_prune(sub) -> None:
     pr.add_argument("--model", default="", help="local path or hub id (default: embedded SmolLM2-135M)")
     pr.add_argument("--gguf-file", default="", help="GGUF file inside --model (or a path)")
     pr.add_argument("--out", required=True, help="output folder (never the input model's folder)")
-    pr.add_argument("--save-format", default="dense",
-                    help="dense: weights as they are + compressed-tensors sparsity metadata (plain from_pretrained "
-                         "loads it); compressed: sparse-24-bitmask for 2:4, sparse-bitmask where smaller (load with "
-                         "optprune.load_pretrained); plain: no metadata (default: dense)")
+    pr.add_argument("--save-format", default="plain",
+                    help="plain: the base architecture's checkpoint, zeros as zeros, no quantization_config "
+                         "(transformers, vLLM, llama.cpp's converter load it); compressed: compressed-tensors' "
+                         "sparse-24-bitmask for 2:4, sparse-bitmask where smaller, read by optprune.load_pretrained "
+                         "only (default: plain)")
     pr.add_argument("--eval-ppl", action="store_true", help="also evaluate WikiText-2 perplexity")
     pr.add_argument("--no-resume", action="store_true")
     for spec in SPECS:
@@ -143,6 +144,7 @@ def main(argv=None) -> int:
     fix the command or the file); exit 1 with one line when the run fails (disk, solver, evaluation)."""
     from ..result import ExactSolveError
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)        # the command, as the report states it
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as exc:

