@@ -10,6 +10,8 @@ token windows (n, seqlen).  Nothing is written unless `resume_dir` is given.
 """
 from __future__ import annotations
 
+import contextlib
+import math
 from pathlib import Path
 
 import torch
@@ -39,7 +41,8 @@ def prune(model, data, method: str = "sparseswaps", pattern: str = "per-row", sp
     tokenizer = not isinstance(data, torch.Tensor) and data is not None
     windows = (calibration_for(model, data, adapter, config, texts) if tokenizer and config.needs_calibration()
                else data)
-    return run_pruning(model, windows, config, adapter, resume_dir, progress)
+    with eval_mode(model):
+        return run_pruning(model, windows, config, adapter, resume_dir, progress)
 
 
 def calibration_for(model, tokenizer, adapter: ModelAdapter, config: CalibrationSpec, texts=None) -> torch.Tensor:
@@ -113,16 +116,36 @@ def reconstruction_for(config: PruneConfig, adapter: ModelAdapter, say=None) -> 
 
 def evaluate(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 2048, *, data_dir: str = "",
              max_windows: int = 0, device: str = "auto", batch: int = 8, progress=None) -> dict:
-    """WikiText-2 perplexity of `model`, streamed one block at a time through `device`;
-    windows start with BOS where the family's adapter says so (`bos` in the result)."""
+    """WikiText-2 perplexity of `model` (in eval mode; its own mode restored after), streamed one block at a
+    time through `device`; windows start with BOS where the family's adapter says so (`bos` in the result).
+    A perplexity that is not finite raises FloatingPointError: it is an overflow, never a result."""
     if dataset != "wikitext2":
         raise ValueError(f"unknown perplexity set {dataset!r}: use wikitext2")
+    if seqlen < 2:
+        raise ValueError(f"seqlen must be >= 2 (a window predicts its next tokens), got {seqlen}")
     adapter = adapter_for(model)
     dev = resolve_device(device)
     ids = tokenize_long(tokenizer, wikitext_test_text(data_dir))
     engine = Engine(model, adapter, dev, batch)
-    return streamed_perplexity(engine, ids, seqlen, window_bos_id(adapter, tokenizer, model.config), max_windows,
-                               progress)
+    with eval_mode(model):
+        result = streamed_perplexity(engine, ids, seqlen, window_bos_id(adapter, tokenizer, model.config),
+                                     max_windows, progress)
+    if not math.isfinite(result["ppl"]):
+        dtype = next(model.parameters()).dtype
+        raise FloatingPointError(f"perplexity is {result['ppl']}: the forward passes overflowed in {dtype}; "
+                                 "evaluate in bfloat16 or float32 (--dtype)")
+    return result
+
+
+@contextlib.contextmanager
+def eval_mode(net):
+    """`net` in eval mode (no dropout) for a pass, its own mode restored afterwards."""
+    was = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was)
 
 
 def pruned_layer_problems(net, windows: torch.Tensor, blocks: list[int], config: PruneConfig) -> dict:

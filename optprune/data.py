@@ -43,16 +43,55 @@ def find_data_dir(data_dir: str = "") -> Path | None:
 
 
 def read_text_file(path: Path) -> list[str]:
-    """Documents from .txt (one text), .jsonl or .jsonl.gz / .json.gz (key 'text')."""
+    """Documents of a text file: .txt (one text); JSON lines with a 'text' key on every line (.jsonl, and .json
+    as `datasets.to_json` writes it) or a .json array of such objects or of strings; each may be gzipped.
+    A file that cannot be read so is refused with one line naming it (and the line at fault)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such text file: {path}")
-    if path.suffix == ".gz":
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            return [json.loads(line)["text"] for line in fh if line.strip()]
-    if path.suffix == ".jsonl":
-        return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [path.read_text(encoding="utf-8")]
+    try:
+        text = (gzip.open(path, "rt", encoding="utf-8").read() if path.suffix == ".gz"
+                else path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path}: cannot be read ({exc})") from None
+    kind = Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+    if kind not in (".json", ".jsonl") and path.suffix != ".gz":
+        return [text]
+    return json_documents(text, path)
+
+
+def json_documents(text: str, path: Path) -> list[str]:
+    """The 'text' of every record of a JSON array or of JSON lines (module doc of `read_text_file`)."""
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+        return [record_text(r, path, f"item {k}") for k, r in enumerate(records)]
+    docs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: line {n} is not JSON ({exc.msg}); a .json/.jsonl calibration file holds "
+                             "one {\"text\": ...} object per line") from None
+        docs.append(record_text(record, path, f"line {n}"))
+    if not docs:
+        raise ValueError(f"{path}: no records")
+    return docs
+
+
+def record_text(record, path: Path, where: str) -> str:
+    if isinstance(record, str):
+        return record
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise ValueError(f"{path}: {where} has no 'text' string (it has {keys})")
+    return record["text"]
 
 
 def corpus_documents(name: str, data_dir: str = "") -> list[str]:
@@ -111,6 +150,7 @@ def check_text_source(name: str, data_dir: str = "", test: bool = False) -> None
         if not Path(name).is_file():
             raise FileNotFoundError(f"--calib {name}: no such file (use c4, wikitext2, hf:NAME[:CONFIG] or a "
                                     "txt/jsonl file)")
+        read_text_file(Path(name))           # its format checked now, before any model loads
         return
     root = find_data_dir(data_dir)
     wanted = WIKI_TEST if test else (C4_FILE if name == "c4" else WIKI_VALID)
@@ -179,15 +219,23 @@ def calibration_windows(tok, name, nsamples: int, seqlen: int, seed: int = 0, da
 
 def sample_windows(ids: torch.Tensor, nsamples: int, seqlen: int, seed: int, bos_id: int | None) -> torch.Tensor:
     """nsamples uniform random starts (seeded) in the token stream `ids`, each window seqlen tokens;
-    with bos_id each window is BOS + seqlen - 1 corpus tokens (the same seeded starts)."""
-    if len(ids) <= seqlen:
-        raise ValueError(f"calibration corpus has {len(ids)} tokens, fewer than seqlen={seqlen}")
+    with bos_id each window is BOS + seqlen - 1 corpus tokens (the same seeded starts).  A stream with fewer
+    possible starts than nsamples is refused (its windows would repeat); in a longer one windows may still
+    overlap, as random starts do (`distinct_windows` says how many differ)."""
+    if len(ids) - seqlen < nsamples:
+        raise ValueError(f"calibration text has {len(ids)} tokens: at most {max(len(ids) - seqlen, 0)} distinct "
+                         f"windows of {seqlen}, fewer than nsamples={nsamples}; give more text or lower --nsamples "
+                         "or --seqlen")
     gen = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, len(ids) - seqlen, (nsamples,), generator=gen)
     if bos_id is None:
         return torch.stack([ids[s:s + seqlen] for s in starts.tolist()])
     bos = torch.tensor([bos_id], dtype=ids.dtype)
     return torch.stack([torch.cat([bos, ids[s:s + seqlen - 1]]) for s in starts.tolist()])
+
+
+def distinct_windows(windows: torch.Tensor) -> int:
+    return len({tuple(w.tolist()) for w in windows})
 
 
 def window_bos_id(adapter, tok, config) -> int | None:

@@ -1,6 +1,7 @@
 """Calibration and evaluation text on a fresh machine: the shipped copies (checked by sha256), any
 list of strings or HF Dataset as calibration, and one line where a source cannot be read."""
 import json
+import re
 
 import pytest
 import torch
@@ -78,3 +79,46 @@ def test_the_api_calibrates_on_a_list_of_strings(tiny_net):
                             seqlen=32, device="cpu")
     assert report["fingerprint"]["calib"] == "texts"
     assert all(abs(r["sparsity"] - 0.5) < 1e-6 for r in report["layers"])
+
+
+def test_json_lines_a_json_array_and_gzip_are_read_as_records_not_as_text(tmp_path):
+    """A .json file as datasets.to_json writes it is JSON lines: its texts, never its '{"text": ...}' syntax."""
+    import gzip
+
+    from optprune.data import check_text_source, read_text_file
+
+    docs = ["first document", "second one"]
+    (tmp_path / "a.json").write_text("".join(json.dumps({"text": d, "id": k}) + "\n" for k, d in enumerate(docs)))
+    (tmp_path / "b.json").write_text(json.dumps([{"text": d} for d in docs]))
+    with gzip.open(tmp_path / "c.json.gz", "wt") as fh:
+        fh.write("\n".join(json.dumps({"text": d}) for d in docs))
+    (tmp_path / "d.txt").write_text('{"text": "kept as text"}')
+    for name in ("a.json", "b.json", "c.json.gz"):
+        assert read_text_file(tmp_path / name) == docs
+        check_text_source(str(tmp_path / name))
+    assert read_text_file(tmp_path / "d.txt") == ['{"text": "kept as text"}']
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("nokey.jsonl", b'{"text": "a"}\n{"body": "b"}\n', "nokey.jsonl: line 2 has no 'text' string (it has ['body'])"),
+    ("bad.json", b'{"text": "a"}\n{"text": \n', "bad.json: line 2 is not JSON"),
+    ("latin.txt", "caf\xe9".encode("latin-1"), "latin.txt: not UTF-8 text"),
+    ("array.json", b'[{"text": "a"}, 3]', "array.json: item 1 has no 'text' string"),
+    ("empty.jsonl", b"\n\n", "empty.jsonl: no records")])
+def test_an_unreadable_calibration_file_gets_one_line_naming_it_before_any_model(tmp_path, name, content, message):
+    from optprune.data import check_text_source
+
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_text_source(str(tmp_path / name))
+
+
+def test_a_text_too_short_for_distinct_windows_is_refused_and_overlap_is_counted(tiny_net):
+    from optprune.data import calibration_windows, distinct_windows
+
+    _, tok, _ = tiny_net
+    text = ["abcdefghij" * 9]                     # 90 characters: 26 starts of 64-token windows
+    with pytest.raises(ValueError, match="at most 26 distinct windows of 64, fewer than nsamples=30"):
+        calibration_windows(tok, text, 30, 64)
+    windows = calibration_windows(tok, text, 8, 64)
+    assert distinct_windows(windows) == len({tuple(w.tolist()) for w in windows}) <= 8

@@ -94,7 +94,11 @@ PATH_CASES = [   # (case, message)
     ("--out is a file", "is a file"),
     ("--out lies under a file", "is not a writable folder"),
     ("--out is an unrelated non-empty folder", "is not empty and holds no optprune run"),
+    ("--calib is JSON lines without a 'text' key", "calib.json: line 1 has no 'text' string (it has ['body'])"),
+    ("--calib is not UTF-8", "calib.txt: not UTF-8 text"),
 ]
+CALIB_FILES = {"--calib is JSON lines without a 'text' key": ("calib.json", b'{"body": "hello"}\n'),
+               "--calib is not UTF-8": ("calib.txt", "caf\xe9 au lait".encode("latin-1"))}
 
 
 def path_case(case: str, tmp_path: Path) -> tuple[Path, list[str]]:
@@ -104,6 +108,10 @@ def path_case(case: str, tmp_path: Path) -> tuple[Path, list[str]]:
         return out, ["--model", str(tmp_path / "nope")]
     if case == "--model is an unreachable hub id":
         return out, ["--model", "no-such-org/no-such-model-xyz"]
+    if case in CALIB_FILES:
+        name, content = CALIB_FILES[case]
+        (tmp_path / name).write_bytes(content)
+        return out, ["--calib", str(tmp_path / name)]
     if case == "--out is a file":
         out.write_text("x")
     elif case == "--out lies under a file":

@@ -62,6 +62,14 @@ FAULTS = [
      "`.resume` kept, the same command finishes the run"),
     ("`--eval-ppl` fails after pruning", "1", "`optprune: failed: evaluation stopped (...); the pruned model is saved "
      "in <out>: evaluate it with optprune eval --model <out>`"),
+    ("a second run on an --out that a running prune holds", "2", "`optprune: error: --out <out> is in use by "
+     "another optprune run (pid N): wait for it to finish, or choose another folder` (an exclusive flock on "
+     "`<out>/.lock`, released when the run ends or its process dies)"),
+    ("same command with `--eval-ppl` after a finished run without it", "0", "the saved model is evaluated and the "
+     "report and model card get the perplexity (then: nothing to do)"),
+    ("a perplexity that is not finite (fp16 overflow)", "1", "`optprune: failed: evaluation stopped (FloatingPointError: "
+     "perplexity is nan: the forward passes overflowed in torch.float16; evaluate in bfloat16 or float32 (--dtype)); "
+     "the pruned model is saved ...`; `optprune eval` exits 1 with the same line, never `ppl nan`"),
     ("kill -9 after a block, or inside the final save", "-9", "no completion marker; rerunning the command "
      "finishes bit-identical to an uninterrupted run, `sessions` holds both processes' seconds"),
 ]

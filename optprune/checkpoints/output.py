@@ -10,6 +10,8 @@ the marker is never a finished output, and its resume state finishes it bit-iden
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -21,6 +23,7 @@ from .model_io import check_output_dir, save_model
 
 MARKER = "optprune_complete.json"
 REPORT = "optprune_report.json"
+LOCK = ".lock"
 
 
 class OutputFolder:
@@ -39,13 +42,45 @@ class OutputFolder:
                               "choose another folder or delete it")
             return True
         in_progress = (self.resume_dir / FINGERPRINT).exists()
-        ours = in_progress or self.staging.is_dir()        # a run, or its cut-short final save
+        ours = in_progress or self.staging.is_dir() or (self.path / LOCK).exists()   # a run, or its cut-short save
         if self.path.is_dir() and any(self.path.iterdir()) and not ours:
             raise ValueError(f"--out {self.path} is not empty and holds no optprune run: choose a new or empty "
                              "folder")
         if in_progress and resume:
             check_fingerprint(self.resume_dir / FINGERPRINT, settings, f"{self.resume_dir} holds a resume state")
         return False
+
+    @contextlib.contextmanager
+    def locked(self, enabled: bool = True):
+        """An exclusive lock on the folder for the run (flock on <out>/.lock, released when the run ends or its
+        process dies): a second run on the same folder is refused at once with one line."""
+        if not enabled:
+            yield
+            return
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(f"--out {self.path} is in use by another optprune run (pid "
+                                 f"{os.pread(fd, 32, 0).decode(errors='replace').strip() or '?'}): wait for it to "
+                                 "finish, or choose another folder") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            try:
+                yield
+            finally:            # a run that wrote nothing (refused after the lock) leaves nothing behind
+                if [p.name for p in self.path.iterdir()] == [LOCK]:
+                    (self.path / LOCK).unlink()
+                    if created:
+                        self.path.rmdir()
+        finally:
+            os.close(fd)
+
+    def report(self) -> dict:
+        return json.loads((self.path / REPORT).read_text())
 
     def begin(self) -> None:
         """The run starts: whatever finished output the folder held is no longer this folder's result.

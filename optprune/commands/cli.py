@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"optprune: error: {exc}", file=sys.stderr)
         return 2
-    except (OSError, ExactSolveError) as exc:
+    except (OSError, ExactSolveError, FloatingPointError) as exc:
         print(f"optprune: failed: {exc}", file=sys.stderr)
         return 1
 

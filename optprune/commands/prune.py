@@ -12,7 +12,7 @@ from ..allocation import plot_allocation
 from ..api import calibration_for, mean_layer_error, pruner_for, run_pruning
 from ..checkpoints import OutputFolder, check_save_format, check_model_argument, load_model, model_source
 from ..config import PruneConfig, resolve_device, resolve_dtype
-from ..data import check_text_source, describe_source
+from ..data import check_text_source, describe_source, distinct_windows
 from ..evaluation import wikitext2_perplexity
 from ..parallel import init_from_env, machine_name
 from ..progress import BlockProgress
@@ -36,10 +36,26 @@ def check_prune_inputs(args, config: PruneConfig) -> tuple[OutputFolder, bool]:
 def prune_main(args) -> int:
     config = from_args(PruneConfig, args)
     folder, finished = check_prune_inputs(args, config)
-    if finished and not args.no_resume:
+    rank, size = init_from_env()
+    with folder.locked(enabled=rank == 0):            # a second run on the same --out is refused at once
+        if finished and not args.no_resume:
+            return finish_again(folder, args, config)
+        return prune_into(folder, args, config, rank, size)
+
+
+def finish_again(folder: OutputFolder, args, config: PruneConfig) -> int:
+    """This run's finished output again: nothing to prune; with --eval-ppl and no perplexity in its report,
+    the saved model is evaluated."""
+    summary = folder.report()
+    if not args.eval_ppl or summary.get("wikitext2"):
         print(f"{folder.path} already holds this run's finished output: nothing to do")
         return 0
-    rank, size = init_from_env()
+    net, tok, _ = load_model(str(folder.path), dtype=resolve_dtype(config.dtype), seqlen=config.seqlen)
+    return evaluate_saved(folder, net, tok, config, summary)
+
+
+def prune_into(folder: OutputFolder, args, config: PruneConfig, rank: int, size: int) -> int:
+    """Load, calibrate, prune (resuming what `folder` holds of this run), save; rank 0 writes and evaluates."""
     if resolve_device(config.device).type == "cuda" and size > 1:
         config = dataclasses.replace(config, device=f"cuda:{rank % torch.cuda.device_count()}")
     torch.manual_seed(config.seed)
@@ -53,8 +69,10 @@ def prune_main(args) -> int:
               f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     windows = calibration_for(net, tok, adapter, config) if config.needs_calibration() else None
     if rank == 0 and windows is not None:
-        print(f"calibration: {len(windows)} windows x {windows.shape[1]} tokens from "
-              f"{describe_source(config.calib, config.data_dir)}", file=sys.stderr, flush=True)
+        distinct = distinct_windows(windows)
+        print(f"calibration: {len(windows)} windows" + (f" ({distinct} distinct)" if distinct < len(windows) else "")
+              + f" x {windows.shape[1]} tokens from {describe_source(config.calib, config.data_dir)}",
+              file=sys.stderr, flush=True)
     bar = BlockProgress(f"prune {config.method}", len(adapter.blocks(net)), enabled=rank == 0)
     pricing = BlockProgress(f"price the {config.allocation} allocation", len(adapter.blocks(net)), enabled=rank == 0,
                             then=bar.restart)
@@ -69,9 +87,10 @@ def prune_main(args) -> int:
     folder.save(net, tok, summary, report["fingerprint"], args.save_format)
     if summary["allocation"] and plot_allocation(summary["allocation"], summary["sparsity"], folder.path / "allocation.png"):
         print(f"allocation per block: {folder.path / 'allocation.png'}", file=sys.stderr)
-    print(f"pruned with {config.method} ({summary['pattern']}, sparsity {summary['sparsity']:.2f}) in "
-          f"{prune_seconds:.0f}s; " + (f"mean layer rel. error {summary['mean_rel_error']:.4g}; "
-                                       if windows is not None else "no calibration; ") + f"saved to {folder.path}")
+    print(f"pruned with {config.method} ({summary['pattern']}; {summary['achieved_sparsity']:.4f} of the pruned "
+          f"layers' weights zero or removed) in {prune_seconds:.0f}s; "
+          + (f"mean layer rel. error {summary['mean_rel_error']:.4g}; " if windows is not None else "no calibration; ")
+          + f"saved to {folder.path}")
     return evaluate_saved(folder, net, tok, config, summary) if args.eval_ppl else 0
 
 

@@ -149,3 +149,27 @@ def test_sparsegpt_takes_n_m_groups_that_do_not_divide_its_block():
     res = prune_layer(prob, Pattern.parse("2:3"), "sparsegpt")
     check_mask(res.mask, Pattern.parse("2:3"))
     assert prob.relative_error(W_hat=res.weight) < prob.relative_error(res.mask)
+
+
+def test_a_second_run_on_a_locked_out_is_refused_at_once_and_the_lock_goes_with_the_run(tiny, tmp_path, capsys):
+    from optprune.checkpoints import OutputFolder
+
+    out = tmp_path / "out"
+    with OutputFolder(out, str(tiny[0])).locked():       # another run holds the folder
+        assert main(_prune_args(tiny, out)) == 2
+        err = capsys.readouterr().err
+        assert _one_line(err, f"--out {out} is in use by another optprune run (pid") and "Loading" not in err
+    assert main(_prune_args(tiny, out)) == 0              # released: the same command runs
+    assert main(_prune_args(tiny, out)) == 0 and "nothing to do" in capsys.readouterr().out
+
+
+def test_a_finished_output_rerun_with_eval_ppl_is_evaluated_once(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(_prune_args(tiny, out)) == 0
+    assert "wikitext2" not in json.loads((out / "optprune_report.json").read_text())
+    assert main(_prune_args(tiny, out, ["--eval-ppl"])) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "optprune_report.json").read_text())
+    assert f"wikitext2 ppl {report['wikitext2']['ppl']:.3f}" in printed and "nothing to do" not in printed
+    assert "perplexity" in (out / "README.md").read_text()
+    assert main(_prune_args(tiny, out, ["--eval-ppl"])) == 0 and "nothing to do" in capsys.readouterr().out

@@ -19,7 +19,7 @@ def test_calibration_is_seeded_and_bad_settings_fail(tiny):
     assert not torch.equal(a, calibration_windows(tok, "c4", 3, 16, 1, str(data)))
     with_bos = calibration_windows(tok, "c4", 3, 16, 0, str(data), bos_id=7)
     assert (with_bos[:, 0] == 7).all() and torch.equal(with_bos[:, 1:], a[:, :15])   # same starts
-    with pytest.raises(ValueError, match="fewer than seqlen"):
+    with pytest.raises(ValueError, match="at most 0 distinct windows of 1000000, fewer than nsamples=3"):
         calibration_windows(tok, "c4", 3, 10 ** 6, 0, str(data))
 
 

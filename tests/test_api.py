@@ -1,0 +1,36 @@
+"""The Python API: a model handed in keeps its own mode, and a perplexity is a number or an error."""
+import pytest
+import torch
+
+
+def _train_mode_copy(tiny):
+    from transformers import AutoModelForCausalLM
+
+    net = AutoModelForCausalLM.from_pretrained(str(tiny[0]), attention_dropout=0.5, dtype=torch.float32)
+    return net.train()
+
+
+def test_prune_and_evaluate_run_in_eval_mode_and_give_the_model_its_mode_back(tiny, tiny_net):
+    import optprune
+
+    reference, tok, windows = tiny_net
+    optprune.prune(reference.eval(), windows, method="sparsegpt", pattern="per-row", sparsity=0.5, device="cpu")
+    net = _train_mode_copy(tiny)
+    optprune.prune(net, windows, method="sparsegpt", pattern="per-row", sparsity=0.5, device="cpu")
+    assert net.training                          # the caller's mode, restored
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), reference.state_dict().values()))
+    ppl = optprune.evaluate(net, tok, seqlen=32, data_dir=str(tiny[1]), device="cpu")["ppl"]
+    assert net.training and ppl == optprune.evaluate(reference, tok, seqlen=32, data_dir=str(tiny[1]),
+                                                     device="cpu")["ppl"]
+
+
+def test_a_perplexity_that_is_not_finite_is_an_error_and_a_window_needs_two_tokens(tiny, tiny_net):
+    import optprune
+
+    net, tok, _ = tiny_net
+    with pytest.raises(ValueError, match="seqlen must be >= 2"):
+        optprune.evaluate(net, tok, seqlen=1, data_dir=str(tiny[1]), device="cpu")
+    with torch.no_grad():
+        net.model.layers[0].mlp.down_proj.weight.fill_(float("inf"))
+    with pytest.raises(FloatingPointError, match="overflowed in torch.float32; evaluate in bfloat16 or float32"):
+        optprune.evaluate(net, tok, seqlen=32, data_dir=str(tiny[1]), device="cpu")
