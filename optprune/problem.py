@@ -295,6 +295,10 @@ def load_layer_problems(path: str | Path, names: list[str] | None = None) -> dic
     except Exception as exc:        # noqa: BLE001 - safetensors raises its own error types
         raise ProblemError(f"{path} is not a safetensors layer file ({str(exc).splitlines()[0]})") from None
     found = sorted(k[: -len(".weight")] for k in tensors if k.endswith(".weight"))
+    if not found:
+        grams = sorted(k for k in tensors if k.endswith(".gram"))
+        raise ProblemError(f"{path}: no layer problems (no '<name>.weight' with its '<name>.gram'"
+                           + (f"; it has {grams[:3]} without weights)" if grams else ")"))
     missing = [n for n in found if f"{n}.gram" not in tensors]
     if missing:
         raise ProblemError(f"{path}: no .gram for {missing}")

@@ -149,6 +149,10 @@ def layer_files(folder: Path) -> dict:
     for name, (w, g) in files.items():
         paths[name] = folder / f"{name.replace(' ', '_')}.safetensors"
         save_file({"l.weight": w, "l.gram": 0.5 * (g + g.T)}, str(paths[name]))
+    paths["gram only"] = folder / "gram_only.safetensors"
+    save_file({"l.gram": X @ X.T}, str(paths["gram only"]))
+    paths["empty"] = folder / "empty.safetensors"
+    save_file({}, str(paths["empty"]))
     paths["not safetensors"] = folder / "text.safetensors"
     paths["not safetensors"].write_text("hello")
     return paths
@@ -156,6 +160,8 @@ def layer_files(folder: Path) -> dict:
 
 CERTIFY_USAGE = [   # (file, extra arguments, message)
     ("not safetensors", [], "is not a safetensors layer file"),
+    ("gram only", [], "no layer problems (no '<name>.weight' with its '<name>.gram'; it has ['l.gram'] without weights)"),
+    ("empty", [], "no layer problems (no '<name>.weight' with its '<name>.gram')"),
     ("indefinite", ["--method", "maiht,sparsegpt"], "G is not positive semidefinite"),
     ("zero W", [], "W is zero, so every mask has error 0"),
     ("zero G", [], "G is zero, so every mask has error 0"),

@@ -70,6 +70,13 @@ FAULTS = [
     ("a perplexity that is not finite (fp16 overflow)", "1", "`optprune: failed: evaluation stopped (FloatingPointError: "
      "perplexity is nan: the forward passes overflowed in torch.float16; evaluate in bfloat16 or float32 (--dtype)); "
      "the pruned model is saved ...`; `optprune eval` exits 1 with the same line, never `ppl nan`"),
+    ("Ctrl-C or SIGTERM during `prune` (pruning, saving or `--eval-ppl`)", "130", "`optprune: interrupted: what "
+     "was finished is kept in --out; rerun the same command to resume (bit-identically)`"),
+    ("`certify --dense A --pruned B` where B was not pruned from A", "0", "the certificates, then `optprune: warning: "
+     "N layer(s) of the checkpoint err more than all-zero weights would (...): was it pruned from --dense A?`"),
+    ("`certify --dense --pruned` with a pattern no layer's mask holds", "2", "`optprune: error: no layer's mask is "
+     "2:4 (...): claim the pattern the checkpoint was pruned to (--pattern, --sparsity)`; some layers only: their "
+     "names and exit 1"),
     ("kill -9 after a block, or inside the final save", "-9", "no completion marker; rerunning the command "
      "finishes bit-identical to an uninterrupted run, `sessions` holds both processes' seconds"),
 ]

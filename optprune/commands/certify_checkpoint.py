@@ -10,6 +10,7 @@ pattern is reported as such and not certified.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -62,11 +63,12 @@ def certify_layer(key: str, problem: LayerProblem, pattern: Pattern, keep, weigh
         sparsity = float(1 - keep.float().mean())
         return dict(layer=key, pattern_ok=False, sparsity=sparsity, problem=str(exc))
     result = PruneResult(keep, weight, "checkpoint")
+    worse_than_zero = weight is not None and problem.relative_error(W_hat=weight) > 1.0
     cmp = compare(problem, pattern, {"checkpoint": result}, rows=args.rows_list, window_size=args.window or 24,
                   exact_method=args.exact, time_limit=args.time_limit, workers=args.workers,
                   full_row_bounds=getattr(args, "full_row_bounds", False), dnn_iters=getattr(args, "dnn_iters", 0))
     report = dict(json.loads(cmp.to_json()), layer=key, pattern_ok=True, sparsity=float(1 - keep.float().mean()),
-                  markdown=cmp.to_markdown())
+                  markdown=cmp.to_markdown(), worse_than_zero=worse_than_zero)
     if getattr(args, "neighbourhood", 0) > 0:
         report["neighbourhood"] = neighbourhoods(problem, pattern, keep, args.rows_list, args.neighbourhood)
         report["markdown"] += "".join(f"\n- {n['statement']} ({n['seconds']:.1f} s)" for n in report["neighbourhood"]) + "\n"
@@ -114,7 +116,23 @@ def certify_checkpoint_main(args) -> int:
         reports.append({k: v for k, v in report.items() if k != "markdown"})
     if args.json:
         Path(args.json).write_text(json.dumps(reports, indent=2))
+    return verdict(reports, pattern, args.dense)
+
+
+def verdict(reports: list[dict], pattern: Pattern, dense: str) -> int:
+    """0 when every layer was certified; a line and exit 1 for the layers whose mask breaks the claimed pattern
+    (exit 2 when none holds it: the claim is wrong); a warning when the checkpoint's weights err more than all
+    zeros would (relative error > 1: not a pruning of the --dense model)."""
+    foreign = [r["layer"] for r in reports if r.get("worse_than_zero")]
+    if foreign:
+        print(f"optprune: warning: {len(foreign)} layer(s) of the checkpoint err more than all-zero weights would "
+              f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): was it pruned from --dense {dense}?",
+              file=sys.stderr)
     broken = [r["layer"] for r in reports if not r["pattern_ok"]]
+    if broken and len(broken) == len(reports):
+        raise ValueError(f"no layer's mask is {pattern.name} ({reports[0]['problem']}): claim the pattern the "
+                         "checkpoint was pruned to (--pattern, --sparsity)")
     if broken:
         print(f"{len(broken)} layer(s) break the claimed {pattern.name} pattern: {', '.join(broken)}")
+        return 1
     return 0

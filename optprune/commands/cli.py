@@ -3,8 +3,11 @@ the settings' specs) and the dispatch; each command's handler is a module of thi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from ..config import SPECS, CalibrationSpec, MethodSpec, ObjectiveSpec, PlacementSpec
@@ -139,6 +142,26 @@ def _add_eval(sub) -> None:
     ev.set_defaults(func=cmd_eval)
 
 
+INTERRUPTED = {"prune": "what was finished is kept in --out; rerun the same command to resume (bit-identically)"}
+
+
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """SIGTERM (a scheduler's stop) handled as Ctrl-C while a command runs, the previous handler restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None) -> int:
     """Exit 2 with one line when the input is wrong (arguments, paths, data that cannot be used:
     fix the command or the file); exit 1 with one line when the run fails (disk, solver, evaluation)."""
@@ -146,7 +169,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)        # the command, as the report states it
     try:
-        return args.func(args)
+        with terminate_as_interrupt():
+            return args.func(args)
+    except KeyboardInterrupt:
+        print(f"optprune: interrupted: {INTERRUPTED.get(args.command, 'nothing was written')}", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as exc:
         print(f"optprune: error: {exc}", file=sys.stderr)
         return 2

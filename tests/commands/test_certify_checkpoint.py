@@ -55,7 +55,8 @@ def test_a_wanda_script_checkpoint_is_certified_layer_by_layer(tiny, tmp_path, c
         assert row["method"] == "checkpoint" and row["block_status"] == "optimal"
         assert row["block_optimum"] <= row["block_value"] * (1 + 1e-9)      # the certified optimum is no worse
         assert r["relaxation_bound"] <= row["rel_error_mask"] + 1e-12        # a bound never exceeds the mask
-    assert "| checkpoint |" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "| checkpoint |" in printed.out and "warning" not in printed.err      # its own dense model: no warning
 
 
 def test_a_mask_that_breaks_its_claimed_pattern_is_reported(tiny, tmp_path, capsys):
@@ -64,7 +65,7 @@ def test_a_mask_that_breaks_its_claimed_pattern_is_reported(tiny, tmp_path, caps
         model.model.layers[1].mlp.down_proj.weight[0, :] = 0.0           # one row now prunes everything
     model.save_pretrained(tmp_path / "pruned")
     code, reports = _certify(tiny, tmp_path, ["--pruned", str(tmp_path / "pruned")])
-    assert code == 0
+    assert code == 1                                                      # not silently 0: one layer failed
     broken = {r["layer"]: r for r in reports if not r["pattern_ok"]}
     assert list(broken) == ["1.mlp.down_proj"] and "mask is not per-row" in broken["1.mlp.down_proj"]["problem"]
     assert "break the claimed per-row pattern: 1.mlp.down_proj" in capsys.readouterr().out
@@ -109,3 +110,29 @@ def test_neighbourhood_certificates_of_a_checkpoint_state_their_window_or_a_bett
                 assert n["optimum"] < n["original_value"]
     assert "no better mask differs from this one only inside" in capsys.readouterr().out or \
         any(n["improved"] for r in reports for n in r["neighbourhood"])
+
+
+def test_a_claim_no_layer_holds_is_refused_and_a_foreign_dense_model_is_named(tiny, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    wanda_script(tiny[0], tiny[1], tmp_path / "pruned")
+    model_dir, data = tiny
+    code = main(["certify", "--dense", str(model_dir), "--pattern", "2:4", "--blocks", "1", "--data-dir", str(data),
+                 "--nsamples", "4", "--seqlen", "32", "--window", "8", "--pruned", str(tmp_path / "pruned")])
+    assert code == 2 and "no layer's mask is 2:4" in capsys.readouterr().err
+    other = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in other.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn_like(p) * p.std())                    # same shapes, other weights
+    other.save_pretrained(tmp_path / "other")
+    (tmp_path / "other" / "tokenizer.json").write_bytes((model_dir / "tokenizer.json").read_bytes())
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (model_dir / name).exists():
+            (tmp_path / "other" / name).write_bytes((model_dir / name).read_bytes())
+    code = main(["certify", "--dense", str(tmp_path / "other"), "--pattern", "per-row", "--sparsity", "0.5", "--blocks",
+                 "1", "--data-dir", str(data), "--nsamples", "4", "--seqlen", "32", "--window", "8", "--time-limit", "30",
+                 "--pruned", str(tmp_path / "pruned")])
+    err = capsys.readouterr().err
+    assert code == 0 and "err more than all-zero weights would" in err and "was it pruned from --dense" in err

@@ -199,3 +199,26 @@ def test_a_resumed_run_counts_blocks_from_its_first_unsaved_block():
     assert line.startswith("prune: block 3/30") and "about 4 min 30 s left" in line   # 27 blocks x 10 s
     bar.note("epoch 1/2")
     assert out.getvalue().splitlines()[-1] == "prune: block 4/30: epoch 1/2"
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_an_interrupted_prune_says_in_one_line_that_rerunning_resumes(cli_prune, tmp_path, capsys, monkeypatch, how):
+    import os
+    import signal
+
+    import optprune.commands.prune as prune
+
+    def stop(*args, **kwargs):
+        if how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise KeyboardInterrupt
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(prune, "run_pruning", stop)
+    assert cli_prune(tmp_path / "out") == 130
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("optprune")]
+    assert lines == ["optprune: interrupted: what was finished is kept in --out; rerun the same command to resume "
+                     "(bit-identically)"]
+    assert signal.getsignal(signal.SIGTERM) is before
+    monkeypatch.undo()
+    assert cli_prune(tmp_path / "out") == 0
