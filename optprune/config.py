@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from formulations.allocation import GroupBound
+from .engine.activations import parse_memory
 from .patterns import Pattern
 from .solvers import DATA_FREE_MASKS, METHODS
 from .solvers.base import check_method
@@ -161,7 +162,7 @@ class PlacementSpec(Spec):
                           fingerprint=lambda c: resolve_device(c.device).type)
     batch: int = setting(8, "windows per forward batch", check=at_least(1))
     max_memory: str = setting("", "RAM budget per activation buffer, e.g. 8GiB; larger ones are memory-mapped on "
-                              "disk under --out", fingerprint=False)
+                              "disk under --out", check=raises(parse_memory), fingerprint=False)
     offload: bool | None = setting(None, "move each block back to the CPU when done; None: on accelerators",
                                    flag=None, fingerprint=False)
     row_shards: int = setting(1, "split each layer's rows into this many independent problems (per-row and N:M "

@@ -72,6 +72,7 @@ PRUNE_USAGE = [   # (extra arguments replacing the defaults, message)
     (["--allocation", "owl", "--allocation-bound", "mlp=:0.5"], "it needs --allocation milp"),
     (["--allocation", "milp", "--allocation-windows", "9"], "allocation_windows must be between 0"),
     (["--seqlen", "4096"], "--seqlen 4096 is longer than this model's max_position_embeddings (128)"),
+    (["--max-memory", "banana"], "max_memory 'banana': give a positive size like 8GiB, 500MB or 1e9 bytes"),
     (["--save-format", "bitmask"], "--save-format 'bitmask': choose from plain, compressed"),
     (["--save-format", "dense"], "--save-format dense: dense (weights with compressed-tensors sparsity metadata) is "
                                  "no longer written: vLLM refuses any sparsity_config with targets"),

@@ -77,6 +77,8 @@ FAULTS = [
     ("`certify --dense --pruned` with a pattern no layer's mask holds", "2", "`optprune: error: no layer's mask is "
      "2:4 (...): claim the pattern the checkpoint was pruned to (--pattern, --sparsity)`; some layers only: their "
      "names and exit 1"),
+    ("`optprune eval --model <out>` on an unfinished run's folder", "2", "`optprune: error: --model <out> holds an "
+     "unfinished optprune run (no saved model yet): rerun its prune command to finish it`"),
     ("kill -9 after a block, or inside the final save", "-9", "no completion marker; rerunning the command "
      "finishes bit-identical to an uninterrupted run, `sessions` holds both processes' seconds"),
 ]

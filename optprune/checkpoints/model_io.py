@@ -70,6 +70,11 @@ def check_architecture(config, check_skeleton=None) -> "ModelAdapter":
 def check_model_argument(model: str, gguf_file: str = "") -> None:
     """One line, before anything is loaded, for a --model that names no local folder, no cached hub
     id and no reachable hub id (instead of transformers' retries and traceback)."""
+    if model and not gguf_file and Path(model).is_dir() and not (Path(model) / "config.json").exists():
+        if (Path(model) / ".resume").is_dir():
+            raise FileNotFoundError(f"--model {model} holds an unfinished optprune run (no saved model yet): rerun "
+                                    "its prune command to finish it")
+        raise FileNotFoundError(f"--model {model}: no config.json in this folder (not a saved model)")
     if not model or Path(model).exists() or (gguf_file and Path(gguf_file).is_absolute()):
         return
     if model.startswith((".", "/", "~")) or model.count("/") != 1 or model.endswith(".gguf"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..checkpoints import check_writable_file, load_model
+from ..checkpoints import check_model_argument, check_writable_file, load_model
 from ..config import CalibrationSpec, PlacementSpec, resolve_device, resolve_dtype
 from ..data import check_text_source
 from ..evaluation import check_zeroshot, evaluate_zeroshot, wikitext2_perplexity
@@ -26,6 +26,7 @@ def eval_main(args) -> int:
     tasks = [t for t in args.zeroshot.split(",") if t]
     if tasks:
         check_zeroshot(tasks, window.data_dir, args.zeroshot_scorer)
+    check_model_argument(args.model, args.gguf_file)
     net, tok, source = load_model(args.model, args.gguf_file, dtype, window.seqlen if args.ppl else 0)
     result = dict(model=source, machine=machine_name(), dtype=str(dtype))
     if args.ppl:

@@ -63,7 +63,11 @@ def parse_memory(text: str) -> int | None:
     if not text:
         return None
     units = {"kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "kb": 1e3, "mb": 1e6, "gb": 1e9, "b": 1}
-    for unit, scale in units.items():
-        if text.lower().endswith(unit):
-            return int(float(text[: -len(unit)]) * scale)
-    return int(float(text))
+    unit = next((u for u in units if text.lower().endswith(u)), "")
+    try:
+        size = float(text[: len(text) - len(unit)]) * units.get(unit, 1)
+    except ValueError:
+        size = float("nan")
+    if not size > 0 or size == float("inf"):
+        raise ValueError(f"max_memory {text!r}: give a positive size like 8GiB, 500MB or 1e9 bytes")
+    return int(size)

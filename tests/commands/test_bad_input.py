@@ -173,3 +173,13 @@ def test_a_finished_output_rerun_with_eval_ppl_is_evaluated_once(tiny, tmp_path,
     assert f"wikitext2 ppl {report['wikitext2']['ppl']:.3f}" in printed and "nothing to do" not in printed
     assert "perplexity" in (out / "README.md").read_text()
     assert main(_prune_args(tiny, out, ["--eval-ppl"])) == 0 and "nothing to do" in capsys.readouterr().out
+
+
+def test_eval_on_an_unfinished_out_says_so_before_loading(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / ".resume").mkdir(parents=True)
+    assert main(["eval", "--model", str(out), "--data-dir", str(tiny[1])]) == 2
+    assert _one_line(capsys.readouterr().err, "holds an unfinished optprune run (no saved model yet)")
+    (out / ".resume").rmdir()
+    assert main(["eval", "--model", str(out), "--data-dir", str(tiny[1])]) == 2
+    assert _one_line(capsys.readouterr().err, "no config.json in this folder")
