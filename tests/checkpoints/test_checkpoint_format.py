@@ -53,6 +53,9 @@ def test_two_four_checkpoint_is_sparse_24_bitmask_that_compressed_tensors_reads(
     assert len(nested) == 2 * 7 and all(set(v) == {"shape", "compressed", "bitmask"} for v in nested.values())
     back, _ = optprune.load_pretrained(str(tmp_path / "out"))
     assert _same_weights(back, net)
+    from transformers import AutoModelForCausalLM
+    with pytest.raises(Exception, match="optprune-compressed"):    # refused by name, never random linears
+        AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
     ids = torch.randint(0, 20, (1, 16))
     assert torch.allclose(back(ids).logits, net(ids).logits, atol=1e-5)
 
