@@ -38,7 +38,10 @@ def prune(model, data, method: str = "sparseswaps", pattern: str = "per-row", sp
         settings["calib"] = "texts"
     config = config or PruneConfig(method=method, pattern=pattern, sparsity=sparsity, **settings)
     adapter = adapter_for(model)
-    tokenizer = not isinstance(data, torch.Tensor) and data is not None
+    tokenizer = callable(data) and not isinstance(data, torch.Tensor)
+    if data is not None and not tokenizer and not isinstance(data, torch.Tensor):
+        raise ValueError(f"data must be a tokenizer or a LongTensor of token windows (n, seqlen), got "
+                         f"{type(data).__name__}: pass torch.as_tensor(...) of it")
     windows = (calibration_for(model, data, adapter, config, texts) if tokenizer and config.needs_calibration()
                else data)
     with eval_mode(model):
@@ -49,6 +52,21 @@ def calibration_for(model, tokenizer, adapter: ModelAdapter, config: Calibration
     """The calibration spec's windows, drawn from `texts` (strings or a Dataset) when given."""
     return calibration_windows(tokenizer, config.calib if texts is None else texts, config.nsamples, config.seqlen,
                                config.seed, config.data_dir, window_bos_id(adapter, tokenizer, model.config))
+
+
+def check_windows(windows: torch.Tensor, vocab: int) -> None:
+    """One line for calibration windows the model cannot read: not an integer tensor of shape (n >= 1,
+    seqlen >= 2), or token ids outside [0, vocab)."""
+    if not isinstance(windows, torch.Tensor) or windows.is_floating_point() or windows.is_complex() \
+            or windows.dtype == torch.bool:
+        what = windows.dtype if isinstance(windows, torch.Tensor) else type(windows).__name__
+        raise ValueError(f"calibration windows must be an integer tensor of token ids (n, seqlen), got {what}")
+    if windows.dim() != 2 or windows.shape[0] < 1 or windows.shape[1] < 2:
+        raise ValueError(f"calibration windows must have shape (n >= 1, seqlen >= 2), got {tuple(windows.shape)}")
+    low, high = int(windows.min()), int(windows.max())
+    if low < 0 or high >= vocab:
+        raise ValueError(f"calibration windows hold token ids {low}..{high}, outside the model's vocabulary "
+                         f"[0, {vocab})")
 
 
 def run_fingerprint(net, windows: torch.Tensor | None, config: PruneConfig, digest: dict | None = None,
@@ -83,6 +101,8 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
     if calibrated and windows is None:
         raise ValueError(f"{config.method} needs calibration windows"
                          + (f" (--allocation {config.allocation})" if config.allocation != "uniform" else ""))
+    if calibrated:
+        check_windows(windows, net.get_input_embeddings().num_embeddings)
     state = ResumeState(resume_dir if calibrated else None, adapter, resume, fingerprint)
     allocation = None
     if config.allocation != "uniform":

@@ -1,4 +1,6 @@
 """The Python API: a model handed in keeps its own mode, and a perplexity is a number or an error."""
+import re
+
 import pytest
 import torch
 
@@ -34,3 +36,22 @@ def test_a_perplexity_that_is_not_finite_is_an_error_and_a_window_needs_two_toke
         net.model.layers[0].mlp.down_proj.weight.fill_(float("inf"))
     with pytest.raises(FloatingPointError, match="overflowed in torch.float32; evaluate in bfloat16 or float32"):
         optprune.evaluate(net, tok, seqlen=32, data_dir=str(tiny[1]), device="cpu")
+
+
+@pytest.mark.parametrize("windows,message", [
+    (torch.rand(4, 32), "integer tensor of token ids (n, seqlen), got torch.float32"),
+    (torch.zeros(32, dtype=torch.long), "shape (n >= 1, seqlen >= 2), got (32,)"),
+    (torch.zeros(2, 4, 32, dtype=torch.long), "shape (n >= 1, seqlen >= 2), got (2, 4, 32)"),
+    (torch.zeros(0, 64, dtype=torch.long), "shape (n >= 1, seqlen >= 2), got (0, 64)"),
+    (torch.full((2, 32), 10 ** 6), "token ids 1000000..1000000, outside the model's vocabulary"),
+    (torch.full((2, 32), -1), "token ids -1..-1, outside"),
+    (torch.zeros(2, 32, dtype=torch.long).numpy(), "data must be a tokenizer or a LongTensor"),
+    ([[1, 2, 3]], "data must be a tokenizer or a LongTensor of token windows (n, seqlen), got list")])
+def test_api_windows_the_model_cannot_read_get_one_line_before_any_pass(tiny_net, windows, message):
+    import optprune
+
+    net, _, _ = tiny_net
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        optprune.prune(net, windows, method="wanda", pattern="per-row", sparsity=0.5, device="cpu")
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())     # nothing was pruned
