@@ -44,8 +44,7 @@ def prune(model, data, method: str = "sparseswaps", pattern: str = "per-row", sp
                          f"{type(data).__name__}: pass torch.as_tensor(...) of it")
     windows = (calibration_for(model, data, adapter, config, texts) if tokenizer and config.needs_calibration()
                else data)
-    with eval_mode(model):
-        return run_pruning(model, windows, config, adapter, resume_dir, progress)
+    return run_pruning(model, windows, config, adapter, resume_dir, progress)
 
 
 def calibration_for(model, tokenizer, adapter: ModelAdapter, config: CalibrationSpec, texts=None) -> torch.Tensor:
@@ -85,8 +84,9 @@ def pruner_for(net, config: PruneConfig, adapter: ModelAdapter | None = None) ->
 def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter: ModelAdapter,
                 resume_dir=None, progress=None, resume: bool = True, identity: dict | None = None,
                 say=None, pricing_progress=None) -> dict:
-    """The engine with a BlockPruner step; the data-free path when no calibration is needed
-    (`say`: a line of progress within a block, e.g. the reconstruction's epochs).
+    """The engine with a BlockPruner step (the model in eval mode, its own mode restored after); the data-free
+    path when no calibration is needed (`say`: a line of progress within a block, e.g. the reconstruction's
+    epochs).  Windows the model cannot read are refused before any hashing or pass.
     With `resume_dir`, a state of the same fingerprint (plus `identity`) is resumed, another refused;
     the report's `sessions` lists the seconds of every process that worked on the run;
     `pricing_progress()` after each block of an allocation's pricing pass, which is kept in (and read back
@@ -94,26 +94,27 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
     device = resolve_device(config.device)
     step = pruner_for(net, config, adapter)
     step.check_fits(net)
-    before = layer_sizes(net, adapter)
     calibrated = config.needs_calibration()
-    digest = model_digest(net)           # hashed once: the fingerprint's and the pricing cache's
-    fingerprint = run_fingerprint(net, windows if calibrated else None, config, digest, **(identity or {}))
     if calibrated and windows is None:
         raise ValueError(f"{config.method} needs calibration windows"
                          + (f" (--allocation {config.allocation})" if config.allocation != "uniform" else ""))
     if calibrated:
         check_windows(windows, net.get_input_embeddings().num_embeddings)
+    before = layer_sizes(net, adapter)
+    digest = model_digest(net)           # hashed once: the fingerprint's and the pricing cache's
+    fingerprint = run_fingerprint(net, windows if calibrated else None, config, digest, **(identity or {}))
     state = ResumeState(resume_dir if calibrated else None, adapter, resume, fingerprint)
     allocation = None
-    if config.allocation != "uniform":
-        allocation = state.remember("allocation.json", lambda: allocate(
-            net, adapter, windows, config, pricing_progress, digest))
-        step.layer_sparsity = allocation["sparsity"]
     engine = Engine(net, adapter, device, config.batch, offload=config.offload,
                     max_memory=parse_memory(config.max_memory), mmap_weights=config.mmap_weights,
                     dense_target=config.target == "dense", sequential=config.runs_sequential(),
                     reconstruct=reconstruction_for(config, adapter, say))
-    report = engine.run(windows if calibrated else None, step, state, progress)
+    with eval_mode(net):                 # no dropout in the pricing pass or the calibration passes
+        if config.allocation != "uniform":
+            allocation = state.remember("allocation.json", lambda: allocate(
+                net, adapter, windows, config, pricing_progress, digest))
+            step.layer_sparsity = allocation["sparsity"]
+        report = engine.run(windows if calibrated else None, step, state, progress)
     if calibrated:
         report["sessions"] = state.sessions()
     step.finish(net)

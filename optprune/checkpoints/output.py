@@ -90,7 +90,8 @@ class OutputFolder:
 
     def save(self, net, tok, summary: dict, fingerprint: dict, save_format: str = "plain") -> None:
         """Stage, rename into place, marker last; then the resume state is no longer needed.
-        summary["checkpoint"] records the format written (pipeline/checkpoint.py)."""
+        summary["checkpoint"] records what was written (`formats.save_checkpoint`), and the model card
+        (`card.model_card`) is written from the summary."""
         shutil.rmtree(self.staging, ignore_errors=True)
         summary["checkpoint"] = save_model(net, tok, self.staging, self.source, save_format,
                                            structured=summary.get("pattern", "").startswith("structured"))

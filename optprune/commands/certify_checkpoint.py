@@ -63,12 +63,11 @@ def certify_layer(key: str, problem: LayerProblem, pattern: Pattern, keep, weigh
         sparsity = float(1 - keep.float().mean())
         return dict(layer=key, pattern_ok=False, sparsity=sparsity, problem=str(exc))
     result = PruneResult(keep, weight, "checkpoint")
-    worse_than_zero = weight is not None and problem.relative_error(W_hat=weight) > 1.0
     cmp = compare(problem, pattern, {"checkpoint": result}, rows=args.rows_list, window_size=args.window or 24,
                   exact_method=args.exact, time_limit=args.time_limit, workers=args.workers,
                   full_row_bounds=getattr(args, "full_row_bounds", False), dnn_iters=getattr(args, "dnn_iters", 0))
     report = dict(json.loads(cmp.to_json()), layer=key, pattern_ok=True, sparsity=float(1 - keep.float().mean()),
-                  markdown=cmp.to_markdown(), worse_than_zero=worse_than_zero)
+                  markdown=cmp.to_markdown(), worse_than_zero=cmp.methods[0].rel_error > 1.0)
     if getattr(args, "neighbourhood", 0) > 0:
         report["neighbourhood"] = neighbourhoods(problem, pattern, keep, args.rows_list, args.neighbourhood)
         report["markdown"] += "".join(f"\n- {n['statement']} ({n['seconds']:.1f} s)" for n in report["neighbourhood"]) + "\n"
