@@ -234,5 +234,5 @@ def dense_layer_problems(net, windows: torch.Tensor, blocks: list[int], device: 
     def collect(b, block, grams):
         out.update({f"{b}.{name}": (lin.weight.detach().float().cpu(), grams[name].cpu())
                     for name, lin in adapter.targets(block).items()})
-    Engine(net, adapter, resolve_device(device), batch, offload=False).each_dense_block(windows, collect, blocks)
+    Engine(net, adapter, resolve_device(device), batch).each_dense_block(windows, collect, blocks)
     return out

@@ -24,6 +24,7 @@ from optprune import LayerProblem, Pattern, prune_layer
 from optprune.parallel import machine_name
 
 ROOT = Path(__file__).resolve().parents[1]
+BLOCK = dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32, vocab_size=32000)
 SHAPES = {"attention 4096x4096": (4096, 4096), "gate/up 11008x4096": (11008, 4096), "down 4096x11008": (4096, 11008)}
 
 
@@ -57,8 +58,7 @@ def block_run(method: str, nsamples: int, seqlen: int, device, offload: bool, wo
     from optprune.api import run_pruning
     from optprune.config import PruneConfig
 
-    cfg = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
-                      num_hidden_layers=2, vocab_size=32000, max_position_embeddings=seqlen)
+    cfg = LlamaConfig(**BLOCK, num_hidden_layers=2, max_position_embeddings=seqlen)
     torch.manual_seed(0)
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     net = LlamaForCausalLM(cfg).to(dtype).eval()
@@ -83,22 +83,30 @@ def main():
     ap.add_argument("--nsamples", type=int, default=16)
     ap.add_argument("--seqlen", type=int, default=2048)
     ap.add_argument("--note", default="", help="a sentence on the run conditions for the table")
+    ap.add_argument("--tag", default="", help="table name suffix (default: gpu or cpu)")
+    ap.add_argument("--results-dir", default=str(ROOT / "docs" / "results"))
+    ap.add_argument("--dry-run", action="store_true", help="shapes and block 64 times smaller (CI keeps it working)")
     args = ap.parse_args()
+    if args.dry_run:
+        SHAPES.update({k: (r // 64, c // 64) for k, (r, c) in SHAPES.items()})
+        BLOCK.update(hidden_size=64, intermediate_size=172, num_attention_heads=4, num_key_value_heads=4, vocab_size=500)
+        args.tokens, args.nsamples, args.seqlen = 512, 2, 64
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tag = "gpu" if device.type == "cuda" else "cpu"
+    tag = args.tag or ("gpu" if device.type == "cuda" else "cpu")
     result = dict(machine=machine_name(), settings=vars(args), layers=layer_seconds(args.methods.split(","),
                                                                                     args.tokens, device))
     if args.block_method:
         result["block"] = {f"offload={o}": block_run(args.block_method, args.nsamples, args.seqlen, device, o,
                                                       ROOT / "runs" / "llama7b_block")
                            for o in ((True, False) if device.type == "cuda" else (True,))}   # same thing on CPU
-    out = ROOT / "docs" / "results" / f"llama7b_shapes_{tag}"
+    out = Path(args.results_dir) / f"llama7b_shapes_{tag}"
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     methods = args.methods.split(",")
     lines = [f"# Solvers at LLaMA-7B shapes ({tag})\n",
              f"Machine: {result['machine']}. Synthetic W ~ N(0, 0.02²), Gram from {args.tokens} tokens with "
              "log-normal channel scales, 50% per-row, default options of each method. Command: "
-             f"`python validation/llama7b_shapes.py --methods {args.methods} --block-method {args.block_method}`. "
+             f"`python validation/llama7b_shapes.py --methods {args.methods} --block-method {args.block_method}"
+             f"{' --tag ' + args.tag if args.tag else ''}`. "
              f"{args.note}\n",
              "| layer shape | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for label in SHAPES:

@@ -27,7 +27,7 @@ import torch
 from optprune import Pattern
 from optprune.adapters import adapter_for
 from optprune.api import calibration_for, run_pruning
-from optprune.config import AllocationSpec, CalibrationSpec, MethodSpec, PruneConfig, resolve_dtype
+from optprune.config import AllocationSpec, CalibrationSpec, MethodSpec, PruneConfig, resolve_device, resolve_dtype
 from optprune.settings import add_arguments, from_args
 from optprune.allocation import plot_allocation
 from optprune.checkpoints.model_io import load_model
@@ -45,6 +45,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--methods", default="dense,wanda,sparsegpt,sparseswaps,maiht,sparsefw,magnitude")
     ap.add_argument("--work", default=str(ROOT / "runs" / "pipeline_ppl"))
     ap.add_argument("--prefix", default="smollm2_ppl", help="results file prefix (smollm2_ppl: the full protocol)")
+    ap.add_argument("--model", default="", help="model folder (default: the embedded SmolLM2-135M)")
+    ap.add_argument("--dtype", default="auto", help="forward passes: auto (bf16 on CPU, fp16 on CUDA) or a dtype")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--eval-windows", type=int, default=0, help="evaluate on the first N windows (0: all)")
+    ap.add_argument("--results-dir", default=str(ROOT / "docs" / "results"))
     add_arguments(ap, MethodSpec, only=("pattern", "sparsity"))
     add_arguments(ap, CalibrationSpec, only=("nsamples", "seqlen", "data_dir"))
     add_arguments(ap, AllocationSpec, only=("allocation_step", "allocation_windows"))
@@ -56,29 +61,31 @@ def main():
     pattern = Pattern.parse(args.pattern, args.sparsity, default=0.5)
     recipes = {m: recipe(m) for m in args.methods.split(",")}      # every name checked before any work
     tag = setting_tag(pattern)
-    results_path = ROOT / "docs" / "results" / f"{args.prefix}_{tag}.json"
+    results_path = Path(args.results_dir) / f"{args.prefix}_{tag}.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     windows = None
     for method, settings in recipes.items():
         if method in results:
             continue
-        net, tok, _ = load_model(dtype=resolve_dtype("auto"))
+        net, tok, _ = load_model(args.model, dtype=resolve_dtype(args.dtype))
         net.to(device)
-        row = dict(method=method, machine=machine_name(), nsamples=args.nsamples, seqlen=args.seqlen)
+        row = dict(method=method, machine=machine_name(), nsamples=args.nsamples, seqlen=args.seqlen,
+                   dtype=str(resolve_dtype(args.dtype)).removeprefix("torch."))
         if settings is not None:
             config = from_args(PruneConfig, args, method=method.split("+")[0], device=str(device),
                                pricing_cache=str(Path(args.work) / tag / "pricing"), **settings)
             if windows is None and config.needs_calibration():
                 windows = calibration_for(net, tok, adapter_for(net), config)
-            row.update(prune_row(net, windows, config, method, Path(args.work) / tag, results_path.parent))
+            row.update(prune_row(net, windows, config, method, Path(args.work) / tag, results_path.parent,
+                                 "" if args.prefix in ("smollm2_ppl", "smollm2_best") else f"{args.prefix}_"))
         t0 = time.perf_counter()
-        row.update(wikitext2_perplexity(net, tok, args.seqlen, args.data_dir))
+        row.update(wikitext2_perplexity(net, tok, args.seqlen, args.data_dir, args.eval_windows, str(device)))
         row["eval_seconds"] = time.perf_counter() - t0
         results[method] = row
         results_path.write_text(json.dumps(results, indent=2))
         write_table(results, pattern, results_path.with_suffix(".md"), args)
-        if args.prefix in ("smollm2_ppl", "smollm2_best"):
+        if args.prefix in ("smollm2_ppl", "smollm2_best") and not args.model:
             write_summary(results_path.parent)
         print(method, row, flush=True)
 
@@ -95,10 +102,10 @@ def recipe(method: str) -> dict | None:
     return {k: v for x in suffixes for k, v in RECIPE_SUFFIXES[x].items()}
 
 
-def prune_row(net, windows, config: PruneConfig, method: str, work: Path, plots: Path) -> dict:
+def prune_row(net, windows, config: PruneConfig, method: str, work: Path, plots: Path, plot_prefix: str = "") -> dict:
     """Prune `net` in place with `config` (resuming under work/method, pricing cached in config.pricing_cache);
     the table row's timings, layer error, sparsity, allocation and reconstruction summaries (an allocation's
-    plot written to plots/allocation_<setting>_<kind>.png)."""
+    plot written to plots/<plot_prefix>allocation_<setting>_<kind>.png)."""
     adapter = adapter_for(net)
     n_blocks = len(adapter.blocks(net))
     bar = BlockProgress(f"prune {method}", n_blocks)
@@ -113,7 +120,7 @@ def prune_row(net, windows, config: PruneConfig, method: str, work: Path, plots:
         row["allocation"] = {k: alloc[k] for k in ("kind", "milp", "cost", "seconds", "pricing_cached") if k in alloc}
         kinds = "+".join(x for x in method.split("+")[1:] if "allocation" in RECIPE_SUFFIXES[x])
         tag = setting_tag(config.parsed_pattern())
-        plot_allocation(alloc, config.sparsity, plots / f"allocation_{tag}_{kinds}.png")
+        plot_allocation(alloc, config.sparsity, plots / f"{plot_prefix}allocation_{tag}_{kinds}.png")
     if rep.get("reconstruction"):
         recon = rep["reconstruction"].values()
         row["reconstruction"] = {f"{slice_}_{when}": sum(r[f"error_{when}"][slice_] for r in recon) / len(recon)
@@ -139,13 +146,15 @@ def prune_timing(report: dict, n_blocks: int) -> dict:
 def write_table(results: dict, pattern: Pattern, path: Path, args) -> None:
     any_row = next(iter(results.values()))
     extra = "" if args.prefix == "smollm2_ppl" else f" --nsamples {args.nsamples} --prefix {args.prefix}"
+    extra += "".join(f" --{k.replace('_', '-')} {getattr(args, k)}" for k, default in
+                     (("dtype", "auto"), ("device", "auto"), ("eval_windows", 0)) if getattr(args, k) != default)
     extra += f" --allocation-step {args.allocation_step}" if args.allocation_step != 0.025 else ""
     extra += f" --allocation-windows {args.allocation_windows}" if args.allocation_windows else ""
     lines = [f"# SmolLM2-135M-Instruct, {pattern.name} {pattern.sparsity:.0%}: WikiText-2 perplexity\n",
              f"Machine: {any_row['machine']} (every method on this machine, same code and protocol). Calibration: {any_row['nsamples']} windows x "
              f"{any_row['seqlen']} tokens sampled with seed 0 from the concatenated local C4 sample; "
              f"evaluation: whole WikiText-2 raw test ({any_row['tokens']} tokens, {any_row['windows']} "
-             f"non-overlapping windows of {any_row['seqlen']}); bf16 forward passes. "
+             f"non-overlapping windows of {any_row['seqlen']}); {any_row.get('dtype', 'bfloat16')} forward passes. "
              f"Command: `python validation/pipeline_ppl.py --pattern {pattern.name} --sparsity {pattern.sparsity}{extra} "
              f"--methods {','.join(results)}`.\n",
              "Prune seconds: wall time of calibration forward passes, Grams, solves and propagation "

@@ -82,12 +82,13 @@ def milp_choice(net, adapter, windows, config, found: dict, pattern) -> tuple[di
     rows = np.arange(len(menus))
     report = dict(menu=menus[0].tolist() if not pattern.removes_inputs else menus.tolist(), cost=config.allocation_cost)
     if config.allocation_cost == "sensitivity":
-        fisher = output_fisher(net, adapter, windows, resolve_device(config.device))
+        fisher = output_fisher(net, adapter, windows, resolve_device(config.device), batch=config.batch)
         weight = np.array([fisher[n] * e for n, e in zip(found["names"], found["energy"])])
         costs = costs * weight[:, None] / weight.mean()
         report["sensitivity"] = dict(zip(found["names"], (weight / weight.mean()).tolist()))
     if config.allocation_cost == "loss":
-        rise = loss_increases(net, adapter, windows, found["at_target"], resolve_device(config.device))
+        rise = loss_increases(net, adapter, windows, found["at_target"], resolve_device(config.device),
+                               batch=config.batch)
         measured = np.array([rise[n] for n in found["names"]])
         floor = 1e-3 * max(measured.max(), 1e-12)                 # a rise within noise of zero: still priced
         costs = costs * (np.maximum(measured, floor) / np.maximum(costs[rows, uniform], 1e-12))[:, None]

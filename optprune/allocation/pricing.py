@@ -7,7 +7,7 @@ from functools import partial
 
 import torch
 
-from ..engine import Engine
+from ..engine import Engine, call_block, replay_head, window_nll
 from ..patterns import Pattern
 from ..pruner import layer_problem
 from ..solvers.baselines import wanda_scores
@@ -55,7 +55,7 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu, method: str, devi
                 record(b, name, problems[name], unit_pattern, unit_parameters(block, adapter, name))
         if progress is not None:
             progress()
-    Engine(net, adapter, device, batch, offload=False).each_dense_block(windows, visit)
+    Engine(net, adapter, device, batch).each_dense_block(windows, visit)
     return with_counters(out)
 
 
@@ -67,50 +67,96 @@ def with_counters(found: dict) -> dict:
 
 
 @torch.no_grad()
-def loss_increases(net, adapter, windows: torch.Tensor, pruned: dict, device, max_windows: int = 2) -> dict:
+def loss_increases(net, adapter, windows: torch.Tensor, pruned: dict, device, max_windows: int = 2,
+                   batch: int = 8) -> dict:
     """{'<block>.<linear>': L(that linear alone pruned) - L(dense)}: the calibration loss (mean token NLL over
     the first `max_windows` windows, the same tokens for every layer) with one layer's weights replaced by
-    `pruned[name]`, each restored before the next."""
-    net.to(device)
-    ids = windows[:max_windows].to(device)
-    dense = float(net(ids, labels=ids).loss)
-    blocks, rise = adapter.blocks(net), {}
-    for key, weight in pruned.items():
-        b, name = key.split(".", 1)
-        lin = adapter.targets(blocks[int(b)])[name]
-        kept = lin.weight.data.clone()
-        try:
-            lin.weight.data.copy_(weight.to(lin.weight))
-            rise[key] = float(net(ids, labels=ids).loss) - dense
-        finally:
-            lin.weight.data.copy_(kept)
-    return rise
+    `pruned[name]`, each restored before the next.  One block on the device at a time: the dense stream walks
+    the blocks once; at block b each of its pruned layers forks a stream, and the forks of b walk the later
+    blocks together (each block moved once per earlier block, not once per layer)."""
+    engine = Engine(net, adapter, device, batch)
+    ids = windows[:max_windows]
+    calls = engine.capture(ids, shard=False)
+    blocks, hidden, rise = adapter.blocks(net), calls.inputs.data, {}
+    for b in range(len(blocks)):
+        for _, block in engine.on_device(order=[b]):
+            keys = [k for k in pruned if int(k.split(".", 1)[0]) == b]
+            forks = {k: _with_weight(adapter.targets(block)[k.split(".", 1)[1]], pruned[k],
+                                     lambda: engine.forward_block(block, b, calls, hidden)) for k in keys}
+            hidden = engine.forward_block(block, b, calls, hidden)
+        for c, later in engine.on_device(order=range(b + 1, len(blocks)) if forks else ()):
+            forks = {k: engine.forward_block(later, c, calls, x) for k, x in forks.items()}
+        rise.update({k: head_loss(engine, ids, x) for k, x in forks.items()})
+    dense = head_loss(engine, ids, hidden)
+    calls.inputs.release()
+    return {k: v - dense for k, v in rise.items()}
 
 
-def output_fisher(net, adapter, windows: torch.Tensor, device, max_windows: int = 8) -> dict[str, float]:
+def _with_weight(lin, weight: torch.Tensor, run):
+    """run() with `lin`'s weight replaced by `weight`, restored after."""
+    kept = lin.weight.data.clone()
+    try:
+        lin.weight.data.copy_(weight.to(lin.weight))
+        return run()
+    finally:
+        lin.weight.data.copy_(kept)
+
+
+def head_loss(engine, ids: torch.Tensor, last: torch.Tensor) -> float:
+    """Mean next-token NLL of the windows `ids` given the last block's outputs `last` (the model's own head)."""
+    ids = ids.to(engine.device)
+    return float(window_nll(replay_head(engine.net, engine.adapter, ids, last), ids).mean())
+
+
+def output_fisher(net, adapter, windows: torch.Tensor, device, max_windows: int = 8,
+                  batch: int = 8) -> dict[str, float]:
     """{'<block>.<linear>': mean_j E[(dL/dy_j)^2]}: the diagonal Fisher of the calibration loss on each target
     layer's outputs, from forward and backward passes over the first `max_windows` windows.  A layer whose
     output error dY spreads evenly over its outputs changes the loss by about 1/2 mean(F) ||dY||^2, so
-    relative error x ||Y||^2 x mean(F) prices a layer's pruning in units of the loss."""
-    sums, hooks = {}, []
-    for b, block in enumerate(adapter.blocks(net)):
-        for name, lin in adapter.targets(block).items():
-            key = f"{b}.{name}"
+    relative error x ||Y||^2 x mean(F) prices a layer's pruning in units of the loss.  One block on the
+    device at a time: per window, a forward walk keeps every block's input on the host, then a backward walk
+    (last block first) recomputes each block from its input and carries dL/d(input) down."""
+    engine = Engine(net, adapter, device, batch)
+    blocks, sums, tokens = adapter.blocks(net), {}, 0
+    calls = engine.capture(windows[:max_windows], shard=False)
+    try:
+        for i, w in enumerate(windows[:max_windows]):
+            inputs = [calls.inputs.data[i:i + 1]]
+            for b, block in engine.on_device():
+                inputs.append(engine.forward_block(block, b, calls, inputs[-1]))
+            grad = _head_gradient(engine, w[None], inputs.pop())
+            for b, block in engine.on_device(order=range(len(blocks) - 1, -1, -1)):
+                grad = _block_backward(engine, adapter, block, b, calls, inputs[b], grad, sums)
+            tokens += w.numel()
+    finally:
+        calls.inputs.release()
+    return {k: v / tokens for k, v in sums.items()}
 
-            def grab(_m, _i, out, key=key):
-                out.register_hook(lambda g, key=key: sums.__setitem__(
-                    key, sums.get(key, 0.0) + float(g.float().pow(2).mean(-1).sum())))
-            hooks.append(lin.register_forward_hook(grab))
-    net.to(device)
-    tokens = 0
+
+def _head_gradient(engine, ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """dL/d(last block's output) of the window's mean token NLL."""
+    with torch.enable_grad():
+        h = last.to(engine.device).requires_grad_()
+        ids = ids.to(engine.device)
+        loss = window_nll(replay_head(engine.net, engine.adapter, ids, h), ids).mean()
+        return torch.autograd.grad(loss, h)[0]
+
+
+def _block_backward(engine, adapter, block, b: int, calls, x: torch.Tensor, grad_out: torch.Tensor,
+                    sums: dict) -> torch.Tensor:
+    """dL/dx of block b given dL/d(its output), adding each target linear's sum over tokens of
+    mean_j (dL/dy_j)^2 into sums['<b>.<linear>']."""
+    hooks = []
+    for name, lin in adapter.targets(block).items():
+        def grab(_m, _i, out, key=f"{b}.{name}"):
+            out.register_hook(lambda g: sums.__setitem__(key, sums.get(key, 0.0) +
+                                                         float(g.float().pow(2).mean(-1).sum())))
+        hooks.append(lin.register_forward_hook(grab))
     try:
         with torch.enable_grad():
-            for w in windows[:max_windows]:
-                ids = w[None].to(device)
-                net(ids, labels=ids).loss.backward()
-                tokens += ids.numel()
+            x = x.to(engine.device).requires_grad_()
+            y = call_block(block, x, calls.args[b], calls.kwargs[b])
+            return torch.autograd.grad(y, x, grad_out.to(y))[0]
     finally:
         for h in hooks:
             h.remove()
-        net.zero_grad(set_to_none=True)
-    return {k: v / tokens for k, v in sums.items()}

@@ -95,10 +95,10 @@ def call_block(block, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tenso
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-@torch.no_grad()
 def replay_head(net, adapter: ModelAdapter, window: torch.Tensor, last_hidden: torch.Tensor) -> torch.Tensor:
     """The model's logits for `window` given the last block's output: the model runs its own
-    embeddings, final norm, head and soft-capping while its blocks replay the stored state."""
+    embeddings, final norm, head and soft-capping while its blocks replay the stored state.  Gradients flow
+    to `last_hidden` when the caller enables them (the output Fisher)."""
     blocks = adapter.blocks(net)
     originals = list(blocks)
     last = len(blocks) - 1

@@ -37,6 +37,15 @@ class BlockStep(Protocol):
 
 
 @dataclass
+class _Held:
+    """A plain tensor standing where the walk expects an ActivationStore."""
+    data: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+@dataclass
 class _Walk:
     """The state of one walk over the blocks: arguments, the two activation buffers, step, output."""
     calls: BlockCalls
@@ -65,7 +74,7 @@ class Engine:
     adapter: ModelAdapter
     device: torch.device = torch.device("cpu")
     batch: int = 8
-    offload: bool | None = None          # back to the CPU after each block; None: on an accelerator
+    offload: bool | None = None          # back to the CPU after each block; None: on any device but the host
     max_memory: int | None = None
     mmap_weights: bool = False
     dense_target: bool = False           # layer problems against the dense model's outputs
@@ -77,8 +86,9 @@ class Engine:
         return self.dense_target or self.reconstruct is not None
 
     def __post_init__(self):
+        self.device = torch.device(self.device)
         if self.offload is None:
-            self.offload = torch.device(self.device).type != "cpu"
+            self.offload = self.device != torch.device("cpu")
 
     @torch.no_grad()
     def capture(self, windows: torch.Tensor, spill_dir=None, shard: bool = True) -> BlockCalls:
@@ -161,14 +171,21 @@ class Engine:
             outs.release()
         return inps
 
-    def on_device(self, stop: int | None = None):
-        """Blocks 0..stop-1 in order, each on the device while the caller works on it (back to the CPU
-        after it when offloading): the one walk every pass of the engine takes."""
-        for b, block in enumerate(self.adapter.blocks(self.net)[:stop]):
-            block.to(self.device)
-            yield b, block
+    def on_device(self, stop: int | None = None, order=None):
+        """Blocks 0..stop-1 in order (or the indices in `order`, e.g. reversed for a backward pass), each on
+        the device while the caller works on it (back to the CPU after it when offloading): the one walk
+        every pass of the engine takes."""
+        blocks = self.adapter.blocks(self.net)
+        for b in (range(len(blocks))[:stop] if order is None else order):
+            blocks[b].to(self.device)
+            yield b, blocks[b]
             if self.offload:
-                block.to("cpu")
+                blocks[b].to("cpu")
+
+    @torch.no_grad()
+    def forward_block(self, block, b: int, calls: BlockCalls, x: torch.Tensor) -> torch.Tensor:
+        """Block b's outputs (on the host, x's dtype) for the hidden states x (n, seqlen, hidden) on the host."""
+        return self.propagate(block, b, calls, _Held(x), _Held(torch.empty_like(x))).data
 
     def run(self, windows: torch.Tensor | None, step: BlockStep, state: ResumeState,
             progress: Callable[[int, float], None] | None = None, stop: int | None = None) -> dict:

@@ -110,7 +110,9 @@ def test_cpu_and_gpu_agree(method):
     pat = Pattern("per-row", 0.5)
     cpu = prune_layer(prob, pat, method)
     gpu = prune_layer(prob.to("cuda"), pat, method)
-    assert gpu.objective == pytest.approx(cpu.objective, rel=1e-3)
+    # mAIHT iterates hard thresholding: float sums in another order can flip one entry of a mask and settle on
+    # another fixed point (seen on an H200: 0.2% apart); the others are one pass and agree to 1e-3
+    assert gpu.objective == pytest.approx(cpu.objective, rel=1e-2 if method == "maiht" else 1e-3)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
