@@ -136,7 +136,7 @@ def _run_highs(st: Statement, time_limit: float, start: np.ndarray | None, mip_r
         sol.col_value = list(np.asarray(start, dtype=float))
         sol.value_valid = True
         h.setSolution(sol)
-    h.run()
+    solve_interruptibly(h)
     raw = h.modelStatusToString(h.getModelStatus())
     if raw not in HIGHS_STATUS:
         raise ExactSolveError(f"{st.name}: HiGHS ended with status {raw!r}")
@@ -146,6 +146,22 @@ def _run_highs(st: Statement, time_limit: float, start: np.ndarray | None, mip_r
     objective = info.objective_function_value if x is not None else np.inf
     bound = info.mip_dual_bound if mip else (objective if raw == "Optimal" else -np.inf)
     return HighsOutcome(HIGHS_STATUS[raw], x, objective, bound, info.mip_node_count if mip else 0)
+
+
+def solve_interruptibly(h) -> None:
+    """h's solve in HiGHS's own thread, so that Ctrl-C (and SIGTERM, which the CLI turns into Ctrl-C) is raised
+    here at once instead of after the time limit inside a C++ loop that never returns to Python.  The solver is
+    asked to stop (it checks between simplex and branch-and-bound steps, seconds apart on a large root LP); it is
+    given a second, then left to stop on its own in its daemon thread."""
+    h.HandleUserInterrupt = True
+    h.startSolve()
+    try:
+        while not h.wait(0.1)[0]:
+            pass
+    except KeyboardInterrupt:
+        h.cancelSolve()
+        h.wait(1.0)
+        raise
 
 
 def to_cvxpy(st: Statement):

@@ -156,7 +156,8 @@ class AllocationSpec(Spec):
 @dataclass(frozen=True)
 class PlacementSpec(Spec):
     """Placement: numerics, device, batching, memory; none of it changes which weights are kept."""
-    dtype: str = setting("auto", "auto | float32 | bfloat16 | float16: the forward passes' dtype",
+    dtype: str = setting("auto", "auto | float32 | bfloat16 | float16: the forward passes' dtype (auto: bf16 on "
+                         "CPU, fp16 on CUDA); the output keeps the input checkpoint's dtype",
                          check=raises(lambda v: resolve_dtype(v)), fingerprint=lambda c: str(resolve_dtype(c.dtype)))
     device: str = setting("auto", "auto | cpu | cuda | cuda:N", check=raises(lambda v: resolve_device(v)),
                           fingerprint=lambda c: resolve_device(c.device).type)
@@ -241,6 +242,28 @@ def check_method_options(method: str, options: dict) -> None:
         if default is not None and default is not inspect.Parameter.empty and not _fits(value, default):
             raise ValueError(f"{method} option {name}={value!r}: expected {type(default).__name__} "
                              f"like the default {default!r}")
+        if name in OPTION_RANGES and value is not None and not isinstance(value, (str, torch.Tensor)):
+            holds, wanted = OPTION_RANGES[name]
+            if not holds(value):
+                raise ValueError(f"{method} option {name}={value!r}: must be {wanted}")
+
+
+OPTION_RANGES = {   # every numeric option of every method: what a value must satisfy (one meaning per name)
+    "blocksize": (lambda v: v >= 1, ">= 1"),
+    "percdamp": (lambda v: 0 < v < 10, "in (0, 10): the damping's share of the mean diagonal of G"),
+    "iters": (lambda v: v >= 1, ">= 1"),
+    "max_iter": (lambda v: v >= 0, ">= 0 (0: the warm start unchanged)"),
+    "bound_every": (lambda v: v >= 1, ">= 1"),
+    "steps": (lambda v: v >= 1, ">= 1"),
+    "inner": (lambda v: v >= 1, ">= 1"),
+    "ramp": (lambda v: v >= 0, ">= 0"),
+    "candidates": (lambda v: v >= 1, ">= 1 (or None: every pair)"),
+    "warm_fraction": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "track": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "rho0": (lambda v: v > 0, "> 0"),
+    "rho": (lambda v: v > 0, "> 0"),
+    "growth": (lambda v: v >= 1, ">= 1"),
+}
 
 
 def _fits(value, default) -> bool:

@@ -26,7 +26,11 @@ from .config import PruneConfig, resolve_device
 
 def layer_problem(W: torch.Tensor, stats, name: str, target_ridge: float = 0.3) -> LayerProblem:
     """The layer problem of weights W and the engine's statistics of its inputs (a Gram, or the
-    dense-target triple)."""
+    dense-target triple).  Statistics that are not finite name the layer: the forward passes overflowed."""
+    grams = stats.tensors() if isinstance(stats, DenseTargetGrams) else (stats,)
+    if not all(bool(torch.isfinite(g).all()) for g in grams):
+        raise FloatingPointError(f"layer {name}: the Gram of its inputs holds NaN or Inf: the forward passes "
+                                 "overflowed (float16 ends at 65504); prune in bfloat16 or float32 (--dtype)")
     if isinstance(stats, DenseTargetGrams):
         return LayerProblem(W, stats.G, name, stats.cross, stats.target, target_ridge)
     return LayerProblem(W, stats, name)

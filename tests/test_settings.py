@@ -88,3 +88,33 @@ def test_a_new_setting_reaches_the_code_that_uses_it_through_its_prefix():
     assert "reconstruct_holdout" not in PruneConfig(method="sparsegpt").result_settings()
     with pytest.raises(ValueError, match=r"reconstruct_holdout must lie in \[0, 1\), got 1.0"):
         PruneConfig(reconstruct="block", reconstruct_holdout=1)
+
+
+def _numeric_options():
+    from optprune.config import method_parameters
+    from optprune.solvers import METHODS
+    return [(m, name, p.default) for m in METHODS for name, p in method_parameters(m).items()
+            if isinstance(p.default, (int, float)) and not isinstance(p.default, bool)]
+
+
+def test_every_numeric_option_of_every_method_has_a_range_its_default_meets():
+    from optprune.config import OPTION_RANGES
+
+    for method, name, default in _numeric_options():
+        assert name in OPTION_RANGES, f"{method} option {name} has no declared range"
+        assert OPTION_RANGES[name][0](default), f"{method} option {name}: default {default} out of its own range"
+
+
+BAD_VALUES = {"blocksize": 0, "percdamp": 0.0, "iters": 0, "max_iter": -1, "bound_every": 0, "steps": 0, "inner": 0,
+              "ramp": -1, "candidates": 0, "warm_fraction": 1.5, "track": -0.1, "rho0": 0.0, "rho": -1.0,
+              "growth": 0.5}
+
+
+@pytest.mark.parametrize("method,name,default", _numeric_options())
+def test_an_option_out_of_its_range_is_one_line_naming_it(method, name, default):
+    from optprune.config import PruneConfig
+
+    bad = BAD_VALUES[name]
+    pattern = "structured" if method == "spap" else "per-row"
+    with pytest.raises(ValueError, match=f"{method} option {name}={bad!r}: must be"):
+        PruneConfig(method=method, pattern=pattern, sparsity=0.25, method_options={name: bad})

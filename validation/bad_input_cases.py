@@ -60,6 +60,8 @@ PRUNE_USAGE = [   # (extra arguments replacing the defaults, message)
     (["--target", "banana"], "target must be one of pruned, dense, got 'banana'"),
     (["--allocation-cost", "banana"], "allocation_cost must be one of error, sensitivity, loss"),
     (["--method-arg", "iters=3"], "wanda has no option iters"),
+    (["--method", "sparseswaps", "--method-arg", "candidates=0"], "sparseswaps option candidates=0: must be >= 1"),
+    (["--method", "sparsegpt", "--method-arg", "percdamp=-1"], "sparsegpt option percdamp=-1: must be in (0, 10)"),
     (["--calib", "/nonexistent/corpus.txt"], "--calib /nonexistent/corpus.txt: no such file"),
     (["--data-dir", "/nonexistent/data"], "no data folder at /nonexistent/data"),
     (["--target-ridge", "0"], "target_ridge must be > 0"),

@@ -54,12 +54,18 @@ case is shown with a file in the way instead.
 FAULTS = [
     ("`.resume` left by `sparsegpt --sparsity 0.7`, then `wanda --sparsity 0.3` into the same --out", "2",
      "`optprune: error: <out>/.resume holds a resume state of a different run (method: 'sparsegpt' -> 'wanda'; "
-     "sparsity: 0.7 -> 0.3): rerun with the same settings, or --no-resume to start over`"),
+     "sparsity: 0.7 -> 0.3): rerun with the same settings, or start over (--no-resume; resume=False in the Python "
+     "API)`"),
     ("same command again after a finished run", "0", "`<out> already holds this run's finished output: nothing to do`"),
     ("other settings into a finished output", "2", "`optprune: error: --out <out> holds the finished output of a "
      "different run (...): choose another folder or delete it`"),
-    ("disk full (any OSError) while saving", "1", "`optprune: failed: [Errno 28] No space left on device`; "
-     "`.resume` kept, the same command finishes the run"),
+    ("a real full disk (tmpfs of 2 MB or 9 MB as --out: torch.save's zip-writer error in the resume state, "
+     "safetensors' SafetensorError in the final save)", "1", "`optprune: failed: [Errno 28] no space left on the "
+     "device of <out>/.resume/block001.pt (0.0 MiB free): what was finished is kept; free some space and rerun "
+     "the same command`; the rerun is byte-identical to a run that never failed (tested on a real 64 KiB tmpfs "
+     "where the test may mount one)"),
+    ("a write that fails with space left (any OSError, RuntimeError or SafetensorError of a writer)", "1",
+     "`optprune: failed: could not write <path>: <the library's first line>`"),
     ("`--eval-ppl` fails after pruning", "1", "`optprune: failed: evaluation stopped (...); the pruned model is saved "
      "in <out>: evaluate it with optprune eval --model <out>`"),
     ("a second run on an --out that a running prune holds", "2", "`optprune: error: --out <out> is in use by "
@@ -67,16 +73,37 @@ FAULTS = [
      "`<out>/.lock`, released when the run ends or its process dies)"),
     ("same command with `--eval-ppl` after a finished run without it", "0", "the saved model is evaluated and the "
      "report and model card get the perplexity (then: nothing to do)"),
+    ("a float32 checkpoint pruned with the default `--dtype auto` (bfloat16 forward passes)", "0", "saved in "
+     "float32, the report's `checkpoint.dtype` says so: every tensor the run left alone (embeddings, norms, head, "
+     "a mask-only method's kept weights) is the input's own value bit for bit; a bfloat16 input stays bfloat16 "
+     "(tests/checkpoints/test_checkpoint_format.py)"),
+    ("`prune --dtype float16` where activations pass float16's range", "1", "`optprune: failed: layer "
+     "1.self_attn.q_proj[0:32]: the Gram of its inputs holds NaN or Inf: the forward passes overflowed (float16 "
+     "ends at 65504); prune in bfloat16 or float32 (--dtype)`"),
     ("a perplexity that is not finite (fp16 overflow)", "1", "`optprune: failed: evaluation stopped (FloatingPointError: "
      "perplexity is nan: the forward passes overflowed in torch.float16; evaluate in bfloat16 or float32 (--dtype)); "
      "the pruned model is saved ...`; `optprune eval` exits 1 with the same line, never `ppl nan`"),
     ("Ctrl-C or SIGTERM during `prune` (pruning, saving or `--eval-ppl`)", "130", "`optprune: interrupted: what "
      "was finished is kept in --out; rerun the same command to resume (bit-identically)`"),
+    ("Ctrl-C or SIGTERM during `certify`, inside a HiGHS solve (a root LP of 20 s that checks for interrupts "
+     "seconds apart)", "130", "`optprune: interrupted: nothing was written` within 1-2 s of the signal (HiGHS "
+     "runs in its own thread and is asked to stop), not at the time limit (tests/commands/test_cli.py)"),
+    ("`certify --time-limit 2` on a hard sub-block (8 rows x 128 columns, one method)", "0", "9.1 s in all: "
+     "the exact solve and the relaxation bound each stop at 2 s (the relaxation used to get the exact solve's "
+     "seconds plus 10), the rest is start-up and the bounds"),
     ("`certify --dense A --pruned B` where B was not pruned from A", "0", "the certificates, then `optprune: warning: "
      "N layer(s) of the checkpoint err more than all-zero weights would (...): was it pruned from --dense A?`"),
     ("`certify --dense --pruned` with a pattern no layer's mask holds", "2", "`optprune: error: no layer's mask is "
      "2:4 (...): claim the pattern the checkpoint was pruned to (--pattern, --sparsity)`; some layers only: their "
      "names and exit 1"),
+    ("`certify --dense <llama> --pruned <opt>`, `--rows 0,20`, `--window 1000`, transposed or non-0/1 `--masks` "
+     "(tests/commands/test_certify_checkpoint.py)", "2", "before any calibration: `optprune: error: --pruned <opt> is "
+     "a opt of 4 blocks, the dense model a llama of 2: not pruned from it`; `--rows 0,20: layer 0.self_attn.k_proj "
+     "has 16 rows (0..15)`; `--window 1000: layer 0.self_attn.q_proj has 32 columns`; `--masks <f>: mask "
+     "'0.self_attn.k_proj' is (32, 16), the layer's weight (16, 32) (transposed: masks are out x in, as the "
+     "weight)`; `... holds values other than 0/1 (True = kept)`"),
+    ("the Python API on a resume state of other settings", "-", "`StaleStateError: ... rerun with the same settings, "
+     "or start over (--no-resume; resume=False in the Python API)`"),
     ("`optprune eval --model <out>` on an unfinished run's folder", "2", "`optprune: error: --model <out> holds an "
      "unfinished optprune run (no saved model yet): rerun its prune command to finish it`"),
     ("plain `AutoModelForCausalLM.from_pretrained` on a `--save-format compressed` output", "-", "transformers' "

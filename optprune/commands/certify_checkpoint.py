@@ -39,11 +39,23 @@ def checkpoint_masks(dense, pruned_path: str, masks_path: str = "") -> dict[str,
                 key = f"{b}.{name}"
                 if key not in masks:
                     raise ValueError(f"--masks {masks_path} has no mask {key!r}")
-                keep = masks[key].bool()
+                keep = masks[key]
+                if keep.shape != lin.weight.shape:
+                    turned = " (transposed: masks are out x in, as the weight)" if keep.shape == lin.weight.T.shape else ""
+                    raise ValueError(f"--masks {masks_path}: mask {key!r} is {tuple(keep.shape)}, the layer's weight "
+                                     f"{tuple(lin.weight.shape)}{turned}")
+                if keep.dtype != torch.bool and not bool(((keep == 0) | (keep == 1)).all()):
+                    raise ValueError(f"--masks {masks_path}: mask {key!r} holds values other than 0/1 (True = kept)")
+                keep = keep.bool()
                 out[key] = (keep, lin.weight.detach().float() * keep)
         return out
     pruned, _, _ = load_model(pruned_path, dtype=torch.float32)
-    pruned_blocks = adapter.blocks(pruned)
+    theirs = adapter_for(pruned)
+    if type(pruned) is not type(dense) or len(theirs.blocks(pruned)) != len(adapter.blocks(dense)):
+        raise ValueError(f"--pruned {pruned_path} is a {pruned.config.model_type} of {len(theirs.blocks(pruned))} "
+                         f"blocks, the dense model a {dense.config.model_type} of {len(adapter.blocks(dense))}: "
+                         "not pruned from it")
+    pruned_blocks = theirs.blocks(pruned)
     out = {}
     for b, block in enumerate(adapter.blocks(dense)):
         for name, lin in adapter.targets(block).items():
@@ -88,6 +100,19 @@ def neighbourhoods(problem: LayerProblem, pattern: Pattern, keep, rows, seconds:
             for r in rows]
 
 
+def check_subblock(dense, adapter, blocks: list[int], rows: list[int], window: int) -> None:
+    """--rows and --window must fit every layer to certify (the smallest named), before any calibration."""
+    shapes = {f"{b}.{name}": tuple(lin.weight.shape) for b in blocks
+              for name, lin in adapter.targets(adapter.blocks(dense)[b]).items()}
+    fewest_rows = min(shapes, key=lambda k: shapes[k][0])
+    if rows and (min(rows) < 0 or max(rows) >= shapes[fewest_rows][0]):
+        raise ValueError(f"--rows {','.join(map(str, rows))}: layer {fewest_rows} has {shapes[fewest_rows][0]} rows "
+                         f"(0..{shapes[fewest_rows][0] - 1})")
+    fewest_cols = min(shapes, key=lambda k: shapes[k][1])
+    if window and not 1 <= window <= shapes[fewest_cols][1]:
+        raise ValueError(f"--window {window}: layer {fewest_cols} has {shapes[fewest_cols][1]} columns")
+
+
 def certify_checkpoint_main(args) -> int:
     """`args.rows_list`: the sub-block rows, parsed by the CLI."""
     pattern = Pattern.parse(args.pattern, args.sparsity, default=0.5)
@@ -105,6 +130,7 @@ def certify_checkpoint_main(args) -> int:
     adapter = adapter_for(dense)
     blocks = [int(b) for b in args.blocks.split(",")] if args.blocks else list(range(len(adapter.blocks(dense))))
     check_blocks(dense, adapter, blocks)
+    check_subblock(dense, adapter, blocks, args.rows_list, args.window)
     masks = checkpoint_masks(dense, args.pruned, args.masks)
     problems = dense_layer_problems(dense, calibration_for(dense, tok, adapter, config), blocks, "cpu")
     reports = []

@@ -50,7 +50,8 @@ def _add_layer_args(p: argparse.ArgumentParser) -> None:
     from ..exact import EXACT_METHODS
     p.add_argument("--exact", default="milp", choices=sorted(EXACT_METHODS),
                    help="; ".join(f"{m.name}: {m.problem} problem, {m.statement}" for m in EXACT_METHODS.values()))
-    p.add_argument("--time-limit", type=float, default=60.0)
+    p.add_argument("--time-limit", type=float, default=60.0, help="seconds each HiGHS solve may take: every "
+                   "method's exact sub-block, and its relaxation bound (default 60)")
     add_arguments(p, PlacementSpec, only=("device",))
     p.add_argument("--workers", type=int, default=1, help="local processes for the exact sub-block solves")
     p.add_argument("--full-row-bounds", action="store_true", help="also the rigorous full-row bounds: QCR (mask "

@@ -9,6 +9,8 @@ so a kill at any point leaves a state that resumes.  Structured-pruned blocks ar
 saved widths before loading."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -29,13 +31,43 @@ class StaleStateError(ValueError):
 
 
 def atomic_write(path: Path, write) -> None:
-    """write(tmp_path), then rename over `path`: a reader sees the old file or the whole new one."""
+    """write(tmp_path), then rename over `path`: a reader sees the old file or the whole new one.  A failed
+    write is one OSError line (`write_failure`)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        with writing(path):
+            write(tmp)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+FULL_DISK = 64 * 2 ** 20      # less free than this after a failed write: the disk is full
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """What a writer raises when the file system fails it (torch.save's RuntimeError, safetensors'
+    SafetensorError, an OSError) as one OSError naming the path, and saying so when the disk is full: libraries report a full disk as an
+    iostream or zip-writer error without errno."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError":
+            raise write_failure(path, exc) from exc
+        raise
+
+
+def write_failure(path: Path, exc: BaseException) -> OSError:
+    probe = Path(path).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if free < FULL_DISK or getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+        return OSError(errno.ENOSPC, f"no space left on the device of {path} ({free / 2 ** 20:.1f} MiB free): "
+                                     "what was finished is kept; free some space and rerun the same command")
+    return OSError(getattr(exc, "errno", None) or errno.EIO, f"could not write {path}: {reason}")
 
 
 def tensor_digest(t: torch.Tensor, sample: int = 4096) -> str:
@@ -68,14 +100,15 @@ def fingerprint_differences(saved: dict, current: dict) -> list[str]:
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
 
 
-RESUME_FIX = "rerun with the same settings, or --no-resume to start over"
+RESUME_FIX = "rerun with the same settings, or start over (--no-resume; resume=False in the Python API)"
 
 
 def check_fingerprint(path: Path, current: dict, holder: str, fix: str = RESUME_FIX) -> None:
     """Refuse when the fingerprint saved at `path` differs from `current` (entries absent from `current`
     are not compared: the settings are checked before the model is loaded, the rest after)."""
     if not path.exists():
-        raise StaleStateError(f"{holder} without a fingerprint: delete it or use --no-resume")
+        raise StaleStateError(f"{holder} without a fingerprint: delete it, or start over (--no-resume; "
+                              "resume=False in the Python API)")
     saved = json.loads(path.read_text())
     diff = fingerprint_differences({k: saved.get(k) for k in current}, current)
     if diff:

@@ -91,7 +91,7 @@ def test_the_default_checkpoint_is_plain_with_a_model_card_and_a_report_measured
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
     net = AutoModelForCausalLM.from_pretrained(str(out))
     report = json.loads((out / "optprune_report.json").read_text())
-    assert report["checkpoint"] == {"format": "plain", "loader": "transformers"}
+    assert report["checkpoint"] == {"format": "plain", "loader": "transformers", "dtype": "float32"}
     saved = load_file(str(out / "model.safetensors"))
     dense = AutoModelForCausalLM.from_pretrained(str(tiny[0]))
     targets = [n for n, m in dense.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith("model.layers")]
@@ -143,3 +143,45 @@ def test_cli_prune_writes_the_format_it_reports(cli_prune, tmp_path):
     report = json.loads((tmp_path / "out" / "optprune_report.json").read_text())
     assert report["checkpoint"]["format"] == "sparse-24-bitmask"
     assert report["checkpoint"]["sparsity_structure"] == "2:4"
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_a_float32_model_pruned_with_bfloat16_passes_is_saved_in_float32(cli_prune, tiny, tmp_path, method):
+    """--dtype is the forward passes' dtype: the output keeps the input's float32, every tensor the run did not
+    touch is the input's own value bit for bit, and so is every kept weight of a mask-only method; zeros stay
+    zeros; the report names the dtype written.  The model stays in bfloat16 for --eval-ppl (the same mask)."""
+    from safetensors.torch import load_file
+
+    assert cli_prune(tmp_path / "out", method=method, extra=("--dtype", "bfloat16")) == 0
+    source, out = load_file(tiny[0] / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
+    assert {t.dtype for t in out.values()} == {torch.float32}
+    report = json.loads((tmp_path / "out" / "optprune_report.json").read_text())
+    assert report["checkpoint"]["dtype"] == "float32"
+    targets = [k for k in out if "_proj" in k]
+    for k in out:
+        if k not in targets:
+            assert torch.equal(out[k], source[k]), k
+    zeros = sum(int((out[k] == 0).sum()) for k in targets) / sum(out[k].numel() for k in targets)
+    assert report["achieved_sparsity"] == pytest.approx(zeros, abs=1e-9)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    kept = out[q] != 0
+    same = torch.equal(out[q][kept], source[q][kept])
+    assert same if method == "wanda" else not same        # SparseGPT updates the kept weights (its values, cast)
+    computed = out[q][kept].bfloat16().float() == out[q][kept]
+    assert bool((computed | (out[q][kept] == source[q][kept])).all())   # the input's value, or the run's
+
+
+def test_a_bfloat16_model_stays_bfloat16(tiny, tmp_path):
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from optprune.commands import main
+
+    model_dir = tmp_path / "bf16"
+    shutil.copytree(tiny[0], model_dir)
+    AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).save_pretrained(model_dir)
+    assert main(["prune", "--model", str(model_dir), "--method", "wanda", "--nsamples", "4", "--seqlen", "32",
+                 "--data-dir", str(tiny[1]), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    report = json.loads((tmp_path / "out" / "optprune_report.json").read_text())
+    assert report["checkpoint"]["dtype"] == "bfloat16"

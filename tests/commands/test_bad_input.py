@@ -57,6 +57,90 @@ def test_stale_resume_state_is_refused_and_no_resume_starts_over(tiny, tmp_path,
     assert len(report["sessions"]) == 1
 
 
+FULL_DISK_ERRORS = {   # what the libraries raised on a real full tmpfs (2 MB and 9 MB, issue 38 case 1)
+    "resume state": ("torch.save", RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos "
+                                                "100672 vs 100560")),
+    "final save": ("transformers.modeling_utils.safe_save_file",
+                   type("SafetensorError", (Exception,), {})("Error while serializing: I/O error: No space left on "
+                                                             "device (os error 28)")),
+}
+
+
+@pytest.mark.parametrize("where", list(FULL_DISK_ERRORS))
+def test_a_full_disk_is_one_line_and_the_rerun_resumes(tiny, tmp_path, capsys, monkeypatch, where):
+    """A full disk: one line saying so (exit 1), never the library's traceback; what was finished is kept and
+    the rerun with space is the same model as a run that never failed."""
+    import importlib
+    import shutil
+
+    target, error = FULL_DISK_ERRORS[where]
+    module, name = target.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: (_ for _ in ()).throw(error))
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1024))
+    out = tmp_path / "out"
+    assert main(_prune_args(tiny, out)) == 1
+    err = capsys.readouterr().err
+    assert _one_line(err, "no space left on the device of") and "rerun the same command" in err, err
+    assert (out / ".resume" / "report.json").exists() or where == "resume state"
+    monkeypatch.undo()
+    assert main(_prune_args(tiny, out)) == 0
+    assert main(_prune_args(tiny, tmp_path / "clean")) == 0
+    assert (out / "model.safetensors").read_bytes() == (tmp_path / "clean" / "model.safetensors").read_bytes()
+
+
+def test_a_real_full_disk_is_one_line_and_the_rerun_is_identical(tiny, tmp_path, capsys):
+    """A real tmpfs of 64 KiB as --out (skipped where this process may not mount one)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {(mounted.stderr or mounted.stdout).strip()}")
+    try:
+        assert main(_prune_args(tiny, disk / "out", ["--method", "sparsegpt"])) == 1
+        err = capsys.readouterr().err
+        assert _one_line(err, "no space left on the device of") and "Traceback" not in err, err
+        subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+        assert main(_prune_args(tiny, disk / "out", ["--method", "sparsegpt"])) == 0
+        assert main(_prune_args(tiny, tmp_path / "clean", ["--method", "sparsegpt"])) == 0
+        assert ((disk / "out" / "model.safetensors").read_bytes() ==
+                (tmp_path / "clean" / "model.safetensors").read_bytes())
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_an_fp16_overflow_names_the_layer_and_the_remedy(tiny, tmp_path, capsys):
+    """Activations past float16's range make a Gram of inf: one line naming the layer and --dtype, exit 1."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny[0], model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.model.layers[0].post_attention_layernorm.weight.mul_(1e3)
+    model.save_pretrained(model_dir)
+    assert main(_prune_args((model_dir, tiny[1]), tmp_path / "out", ["--dtype", "float16"])) == 1
+    err = capsys.readouterr().err
+    assert _one_line(err, "the Gram of its inputs holds NaN or Inf") and "optprune: failed: layer " in err, err
+    assert "overflowed" in err and "(--dtype)" in err
+
+
+def test_a_failed_write_with_space_left_names_the_file(tmp_path):
+    from optprune.engine.state import atomic_write
+
+    def broken(_path):
+        raise RuntimeError("basic_ios::clear: iostream error")
+    with pytest.raises(OSError, match=r"could not write .*x\.pt: basic_ios::clear: iostream error"):
+        atomic_write(tmp_path / "x.pt", broken)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_finished_output_is_kept_or_refused(tiny, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(_prune_args(tiny, out)) == 0

@@ -136,3 +136,42 @@ def test_a_claim_no_layer_holds_is_refused_and_a_foreign_dense_model_is_named(ti
                  "--pruned", str(tmp_path / "pruned")])
     err = capsys.readouterr().err
     assert code == 0 and "err more than all-zero weights would" in err and "was it pruned from --dense" in err
+
+
+CHECKPOINT_MODE_REFUSALS = {   # case: message (issue 38 cases 13 and 14), each before any calibration
+    "--rows past the smallest layer": (["--rows", "0,20"], "--rows 0,20: layer 0.self_attn.k_proj has 16 rows"),
+    "--window wider than a layer": (["--window", "1000"], "--window 1000: layer 0.self_attn.q_proj has 32 columns"),
+    "transposed masks": (["--masks", "transposed"], "(transposed: masks are out x in, as the weight)"),
+    "masks that are not 0/1": (["--masks", "scores"], "holds values other than 0/1"),
+    "--pruned of another family": (["--pruned", "opt"], "is a opt of 4 blocks, the dense model a llama of 2: not "
+                                                        "pruned from it"),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECKPOINT_MODE_REFUSALS))
+def test_checkpoint_mode_refuses_bad_input_in_one_line_before_calibrating(tiny, tmp_path, capsys, monkeypatch, case):
+    import optprune.commands.certify_checkpoint as certify
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    from families import tiny_model
+
+    args, message = CHECKPOINT_MODE_REFUSALS[case]
+    dense = AutoModelForCausalLM.from_pretrained(tiny[0])
+    weights = {f"{b}.{n}": m.weight.detach() for b, block in enumerate(dense.model.layers)
+               for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
+    if "--masks" in args:
+        file = tmp_path / "masks.safetensors"
+        masks = ({k: (w != 0).T.contiguous() for k, w in weights.items()} if args[1] == "transposed" else
+                 {k: w.abs().contiguous() for k, w in weights.items()})
+        save_file(masks, str(file))
+        args = ["--masks", str(file)]
+    elif args[0] == "--pruned":
+        tiny_model("opt").save_pretrained(tmp_path / "opt")
+        args = ["--pruned", str(tmp_path / "opt")]
+    else:
+        args = [*args, "--pruned", str(tiny[0])]
+    monkeypatch.setattr(certify, "dense_layer_problems", lambda *a, **k: pytest.fail("calibrated before refusing"))
+    code, _ = _certify(tiny, tmp_path, ["--blocks", "0,1", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err

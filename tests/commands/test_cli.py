@@ -222,3 +222,32 @@ def test_an_interrupted_prune_says_in_one_line_that_rerunning_resumes(cli_prune,
     assert signal.getsignal(signal.SIGTERM) is before
     monkeypatch.undo()
     assert cli_prune(tmp_path / "out") == 0
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_certify_inside_a_long_highs_solve_in_one_line(tmp_path, sig):
+    """HiGHS's root LP checks for interrupts seconds apart: the signal still ends `certify` within seconds of
+    its arrival (not at the 60 s time limit), with one line and exit 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    X = torch.randn(128, 512) * torch.exp(torch.randn(128, 1))
+    save_file({"l.weight": torch.randn(8, 128), "l.gram": X @ X.T}, str(tmp_path / "layer.safetensors"))
+    proc = subprocess.Popen([sys.executable, "-m", "optprune", "certify", "--layer", str(tmp_path / "layer.safetensors"),
+                             "--method", "wanda", "--rows", "0,1,2,3,4,5,6,7", "--window", "128", "--time-limit", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)                                           # imports, the method, and into the exact solve
+    assert proc.poll() is None, proc.communicate()
+    sent = time.perf_counter()
+    os.kill(proc.pid, getattr(signal, sig))
+    _, err = proc.communicate(timeout=30)
+    assert time.perf_counter() - sent < 10
+    lines = [line for line in err.splitlines() if line.startswith("optprune")]
+    assert proc.returncode == 130 and lines == ["optprune: interrupted: nothing was written"], err
