@@ -71,6 +71,9 @@ def facts(summary: dict) -> list[str]:
 
 LOADERS = {"transformers": ["from transformers import AutoModelForCausalLM",
                             "model = AutoModelForCausalLM.from_pretrained(\"<this folder>\")"],
+           "transformers (trust_remote_code=True)": [
+               "from transformers import AutoModelForCausalLM",
+               "model = AutoModelForCausalLM.from_pretrained(\"<this folder>\", trust_remote_code=True)"],
            "optprune": ["import optprune", "model, tokenizer = optprune.load_pretrained(\"<this folder>\")"]}
 
 
@@ -80,6 +83,11 @@ def loading(checkpoint: dict) -> str:
         return ("The weights are a plain transformers checkpoint of the base architecture (zeros stored as zeros; "
                 "structured pruning: smaller matrices) with no `quantization_config`, so transformers, vLLM and "
                 "llama.cpp's converter load it as they load the base model.")
+    if checkpoint.get("loader") == "transformers (trust_remote_code=True)":
+        return (f"The weights are a plain transformers checkpoint, but {checkpoint.get('why', '')}: transformers loads "
+                "it with `trust_remote_code=True` (below), optprune's loader too. vLLM's own model classes and "
+                "llama.cpp assume one width for every block; vLLM's Transformers modeling backend (`--model-impl "
+                "transformers --trust-remote-code`) is the only route there, not verified by optprune.")
     return (f"The weights are stored as {checkpoint.get('format')}: {checkpoint.get('why', '')}; load them with "
             "`optprune.load_pretrained` (below), which rebuilds the model; other runtimes cannot read this format.")
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from .remote_code import MODELING_FILE, write_widths_loader
+
 SAVE_FORMATS = ("plain", "compressed")
 RETIRED = {"dense": "dense (weights with compressed-tensors sparsity metadata) is no longer written: vLLM refuses "
                     "any sparsity_config with targets; plain (the default) loads everywhere"}
@@ -132,10 +134,14 @@ def save_checkpoint(net, tok, out: Path, adapter, save_format: str = "plain", st
     weights = target_weights(net, adapter)
     fmt = DENSE if save_format == "plain" or structured else choose_format(save_format, weights)
     if fmt == DENSE:
-        widths = getattr(net.config, "optprune_block_widths", None)
-        return dict(format="plain", loader="optprune" if widths else "transformers",
-                    **({"why": "its blocks have unequal widths, which the family's config cannot state"}
-                       if widths else {}))
+        if not getattr(net.config, "optprune_block_widths", None):
+            return dict(format="plain", loader="transformers")
+        config_file = out / "config.json"
+        config = write_widths_loader(out, net, adapter, json.loads(config_file.read_text()))
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+        return dict(format="plain", loader="transformers (trust_remote_code=True)",
+                    why=f"its blocks have unequal widths, which the family's config cannot state: {MODELING_FILE} "
+                        "gives each linear its saved shape")
     _compress_files(out, fmt, set(weights))
     meta = sparsity_metadata(fmt, weights)
     config_file = out / "config.json"

@@ -1,0 +1,79 @@
+"""Structured checkpoints of unequal block widths load without optprune (issue 37): transformers alone, through
+the modeling file optprune writes beside the weights, in a process where optprune cannot be imported, gives the
+same logits and generates, for every family with a structured layout."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from families import CONFIGS, tiny_model, windows
+
+LOADER = r"""
+import json, sys
+sys.modules["optprune"] = None                      # any import of optprune fails in this process
+sys.modules["formulations"] = None
+import torch
+from transformers import AutoModelForCausalLM
+for folder in json.loads(sys.argv[1]):
+    net = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
+    ids = torch.load(folder + "/ids.pt")
+    with torch.no_grad():
+        same = torch.allclose(net(ids).logits, torch.load(folder + "/logits.pt"), atol=1e-5, rtol=1e-5)
+        new = net.generate(ids, max_new_tokens=3, do_sample=False).shape[1] - ids.shape[1]
+    print(json.dumps({"folder": folder, "class": type(net).__name__, "same_logits": same, "generated": new}))
+"""
+
+
+class _NoTokenizer:
+    def save_pretrained(self, _path):
+        pass
+
+
+def _structured_families():
+    from optprune.adapters import adapter_for
+    return [f for f in CONFIGS if adapter_for(tiny_model(f)).mlp is not None]
+
+
+def _unequal_checkpoint(family: str, out) -> None:
+    from optprune.adapters import adapter_for
+    from optprune.api import run_pruning
+    from optprune.checkpoints.model_io import save_model
+    from optprune.config import PruneConfig
+
+    net = tiny_model(family)
+    config = PruneConfig(method="wanda", pattern="structured", sparsity=0.3, allocation="owl", dtype="float32",
+                         device="cpu", nsamples=4, seqlen=24)
+    run_pruning(net, windows(4, 24), config, adapter_for(net))
+    assert net.config.optprune_block_widths, f"{family}: OWL gave equal widths; nothing to test"
+    saved = save_model(net, _NoTokenizer(), out, "input", structured=True)
+    assert saved["loader"] == "transformers (trust_remote_code=True)"
+    ids = torch.randint(3, 64, (1, 10), generator=torch.Generator().manual_seed(0))
+    torch.save(ids, out / "ids.pt")
+    with torch.no_grad():
+        torch.save(net(ids).logits, out / "logits.pt")
+
+
+def test_every_structured_family_loads_its_unequal_widths_without_optprune(tmp_path):
+    families = _structured_families()
+    assert {"llama", "qwen3", "gemma3_text"} <= set(families)
+    folders = []
+    for family in families:
+        _unequal_checkpoint(family, tmp_path / family)
+        folders.append(str(tmp_path / family))
+    run = subprocess.run([sys.executable, "-c", LOADER, json.dumps(folders)], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == len(families)
+    for family, r in zip(families, results):
+        assert r["class"] == "OptpruneWidthsForCausalLM" and r["same_logits"] and r["generated"] == 3, (family, r)
+
+
+def test_without_trust_remote_code_transformers_refuses_rather_than_guessing(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    _unequal_checkpoint("llama", tmp_path / "llama")
+    with pytest.raises(Exception, match="mismatched_sizes|size mismatch"):
+        AutoModelForCausalLM.from_pretrained(str(tmp_path / "llama"))
