@@ -43,10 +43,10 @@ def _unequal_checkpoint(family: str, out) -> None:
     from optprune.config import PruneConfig
 
     net = tiny_model(family)
-    config = PruneConfig(method="wanda", pattern="structured", sparsity=0.3, allocation="owl", dtype="float32",
+    config = PruneConfig(method="wanda", pattern="structured", sparsity=0.3, allocation="milp", dtype="float32",
                          device="cpu", nsamples=4, seqlen=24)
     run_pruning(net, windows(4, 24), config, adapter_for(net))
-    assert net.config.optprune_block_widths, f"{family}: OWL gave equal widths; nothing to test"
+    assert net.config.optprune_block_widths, f"{family}: the MILP gave equal widths; nothing to test"
     saved = save_model(net, _NoTokenizer(), out, "input", structured=True)
     assert saved["loader"] == "transformers (trust_remote_code=True)"
     ids = torch.randint(3, 64, (1, 10), generator=torch.Generator().manual_seed(0))
