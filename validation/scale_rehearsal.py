@@ -223,17 +223,21 @@ def main(argv=None) -> int:
     if unknown or args.blocks < 1:
         raise SystemExit(f"--shapes from {', '.join(SHAPES)}; --blocks >= 1 (got {unknown or args.blocks})")
     device = machine_name() if resolve_device(args.device).type == "cpu" else torch_device_name()
-    with tempfile.TemporaryDirectory(dir=args.work or None) as work:
-        rows = []
-        for shape in shapes:
-            rows.append(rehearse(shape, args, Path(work)))
-            print(json.dumps(rows[-1]), flush=True)
     slug = "dry-run" if args.dry_run else device_slug(device)
     out = Path(args.out or ROOT / "docs" / "results" / f"scale_rehearsal_{slug}.md")
+    with tempfile.TemporaryDirectory(dir=args.work or None) as work:
+        rows = []
+        for shape in shapes:                     # the table after each shape: a run cut short keeps what it measured
+            rows.append(rehearse(shape, args, Path(work)))
+            print(json.dumps(rows[-1]), flush=True)
+            write_table(out, rows, device, args)
+    return 0
+
+
+def write_table(out: Path, rows: list[dict], device: str, args) -> None:
     out.write_text(table(rows, device, args))
     out.with_suffix(".json").write_text(json.dumps(dict(device=device, argv=sys.argv[1:], rows=rows), indent=2))
-    print(f"wrote {out}")
-    return 0
+    print(f"wrote {out}", flush=True)
 
 
 def torch_device_name() -> str:
