@@ -64,6 +64,8 @@ FAULTS = [
      "device of <out>/.resume/block001.pt (0.0 MiB free): what was finished is kept; free some space and rerun "
      "the same command`; the rerun is byte-identical to a run that never failed (tested on a real 64 KiB tmpfs "
      "where the test may mount one)"),
+    ("a real read-only folder as --out (a tmpfs remounted read-only; root ignores permission bits, not that)",
+     "2", "`optprune: error: cannot write into <out>: <out> is not a writable folder`, before the model loads"),
     ("a write that fails with space left (any OSError, RuntimeError or SafetensorError of a writer)", "1",
      "`optprune: failed: could not write <path>: <the library's first line>`"),
     ("`--eval-ppl` fails after pruning", "1", "`optprune: failed: evaluation stopped (...); the pruned model is saved "

@@ -131,6 +131,27 @@ def test_an_fp16_overflow_names_the_layer_and_the_remedy(tiny, tmp_path, capsys)
     assert "overflowed" in err and "(--dtype)" in err
 
 
+def test_a_real_read_only_folder_is_refused_in_one_line_before_loading(tiny, tmp_path, capsys):
+    """A tmpfs remounted read-only as --out (root ignores permission bits, not a read-only mount)."""
+    import subprocess
+
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {(mounted.stderr or mounted.stdout).strip()}")
+    try:
+        (disk / "out").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        for out in (disk / "out", disk / "new"):
+            assert main(_prune_args(tiny, out)) == 2
+            err = capsys.readouterr().err
+            assert _one_line(err, "is not a writable folder") and "Loading weights" not in err, err
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
 def test_a_failed_write_with_space_left_names_the_file(tmp_path):
     from optprune.engine.state import atomic_write
 
