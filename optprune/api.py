@@ -11,6 +11,8 @@ token windows (n, seqlen).  Nothing is written unless `resume_dir` is given.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import math
 from pathlib import Path
 
@@ -36,6 +38,7 @@ def prune(model, data, method: str = "sparseswaps", pattern: str = "per-row", sp
     texts = settings.pop("calib") if not isinstance(settings.get("calib", ""), str) else None
     if texts is not None:
         settings["calib"] = "texts"
+    check_setting_names(settings)
     config = config or PruneConfig(method=method, pattern=pattern, sparsity=sparsity, **settings)
     adapter = adapter_for(model)
     tokenizer = callable(data) and not isinstance(data, torch.Tensor)
@@ -45,6 +48,16 @@ def prune(model, data, method: str = "sparseswaps", pattern: str = "per-row", sp
     windows = (calibration_for(model, data, adapter, config, texts) if tokenizer and config.needs_calibration()
                else data)
     return run_pruning(model, windows, config, adapter, resume_dir, progress)
+
+
+def check_setting_names(settings: dict) -> None:
+    """One line for a keyword that is no setting, with the nearest ones."""
+    known = {f.name for f in dataclasses.fields(PruneConfig)}
+    for name in settings:
+        if name not in known:
+            near = difflib.get_close_matches(name, sorted(known), n=2)
+            raise TypeError(f"optprune.prune has no setting {name!r}"
+                            + (f": did you mean {' or '.join(map(repr, near))}?" if near else ""))
 
 
 def calibration_for(model, tokenizer, adapter: ModelAdapter, config: CalibrationSpec, texts=None) -> torch.Tensor:
@@ -142,6 +155,8 @@ def evaluate(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 2048, *
     A perplexity that is not finite raises FloatingPointError: it is an overflow, never a result."""
     if dataset != "wikitext2":
         raise ValueError(f"unknown perplexity set {dataset!r}: use wikitext2")
+    if not callable(tokenizer):
+        raise TypeError(f"tokenizer must be the model's tokenizer (callable on text), got {type(tokenizer).__name__}")
     if seqlen < 2:
         raise ValueError(f"seqlen must be >= 2 (a window predicts its next tokens), got {seqlen}")
     adapter = adapter_for(model)

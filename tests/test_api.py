@@ -55,3 +55,19 @@ def test_api_windows_the_model_cannot_read_get_one_line_before_any_pass(tiny_net
     with pytest.raises(ValueError, match=re.escape(message)):
         optprune.prune(net, windows, method="wanda", pattern="per-row", sparsity=0.5, device="cpu")
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())     # nothing was pruned
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda net, tok: __import__("optprune").prune("llama", tok), ValueError,
+     "optprune prunes transformers causal LMs (a PreTrainedModel with a config), got str"),
+    (lambda net, tok: __import__("optprune").prune(torch.nn.Linear(3, 3), tok), ValueError,
+     "optprune prunes transformers causal LMs (a PreTrainedModel with a config), got Linear"),
+    (lambda net, tok: __import__("optprune").prune(net, tok, sparsityy=0.5), TypeError,
+     "optprune.prune has no setting 'sparsityy': did you mean 'sparsity'"),
+    (lambda net, tok: __import__("optprune").evaluate(net, None), TypeError,
+     "tokenizer must be the model's tokenizer (callable on text), got NoneType"),
+])
+def test_api_arguments_of_the_wrong_kind_get_one_line(tiny_net, call, error, message):
+    net, tok, _ = tiny_net
+    with pytest.raises(error, match=re.escape(message)):
+        call(net, tok)

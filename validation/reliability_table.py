@@ -104,6 +104,11 @@ FAULTS = [
      "has 16 rows (0..15)`; `--window 1000: layer 0.self_attn.q_proj has 32 columns`; `--masks <f>: mask "
      "'0.self_attn.k_proj' is (32, 16), the layer's weight (16, 32) (transposed: masks are out x in, as the "
      "weight)`; `... holds values other than 0/1 (True = kept)`"),
+    ("the Python API given a non-model (`optprune.prune(\"llama\", ...)`, an `nn.Linear`), a misspelt setting, or "
+     "`evaluate(net, None)` (tests/test_api.py)", "-", "`ArchitectureError: optprune prunes transformers causal LMs "
+     "(a PreTrainedModel with a config), got str: ...`; `TypeError: optprune.prune has no setting 'sparsityy': did "
+     "you mean 'sparsity' or 'attn_sparsity'?`; `TypeError: tokenizer must be the model's tokenizer (callable on "
+     "text), got NoneType`"),
     ("the Python API on a resume state of other settings", "-", "`StaleStateError: ... rerun with the same settings, "
      "or start over (--no-resume; resume=False in the Python API)`"),
     ("`optprune eval --model <out>` on an unfinished run's folder", "2", "`optprune: error: --model <out> holds an "

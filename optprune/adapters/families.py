@@ -5,6 +5,8 @@ A family without an entry gets the generic adapter: blocks inferred from the mod
 same tensor, no structured layouts (unstructured, per-row and N:M only)."""
 from __future__ import annotations
 
+import torch
+
 from .base import ArchitectureError, AttentionLayout, MlpLayout, ModelAdapter
 
 QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
@@ -45,6 +47,10 @@ ADAPTERS["gemma3"] = ADAPTERS["gemma3_text"]
 
 def adapter_for(net) -> ModelAdapter:
     """The family's adapter, or the generic one inferred from the model (saying so)."""
+    if not isinstance(net, torch.nn.Module) or not hasattr(net, "config"):
+        raise ArchitectureError(f"optprune prunes transformers causal LMs (a PreTrainedModel with a config), got "
+                                f"{type(net).__name__}: load one with optprune.load_model or "
+                                "AutoModelForCausalLM.from_pretrained")
     config = net.config
     if getattr(config, "is_encoder_decoder", False):
         raise ArchitectureError(f"{config.model_type} is an encoder-decoder: optprune prunes decoder-only LMs")
