@@ -27,19 +27,23 @@ from .engine import (BlockReconstruction, Engine, ResumeState, model_digest, par
 from .parallel import world
 from .settings import prefixed
 from .pruner import BlockPruner
+from .recipes import with_recipe
 
 
-def prune(model, data, method: str = "sparseswaps", pattern: str = "per-row", sparsity: float | None = None, *,
-          config: PruneConfig | None = None, resume_dir: str | Path | None = None, progress=None,
-          **settings) -> dict:
-    """Prune `model` in place with one method and pattern; returns the report (every layer's
-    error, sparsity and seconds; per-block time breakdown).  `settings`: any PruneConfig field;
-    `calib` may also be a list of strings or an HF Dataset (reported as calib="texts")."""
+def prune(model, data, method: str | None = None, pattern: str | None = None, sparsity: float | None = None, *,
+          recipe: str | None = None, config: PruneConfig | None = None, resume_dir: str | Path | None = None,
+          progress=None, **settings) -> dict:
+    """Prune `model` in place with one method and pattern (default: sparseswaps, per-row); returns the report
+    (every layer's error, sparsity and seconds; per-block time breakdown).  `recipe`: a preset (best, balanced,
+    fast) or a recipe YAML (`optprune.recipes`), which the other arguments override.  `settings`: any
+    PruneConfig field; `calib` may also be a list of strings or an HF Dataset (reported as calib="texts")."""
     texts = settings.pop("calib") if not isinstance(settings.get("calib", ""), str) else None
     if texts is not None:
         settings["calib"] = "texts"
     check_setting_names(settings)
-    config = config or PruneConfig(method=method, pattern=pattern, sparsity=sparsity, **settings)
+    given = {**{k: v for k, v in dict(method=method, pattern=pattern, sparsity=sparsity).items() if v is not None},
+             **settings}
+    config = config or PruneConfig(**(with_recipe(recipe, given) if recipe else given))
     adapter = adapter_for(model)
     tokenizer = callable(data) and not isinstance(data, torch.Tensor)
     if data is not None and not tokenizer and not isinstance(data, torch.Tensor):

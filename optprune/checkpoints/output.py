@@ -17,7 +17,10 @@ import os
 import shutil
 from pathlib import Path
 
+import yaml
+
 from ..engine.state import FINGERPRINT, atomic_write, check_fingerprint, writing
+from ..recipes import RECIPE_FILE
 from .card import CARD, model_card
 from .model_io import check_output_dir, save_model
 
@@ -97,6 +100,8 @@ class OutputFolder:
             summary["checkpoint"] = save_model(net, tok, self.staging, self.source, save_format,
                                                structured=summary.get("pattern", "").startswith("structured"))
             (self.staging / REPORT).write_text(json.dumps(summary, indent=2))
+            if summary.get("recipe"):             # the recipe that was run: --recipe <out>/recipe.yaml reruns it
+                (self.staging / RECIPE_FILE).write_text(yaml.safe_dump(summary["recipe"], sort_keys=False))
             (self.staging / CARD).write_text(model_card(summary, self.path.name), encoding="utf-8")
         for item in sorted(self.staging.iterdir()):
             os.replace(item, self.path / item.name)

@@ -105,9 +105,22 @@ def _add_prune(sub) -> None:
                          "only (default: plain)")
     pr.add_argument("--eval-ppl", action="store_true", help="also evaluate WikiText-2 perplexity")
     pr.add_argument("--no-resume", action="store_true")
+    pr.add_argument("--recipe", default="", metavar="NAME|FILE",
+                    help="the run's settings from a preset (best, balanced, fast) or a recipe YAML (an output "
+                         "folder's recipe.yaml reruns it); explicit flags override it")
     for spec in SPECS:
         add_arguments(pr, spec)
     pr.set_defaults(func=cmd_prune)
+
+
+def explicit_settings(argv: list[str]) -> set[str]:
+    """The prune settings the command line gives itself (so that a recipe does not override them): argv parsed
+    again with every default suppressed, abbreviations and `--flag=value` resolved by argparse as in the run."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["prune"]
+    for action in sub._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command", "func"}
 
 
 def _add_dump_layers(sub) -> None:

@@ -16,6 +16,7 @@ from ..data import check_text_source, describe_source, distinct_windows
 from ..evaluation import wikitext2_perplexity
 from ..parallel import init_from_env, machine_name
 from ..progress import BlockProgress
+from ..recipes import recipe_of, with_recipe
 from ..settings import from_args
 
 
@@ -33,8 +34,19 @@ def check_prune_inputs(args, config: PruneConfig) -> tuple[OutputFolder, bool]:
     return folder, folder.check(settings, resume=not args.no_resume)
 
 
-def prune_main(args) -> int:
+def config_of(args) -> PruneConfig:
+    """The run's settings: the flags, over the recipe's when --recipe names one, over the defaults."""
     config = from_args(PruneConfig, args)
+    if not args.recipe:
+        return config
+    from .cli import explicit_settings
+    given = explicit_settings(args.argv)
+    explicit = {k: getattr(config, k) for k in given if hasattr(config, k)}
+    return dataclasses.replace(config, **with_recipe(args.recipe, explicit))
+
+
+def prune_main(args) -> int:
+    config = config_of(args)
     folder, finished = check_prune_inputs(args, config)
     rank, size = init_from_env()
     with folder.locked(enabled=rank == 0):            # a second run on the same --out is refused at once
@@ -120,5 +132,5 @@ def run_summary(net, source: str, config: PruneConfig, report: dict, prune_secon
                 machine=machine_name(), ranks=ranks, prune_seconds=prune_seconds, sessions=report.get("sessions"),
                 mean_rel_error=mean_layer_error(layers), calibrated=report["calibrated"],
                 achieved_sparsity=report["achieved_sparsity"], layer_sparsity=report["layer_sparsity"],
-                command=command,
+                command=command, recipe=recipe_of(config),
                 breakdown=report.get("breakdown", {}), layers=layers)
