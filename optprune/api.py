@@ -153,7 +153,7 @@ def reconstruction_for(config: PruneConfig, adapter: ModelAdapter, say=None) -> 
 
 
 def evaluate(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 2048, *, data_dir: str = "",
-             max_windows: int = 0, device: str = "auto", batch: int = 8, progress=None) -> dict:
+             max_windows: int = 0, device: str = "auto", batch: int = 8, progress=None, head_progress=None) -> dict:
     """WikiText-2 perplexity of `model` (in eval mode; its own mode restored after), streamed one block at a
     time through `device`; windows start with BOS where the family's adapter says so (`bos` in the result).
     A perplexity that is not finite raises FloatingPointError: it is an overflow, never a result."""
@@ -169,7 +169,7 @@ def evaluate(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 2048, *
     engine = Engine(model, adapter, dev, batch)
     with eval_mode(model):
         result = streamed_perplexity(engine, ids, seqlen, window_bos_id(adapter, tokenizer, model.config),
-                                     max_windows, progress)
+                                     max_windows, progress, head_progress)
     if not math.isfinite(result["ppl"]):
         dtype = next(model.parameters()).dtype
         raise FloatingPointError(f"perplexity is {result['ppl']}: the forward passes overflowed in {dtype}; "

@@ -26,8 +26,10 @@ class BlockProgress:
     (e.g. the reconstruction's epochs).  Silent when `enabled` is False (ranks other than 0); `then()` runs
     after the last block (e.g. the next pass's `restart`)."""
 
-    def __init__(self, label: str, total: int, stream=None, enabled: bool = True, then=None):
+    def __init__(self, label: str, total: int, stream=None, enabled: bool = True, then=None, unit: str = "block",
+                 every: int = 1):
         self.label, self.total, self.done, self.enabled, self.then = label, total, 0, enabled, then
+        self.unit, self.every = unit, max(1, every)      # a line every `every` steps (and at the last)
         self.ran = 0           # blocks this process has run (a resumed run starts past its saved blocks)
         self.stream = stream or sys.stderr
         self.restart()
@@ -41,14 +43,16 @@ class BlockProgress:
         self.done = self.done + 1 if block is None else block + 1
         self.ran += 1
         left = (now - self.start) / self.ran * (self.total - self.done)
-        self._say(f"block {self.done}/{self.total} ({now - self.last:.1f} s); elapsed {clock(now - self.start)}"
-                  + (f", about {clock(left)} left" if self.done < self.total else ", done"))
-        self.last = now
+        if self.done % self.every == 0 or self.done == self.total:
+            step = f"{now - self.last:.1f} s" + ("" if self.every == 1 else f" for {self.every}")
+            self._say(f"{self.unit} {self.done}/{self.total} ({step}); elapsed {clock(now - self.start)}"
+                      + (f", about {clock(left)} left" if self.done < self.total else ", done"))
+            self.last = now
         if self.done == self.total and self.then is not None:
             self.then()
 
     def note(self, text: str) -> None:
-        self._say(f"block {self.done + 1}/{self.total}: {text}")
+        self._say(f"{self.unit} {self.done + 1}/{self.total}: {text}")
 
     def _say(self, text: str) -> None:
         if self.enabled:

@@ -12,7 +12,8 @@ from pathlib import Path
 import yaml
 
 CARD = "README.md"
-from .model_io import DEFAULT_GGUF, DEFAULT_PACKAGE
+from .embedded import embedded_hub_id
+from .model_io import DEFAULT_PACKAGE
 
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"      # the embedded default model's origin
 
@@ -20,8 +21,8 @@ DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"      # the embedded defau
 def base_model(source: str) -> str | None:
     """The hub id a checkpoint was pruned from: the source itself when it reads as one (org/name, not a local
     path), the embedded SmolLM2's origin for the default, else None (a local folder has no hub id)."""
-    if source.startswith(DEFAULT_PACKAGE.split("==")[0]) or Path(source).name == DEFAULT_GGUF:
-        return DEFAULT_HUB_ID
+    if source.startswith(DEFAULT_PACKAGE.split("==")[0]) or embedded_hub_id(source):
+        return embedded_hub_id(source) or DEFAULT_HUB_ID
     parts = source.split("/")
     if len(parts) == 2 and all(parts) and not Path(source).exists() and not source.startswith("."):
         return source

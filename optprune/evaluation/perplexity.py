@@ -11,4 +11,9 @@ def wikitext2_perplexity(net, tok, seqlen: int, data_dir: str = "", max_windows:
     first ones only), streamed one block at a time through `device`."""
     bar = BlockProgress("wikitext2 ppl", len(adapter_for(net).blocks(net)))
     return evaluate(net, tok, "wikitext2", seqlen, data_dir=data_dir, max_windows=max_windows, device=device,
-                    progress=bar.update)
+                    progress=bar.update, head_progress=head_bar)
+
+
+def head_bar(windows: int):
+    """The head's progress: a line for every tenth of the windows, with the time left."""
+    return BlockProgress("wikitext2 ppl: head", windows, unit="window", every=max(1, windows // 10)).update

@@ -72,3 +72,25 @@ def test_zero_shot_scorer_on_a_local_task(tiny, tmp_path):
     n_cont = len(tok(" quick", add_special_tokens=False).input_ids)
     assert continuation_logprob(net, tok, "The fox is", " quick") == pytest.approx(
         -n_cont * math.log(net.config.vocab_size), rel=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text", "opt"])
+def test_the_head_in_chunks_gives_the_whole_windows_nll(family):
+    """head_nll runs the final norm, head and soft-capping a few positions at a time (bounded memory for a 262k
+    vocabulary); the NLL is the whole window's, to float precision."""
+    import torch
+
+    from families import tiny_model, windows
+    from optprune.adapters import adapter_for
+    from optprune.engine import Engine, head_nll, window_nll
+
+    net = tiny_model(family)
+    adapter = adapter_for(net)
+    window = windows(1, 23)
+    engine = Engine(net, adapter, torch.device("cpu"))
+    calls = engine.capture(window, shard=False)
+    last = engine.dense_pass(calls)
+    with torch.no_grad():
+        whole = float(window_nll(net(window).logits, window))
+        for chunk in (1, 5, 22, 512):
+            assert head_nll(net, adapter, window, last.data, chunk) == pytest.approx(whole, rel=1e-5), chunk
