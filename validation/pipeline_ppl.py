@@ -45,7 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--methods", default="dense,wanda,sparsegpt,sparseswaps,maiht,sparsefw,magnitude")
     ap.add_argument("--work", default=str(ROOT / "runs" / "pipeline_ppl"))
     ap.add_argument("--prefix", default="smollm2_ppl", help="results file prefix (smollm2_ppl: the full protocol)")
-    ap.add_argument("--model", default="", help="model folder (default: the embedded SmolLM2-135M)")
+    ap.add_argument("--model", default="", help="model folder or embedded name (default: the embedded SmolLM2-135M; "
+                                                 "gemma3-270m: the embedded Gemma-3-270M)")
     ap.add_argument("--dtype", default="auto", help="forward passes: auto (bf16 on CPU, fp16 on CUDA) or a dtype")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--eval-windows", type=int, default=0, help="evaluate on the first N windows (0: all)")
@@ -143,14 +144,21 @@ def prune_timing(report: dict, n_blocks: int) -> dict:
                 solver_seconds=sum(r["seconds"] for r in report["layers"]))
 
 
+def model_title(model: str) -> str:
+    """The table's model name: the embedded model's hub name, else the folder's name."""
+    from optprune.checkpoints.embedded import embedded_hub_id
+    return (embedded_hub_id(model or "smollm2-135m") or Path(model).name).split("/")[-1]
+
+
 def write_table(results: dict, pattern: Pattern, path: Path, args) -> None:
     any_row = next(iter(results.values()))
     extra = "" if args.prefix == "smollm2_ppl" else f" --nsamples {args.nsamples} --prefix {args.prefix}"
+    extra += f" --model {args.model}" if args.model else ""
     extra += "".join(f" --{k.replace('_', '-')} {getattr(args, k)}" for k, default in
                      (("dtype", "auto"), ("device", "auto"), ("eval_windows", 0)) if getattr(args, k) != default)
     extra += f" --allocation-step {args.allocation_step}" if args.allocation_step != 0.025 else ""
     extra += f" --allocation-windows {args.allocation_windows}" if args.allocation_windows else ""
-    lines = [f"# SmolLM2-135M-Instruct, {pattern.name} {pattern.sparsity:.0%}: WikiText-2 perplexity\n",
+    lines = [f"# {model_title(args.model)}, {pattern.name} {pattern.sparsity:.0%}: WikiText-2 perplexity\n",
              f"Machine: {any_row['machine']} (every method on this machine, same code and protocol). Calibration: {any_row['nsamples']} windows x "
              f"{any_row['seqlen']} tokens sampled with seed 0 from the concatenated local C4 sample; "
              f"evaluation: whole WikiText-2 raw test ({any_row['tokens']} tokens, {any_row['windows']} "
