@@ -38,7 +38,7 @@ class MethodRow:
     block_gap_at_most: float = float("nan")   # (value - lower bound) / value: the gap can be no larger
     block_status: str = ""
     block_relaxation: float = float("nan")    # convex-relaxation bound of the sub-block (mask only)
-    gap_to_bound: float = float("nan")     # rel_error_mask - relaxation bound (relative units)
+    gap_to_bound: float = float("nan")     # rel_error_mask / relaxation bound: within this factor of the optimum
     gap_qcr: float = float("nan")          # rel_error_mask / QCR bound: certified ratio to the mask-only optimum
     row_gap_histogram: dict = field(default_factory=dict)   # rows by certified ratio (error_i / QCR bound_i)
     gap_perspective: float = float("nan")  # refit error / perspective bound on `perspective_rows`
@@ -79,29 +79,37 @@ class Comparison:
             head += f"Full-row bounds not computed: {self.full_row_note}\n\n"
         if self.qcr_bound == self.qcr_bound:
             head += (f"Full-row bounds ({self.full_row_seconds:.1f} s): QCR (mask only, every row) {self.qcr_bound:.6g}; "
-                     f"perspective (mask + refit, rows {self.perspective_rows}) {self.perspective_bound:.6g}. "
-                     "A gap is objective / bound: the method is within that factor of the optimum.\n\n")
-        lines = ["| method | rel. error | rel. error (mask only) | gap to bound | sub-block value | "
+                     f"perspective (mask + refit, rows {self.perspective_rows}) {self.perspective_bound:.6g}.\n\n")
+        head += (f"Every gap is objective / lower bound (>= 1): the method is within that factor of the optimum; "
+                 f"{self.verdict()}; '-' where a bound is too small to certify anything (under 0.1% of the "
+                 "objective). A sub-block gap is (value - optimum) / optimum on the sub-block.\n\n")
+        lines = ["| method | rel. error | rel. error (mask only) | gap to relaxation bound | sub-block value | "
                  "sub-block optimum | sub-block gap | status | seconds |",
                  "|---|---|---|---|---|---|---|---|---|"]
         for r in self.methods:
             optimum, gap = ((f"{r.block_optimum:.6g}", f"{r.block_gap:.3%}") if r.block_status == "optimal" else
                             (f">= {r.block_lower_bound:.6g} (best {r.block_incumbent:.6g})",
                              f"<= {r.block_gap_at_most:.3%}"))
-            lines.append(f"| {r.method} | {r.rel_error:.6g} | {r.rel_error_mask:.6g} | {r.gap_to_bound:.6g} | "
+            lines.append(f"| {r.method} | {r.rel_error:.6g} | {r.rel_error_mask:.6g} | {ratio(r.gap_to_bound)} | "
                          f"{r.block_value:.6g} | {optimum} | {gap} | {r.block_status} | {r.seconds:.2f} |")
         return head + "\n".join(lines) + "\n" + self._full_row_markdown() + self._dnn_markdown()
+
+    def verdict(self) -> str:
+        """Which mask-only bound of the whole layer the verdict rests on: the larger of the relaxation's and QCR's."""
+        bounds = {"the relaxation bound": self.relaxation_bound, "the QCR bound": self.qcr_bound}
+        name, value = max(((k, v) for k, v in bounds.items() if v == v), key=lambda kv: kv[1])
+        return f"the layer's verdict rests on {name} ({value:.6g}), the larger mask-only bound"
 
     def _dnn_markdown(self) -> str:
         if self.dnn_note:
             return f"\nDNN bound not computed: {self.dnn_note}\n"
         if self.dnn_bound != self.dnn_bound:
             return ""
-        gaps = "; ".join(f"{r.method} {r.gap_dnn:.4g}" for r in self.methods)
+        gaps = "; ".join(f"{r.method} {ratio(r.gap_dnn)}" for r in self.methods)
         text = (f"\nDNN relaxation bound (mask only) on rows {self.rows}: {self.dnn_bound:.6g} "
                 f"({self.dnn_iterations} ADMM steps per row, {self.dnn_seconds:.1f} s); gap to it: {gaps}.\n")
         if self.row_certificate == self.row_certificate:
-            gaps = "; ".join(f"{r.method} {r.gap_certificate:.4g}" for r in self.methods)
+            gaps = "; ".join(f"{r.method} {ratio(r.gap_certificate)}" for r in self.methods)
             text += (f"Certificate on rows {self.rows}, each row's larger bound of QCR and DNN: "
                      f"{self.row_certificate:.6g}; gap to it: {gaps}.\n")
         return text
@@ -114,8 +122,20 @@ class Comparison:
                  + " / ".join(bins) + " |", "|---|---|---|---|"]
         for r in self.methods:
             counts = " / ".join(str(r.row_gap_histogram.get(b, 0)) for b in bins)
-            lines.append(f"| {r.method} | {r.gap_qcr:.4g} | {r.gap_perspective:.4g} | {counts} |")
+            lines.append(f"| {r.method} | {ratio(r.gap_qcr)} | {ratio(r.gap_perspective)} | {counts} |")
         return "\n".join(lines) + "\n"
+
+
+CERTIFIES = 1e-3      # a bound under 0.1% of the objective (a ratio over 1000) proves nothing worth printing
+
+
+def certifies(objective: float, bound: float) -> bool:
+    return bound == bound and objective == objective and bound > CERTIFIES * abs(objective) and bound > 0
+
+
+def ratio(gap: float) -> str:
+    """A gap (objective / bound) as printed: '-' where no bound certified anything."""
+    return "-" if gap != gap else f"{gap:.4g}"
 
 
 def layer_relaxation_bound(problem: LayerProblem, pattern: Pattern, iters: int = 300) -> float:
@@ -176,7 +196,7 @@ def compare(problem: LayerProblem, pattern: Pattern, results: dict[str, PruneRes
     for (name, res), exact in zip(results.items(), exacts):
         mask_err = problem.relative_error(res.mask)
         row = MethodRow(name, problem.relative_error(W_hat=res.weight), mask_err, res.seconds,
-                        gap_to_bound=mask_err - bound)
+                        gap_to_bound=mask_err / bound if certifies(mask_err, bound) else float("nan"))
         fill_block_certificate(row, blocks[name], starts[name], exact, exact_method, time_limit)
         cmp.methods.append(row)
     qcr_rows = add_full_row_bounds(cmp, problem, pattern, results, rows) if full_row_bounds else None
@@ -206,8 +226,10 @@ def add_dnn_bounds(cmp: Comparison, problem: LayerProblem, pattern: Pattern, res
         cmp.row_certificate = float(np.maximum(dnn, qcr_rows[cmp.rows]).sum()) / energy
     for row, res in zip(cmp.methods, results.values()):
         errors = problem.row_errors(res.mask).double().cpu().numpy()[cmp.rows].sum() / energy
-        row.gap_dnn = float(errors / max(cmp.dnn_bound, 1e-300))
-        row.gap_certificate = float(errors / max(cmp.row_certificate, 1e-300))
+        errors = float(errors)
+        row.gap_dnn = errors / cmp.dnn_bound if certifies(errors, cmp.dnn_bound) else float("nan")
+        row.gap_certificate = (errors / cmp.row_certificate if certifies(errors, cmp.row_certificate)
+                               else float("nan"))
     cmp.dnn_seconds = time.perf_counter() - t0
 
 
@@ -245,11 +267,11 @@ def add_full_row_bounds(cmp: Comparison, problem: LayerProblem, pattern: Pattern
     cmp.perspective_bound = persp.total / energy if persp else float("nan")
     cmp.perspective_rows = rows.tolist() if persp else []
     for row, res in zip(cmp.methods, results.values()):
-        row.gap_qcr = row.rel_error_mask / max(cmp.qcr_bound, 1e-300)
+        row.gap_qcr = row.rel_error_mask / cmp.qcr_bound if certifies(row.rel_error_mask, cmp.qcr_bound) else float("nan")
         if separable:
             row.row_gap_histogram = row_gap_histogram(problem.row_errors(res.mask).double().cpu().numpy(), qcr.per_row)
             refit = float(problem.row_errors(W_hat=res.weight).double().cpu().numpy()[rows].sum())
-            row.gap_perspective = refit / max(persp.total, 1e-300)
+            row.gap_perspective = refit / persp.total if certifies(refit, persp.total) else float("nan")
     cmp.full_row_seconds = time.perf_counter() - t0
     return qcr.per_row if separable else None
 
