@@ -1,0 +1,214 @@
+"""What a user gains at inference: SmolLM2 dense against its pruned models, in transformers on this machine.
+
+Models: dense; structured 30% and 50% (SPAP, uniform widths and MILP-allocated widths); 50% unstructured and 2:4
+(SparseGPT), each pruned by `optprune prune` on `--nsamples` C4 windows and saved as a plain checkpoint.  For
+each model and dtype (bf16, fp32), in a fresh process so that peak memory is the model's alone: prefill tokens/s
+(one forward of 1 x `--prefill` tokens), decode tokens/s at batch 1 and 8 (`--decode` new tokens after a
+16-token prompt, KV cache on, greedy), the process's peak RSS, the weights' bytes as held, and WikiText-2
+perplexity (first `--eval-windows` windows).  Each timing is the best of `--repeats`.  Unstructured and 2:4 zeros
+are also run through torch's sparse CSR matmul (the only CPU path in torch that skips zeros), an honest row:
+if it is slower, it says so.  llama.cpp: its row says whether llama-cpp-python could be built here.
+Writes docs/results/inference_speed.md (+ .json) and inference_speed.png (perplexity against decode tokens/s).
+Usage: python validation/inference_speed.py [--nsamples 32] [--dry-run]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = {   # name: optprune prune arguments (None: the dense model)
+    "dense": None,
+    "structured 30% uniform": ["--method", "spap", "--pattern", "structured", "--sparsity", "0.3"],
+    "structured 30% MILP": ["--method", "spap", "--pattern", "structured", "--sparsity", "0.3", "--allocation", "milp"],
+    "structured 50% uniform": ["--method", "spap", "--pattern", "structured", "--sparsity", "0.5"],
+    "structured 50% MILP": ["--method", "spap", "--pattern", "structured", "--sparsity", "0.5", "--allocation", "milp"],
+    "unstructured 50%": ["--method", "sparsegpt", "--pattern", "unstructured", "--sparsity", "0.5"],
+    "2:4": ["--method", "sparsegpt", "--pattern", "2:4"],
+}
+SPARSE_ZEROS = ("unstructured 50%", "2:4")
+
+
+def pruned_folder(name: str, args, work: Path) -> str:
+    """The model's folder: `optprune prune` into work/<name> (resumed or reused when it is there)."""
+    if MODELS[name] is None:
+        return args.model
+    out = work / name.replace(" ", "_").replace("%", "").replace(":", "of")
+    cmd = [sys.executable, "-m", "optprune", "prune", "--out", str(out), "--nsamples", str(args.nsamples),
+           "--seqlen", str(args.seqlen), *MODELS[name], *(["--model", args.model] if args.model else [])]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return str(out)
+
+
+def measure(folder: str, dtype: str, args, sparse: bool = False) -> dict:
+    """One model's figures, measured in a child process (`--child`): its peak RSS is the model's alone."""
+    cmd = [sys.executable, __file__, "--child", folder or "", dtype, json.dumps(vars(args)), str(sparse)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if run.returncode:
+        raise SystemExit(f"measuring {folder} ({dtype}) failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def child(folder: str, dtype: str, args: dict, sparse: bool) -> dict:
+    """Prefill and decode tokens/s, perplexity and peak RSS of one model in this process."""
+    import torch
+
+    import optprune
+    from optprune.config import resolve_dtype
+
+    torch.manual_seed(0)
+    net, tok = optprune.load_pretrained(folder, dtype=resolve_dtype(dtype))
+    net.config.use_cache = True
+    if sparse:
+        to_sparse_linears(net)
+    vocab = net.get_input_embeddings().num_embeddings
+    prefill = torch.randint(3, vocab, (1, args["prefill"]))
+    out = dict(prefill_tok_s=args["prefill"] / best_seconds(lambda: net(prefill), args["repeats"]))
+    for batch in (1, 8):
+        prompt = torch.randint(3, vocab, (batch, 16))
+        seconds = best_seconds(lambda: net.generate(prompt, max_new_tokens=args["decode"], min_new_tokens=args["decode"],
+                                                    do_sample=False), args["repeats"])
+        out[f"decode_b{batch}_tok_s"] = batch * args["decode"] / seconds
+    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    out["weight_bytes"] = weight_bytes(net)
+    if args["eval_windows"]:
+        out["ppl"] = optprune.evaluate(net, tok, seqlen=args["seqlen"], max_windows=args["eval_windows"],
+                                       device="cpu")["ppl"]
+    return out
+
+
+def weight_bytes(net) -> int:
+    """Bytes the weights take as held: every parameter once (a tied head once), CSR weights as stored."""
+    import torch
+    total = sum(p.numel() * p.element_size() for p in net.parameters())
+    for module in net.modules():
+        csr = getattr(module, "weight_csr", None)
+        if isinstance(csr, torch.Tensor):
+            total += sum(t.numel() * t.element_size() for t in (csr.values(), csr.crow_indices(), csr.col_indices()))
+    return total
+
+
+def best_seconds(run, repeats: int) -> float:
+    import torch
+
+    best = float("inf")
+    with torch.no_grad():
+        run()                                             # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def to_sparse_linears(net) -> None:
+    """Every pruned linear of the blocks through torch's CSR matmul (y = x W^T with W in CSR)."""
+    import torch
+
+    class CSRLinear(torch.nn.Module):
+        def __init__(self, lin):
+            super().__init__()
+            self.weight_csr = lin.weight.detach().to_sparse_csr()
+            self.bias = lin.bias
+
+        def forward(self, x):
+            y = torch.sparse.mm(self.weight_csr, x.reshape(-1, x.shape[-1]).T).T.reshape(*x.shape[:-1], -1)
+            return y if self.bias is None else y + self.bias
+
+    from optprune.adapters import adapter_for
+    adapter = adapter_for(net)
+    for block in adapter.blocks(net):
+        for name, lin in adapter.targets(block).items():
+            parent, _, child_name = name.rpartition(".")
+            setattr(block.get_submodule(parent) if parent else block, child_name, CSRLinear(lin))
+
+
+def llama_cpp_row() -> str:
+    try:
+        import llama_cpp  # noqa: F401
+        return "llama-cpp-python is installed: not yet wired into this table"
+    except ImportError:
+        return "llama-cpp-python is not installed here (it builds llama.cpp from source at install: not attempted)"
+
+
+def table(rows: list[dict], args) -> str:
+    lines = ["# Inference speed of pruned SmolLM2-135M (transformers, CPU)", "",
+             f"Machine: {rows[0]['machine']}. Command: `python validation/inference_speed.py "
+             f"{' '.join(sys.argv[1:])}`. Prefill: one forward of 1 x {args.prefill} tokens; decode: {args.decode} "
+             f"new tokens after a 16-token prompt, KV cache, greedy; best of {args.repeats}. Perplexity: WikiText-2, "
+             f"first {args.eval_windows} windows of {args.seqlen}. Peak RSS: the measuring process's.", "",
+             "| model | dtype | path | prefill tok/s | decode tok/s b=1 | decode tok/s b=8 | peak RSS | weights | ppl |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['dtype']} | {r['path']} | {r['prefill_tok_s']:.0f} | "
+                     f"{r['decode_b1_tok_s']:.1f} | {r['decode_b8_tok_s']:.1f} | {r['peak_rss_gib']:.2f} GiB | "
+                     f"{r['weight_bytes'] / 2 ** 20:.0f} MB | {r.get('ppl', float('nan')):.2f} |")
+    return "\n".join(lines + ["", f"llama.cpp: {llama_cpp_row()}."]) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        if r["path"] == "dense matmul" and r["dtype"] == "bfloat16" and r.get("ppl"):
+            ax.scatter(r["decode_b1_tok_s"], r["ppl"])
+            ax.annotate(r["model"], (r["decode_b1_tok_s"], r["ppl"]), fontsize=7)
+    ax.set_xlabel("decode tokens/s, batch 1 (bf16)")
+    ax.set_ylabel("WikiText-2 perplexity")
+    ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        print(json.dumps(child(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5] == "True")))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="", help="the dense model (default: the embedded SmolLM2-135M)")
+    ap.add_argument("--nsamples", type=int, default=32)
+    ap.add_argument("--seqlen", type=int, default=2048)
+    ap.add_argument("--prefill", type=int, default=2048)
+    ap.add_argument("--decode", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--eval-windows", type=int, default=40)
+    ap.add_argument("--dtypes", default="bfloat16,float32")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "inference_speed"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "inference_speed.md"))
+    ap.add_argument("--dry-run", action="store_true", help="a folder model (--model), 2 models, tiny sizes")
+    args = ap.parse_args()
+    if args.dry_run:
+        args.nsamples, args.seqlen, args.prefill, args.decode, args.repeats, args.eval_windows = 2, 32, 32, 4, 1, 1
+        for name in [n for n in MODELS if n not in ("dense", "unstructured 50%")]:
+            MODELS.pop(name)
+    from optprune.parallel import machine_name
+    rows = []
+    for name in MODELS:
+        folder = pruned_folder(name, args, Path(args.work))
+        for dtype in args.dtypes.split(","):
+            paths = [False, True] if name in SPARSE_ZEROS else [False]
+            for sparse in paths:
+                r = measure(folder, dtype, args, sparse)
+                rows.append(dict(r, model=name, dtype=dtype, path="sparse CSR" if sparse else "dense matmul",
+                                 machine=machine_name()))
+                print(json.dumps(rows[-1]), flush=True)
+    out = Path(args.out)
+    out.write_text(table(rows, args))
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
