@@ -130,6 +130,9 @@ def shipped_text(corpus: str) -> str:
 
 def documents_of(texts) -> list[str]:
     """Calibration documents from a list of strings or an HF `Dataset` with a "text" column."""
+    if isinstance(texts, dict):        # a batch of a Dataset, or {"text": [...]}: iterating it gives its keys
+        raise ValueError(f"calibration texts as a dict (keys {sorted(texts)[:3]}): pass its list of strings "
+                         "(calib=d['text']) or the Dataset itself")
     column = getattr(texts, "column_names", None)
     if column is not None:
         if "text" not in column:

@@ -71,3 +71,13 @@ def test_api_arguments_of_the_wrong_kind_get_one_line(tiny_net, call, error, mes
     net, tok, _ = tiny_net
     with pytest.raises(error, match=re.escape(message)):
         call(net, tok)
+
+
+def test_calibration_texts_given_as_a_dict_are_refused_in_one_line(tiny):
+    import optprune
+
+    net, tok = optprune.load_pretrained(str(tiny[0]))
+    with pytest.raises(ValueError, match=re.escape("calibration texts as a dict (keys ['text']): pass its list of "
+                                                   "strings (calib=d['text']) or the Dataset itself")):
+        optprune.prune(net, tok, method="wanda", nsamples=2, seqlen=16, calib={"text": ["hello world"] * 4},
+                       device="cpu")

@@ -109,6 +109,9 @@ FAULTS = [
      "(a PreTrainedModel with a config), got str: ...`; `TypeError: optprune.prune has no setting 'sparsityy': did "
      "you mean 'sparsity' or 'attn_sparsity'?`; `TypeError: tokenizer must be the model's tokenizer (callable on "
      "text), got NoneType`"),
+    ("`optprune.prune(net, tok, calib={'text': [...]})` (a dict: iterating it gives its keys)", "-",
+     "`ValueError: calibration texts as a dict (keys ['text']): pass its list of strings (calib=d['text']) or the "
+     "Dataset itself` (it used to calibrate on the word 'text': 'corpus has 4 tokens')"),
     ("the Python API on a resume state of other settings", "-", "`StaleStateError: ... rerun with the same settings, "
      "or start over (--no-resume; resume=False in the Python API)`"),
     ("`optprune eval --model <out>` on an unfinished run's folder", "2", "`optprune: error: --model <out> holds an "
