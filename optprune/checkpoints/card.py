@@ -12,10 +12,10 @@ from pathlib import Path
 import yaml
 
 CARD = "README.md"
-from .embedded import embedded_hub_id
+from .embedded import DEFAULT, EMBEDDED, embedded_hub_id
 from .model_io import DEFAULT_PACKAGE
 
-DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"      # the embedded default model's origin
+DEFAULT_HUB_ID = EMBEDDED[DEFAULT].hub_id      # the embedded default model's origin
 
 
 def base_model(source: str) -> str | None:

