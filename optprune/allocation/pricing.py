@@ -6,8 +6,10 @@ from dataclasses import asdict
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 
-from ..engine import Engine, call_block, replay_head, window_nll
+from ..engine import Engine, call_block, head_nll, replay_head
+from ..engine.evaluate import HEAD_TOKENS
 from ..patterns import Pattern
 from ..pruner import layer_problem
 from ..solvers.baselines import wanda_scores
@@ -103,9 +105,10 @@ def _with_weight(lin, weight: torch.Tensor, run):
 
 
 def head_loss(engine, ids: torch.Tensor, last: torch.Tensor) -> float:
-    """Mean next-token NLL of the windows `ids` given the last block's outputs `last` (the model's own head)."""
+    """Mean next-token NLL of the windows `ids` given the last block's outputs `last` (the model's own head, a
+    few hundred positions at a time: `head_nll`)."""
     ids = ids.to(engine.device)
-    return float(window_nll(replay_head(engine.net, engine.adapter, ids, last), ids).mean())
+    return sum(head_nll(engine.net, engine.adapter, ids[i:i + 1], last[i:i + 1]) for i in range(len(ids))) / len(ids)
 
 
 def output_fisher(net, adapter, windows: torch.Tensor, device, max_windows: int = 8,
@@ -134,12 +137,18 @@ def output_fisher(net, adapter, windows: torch.Tensor, device, max_windows: int 
 
 
 def _head_gradient(engine, ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """dL/d(last block's output) of the window's mean token NLL."""
+    """dL/d(last block's output) of the window's mean token NLL, the head run HEAD_TOKENS positions at a time
+    (each slice's logits and their gradient only: bounded memory for a 262k vocabulary)."""
+    ids, n = ids.to(engine.device), ids.shape[1] - 1
+    grad = torch.zeros_like(last, device=engine.device)
     with torch.enable_grad():
-        h = last.to(engine.device).requires_grad_()
-        ids = ids.to(engine.device)
-        loss = window_nll(replay_head(engine.net, engine.adapter, ids, h), ids).mean()
-        return torch.autograd.grad(loss, h)[0]
+        for s in range(0, n, HEAD_TOKENS):
+            e = min(s + HEAD_TOKENS, n)
+            h = last[:, s:e].to(engine.device).requires_grad_()
+            logits = replay_head(engine.net, engine.adapter, ids[:, s:e], h).float()
+            loss = F.cross_entropy(logits[0], ids[0, s + 1:e + 1], reduction="sum") / n
+            grad[:, s:e] = torch.autograd.grad(loss, h)[0]
+    return grad
 
 
 def _block_backward(engine, adapter, block, b: int, calls, x: torch.Tensor, grad_out: torch.Tensor,
