@@ -154,12 +154,12 @@ def per_block(report: dict, args) -> dict:
 
 def projection(row: dict, full_blocks: int, full_windows: int = 128) -> float:
     """Seconds of the whole model at `full_windows` windows from the measured per-block figures: data passes
-    (and the pricing pass's forwards, taken as the whole pricing pass) scale with the windows, solves do not;
-    the pricing pass scales with the default menu's size."""
+    scale with the windows, solves do not; the pricing pass (its layer solves at every menu sparsity dominate,
+    and the recipe prices on 32 windows whatever the run's count) scales with the default menu's size only."""
     scale = full_windows / row["windows"]
     menu = row["menu_step"] / DEFAULT_MENU_STEP
     per_block = sum(v * (scale if k in DATA_PASSES else 1.0) for k, v in row["per_block"].items())
-    return full_blocks * (per_block + row["pricing_per_block"] * menu * scale) + row["input_seconds"] * scale
+    return full_blocks * (per_block + row["pricing_per_block"] * menu) + row["input_seconds"] * scale
 
 
 def table(rows: list[dict], device: str, args) -> str:
@@ -183,6 +183,7 @@ def table(rows: list[dict], device: str, args) -> str:
                      f"{r['peak_anon_gib']:.2f} GiB | {r['peak_file_gib']:.2f} GiB | "
                      f"{r['peak_accel_gib']:.2f} GiB | {r['pricing_per_block']:.1f} | "
                      + " | ".join(f"{r['per_block'].get(k, 0.0):.1f}" for k in PASS_COLUMNS) + " |")
+    lines += ([""] + [args.note] if getattr(args, "note", "") else [])
     lines += ["", "**Projection** (not measured): the whole model at 128 windows from the per-block figures above "
               "(data passes x 128 / windows, solves as measured, pricing at the default menu).", "",
               "| shape | blocks | projected hours |", "|---|---|---|"]
@@ -208,6 +209,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="", help="table path (default: docs/results/scale_rehearsal_<device>.md)")
     ap.add_argument("--logs", default="", help="folder for the children's logs (default: --work's temporary one)")
     ap.add_argument("--dry-run", action="store_true", help="the tiny shape, 4 x 64 windows, 2 blocks")
+    ap.add_argument("--note", default="", help="a sentence on the run's conditions, printed under the table")
     ap.add_argument("--write", nargs=3, metavar=("SHAPE", "BLOCKS", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # a time limit stops the child too
