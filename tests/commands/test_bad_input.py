@@ -1,7 +1,9 @@
 """Bad input, stale state and faults: every case gets one clear line and the right exit code
 (2: fix the command or the file; 1: the run failed), before any model or data is loaded where
 the case allows it.  The table of cases is published in docs/reliability.md."""
+import contextlib
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -89,17 +91,23 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(tiny, tmp_path, capsys, m
     assert (out / "model.safetensors").read_bytes() == (tmp_path / "clean" / "model.safetensors").read_bytes()
 
 
-def test_a_real_full_disk_is_one_line_and_the_rerun_is_identical(tiny, tmp_path, capsys):
-    """A real tmpfs of 64 KiB as --out (skipped where this process may not mount one)."""
-    import subprocess
-
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
+@contextlib.contextmanager
+def small_tmpfs(folder: Path):
+    """A 64 KiB tmpfs mounted at `folder` while the test runs (skipped where this process may not mount one)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True,
                              text=True)
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {(mounted.stderr or mounted.stdout).strip()}")
     try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_a_real_full_disk_is_one_line_and_the_rerun_is_identical(tiny, tmp_path, capsys):
+    """A real tmpfs of 64 KiB as --out."""
+    with small_tmpfs(tmp_path / "disk") as disk:
         assert main(_prune_args(tiny, disk / "out", ["--method", "sparsegpt"])) == 1
         err = capsys.readouterr().err
         assert _one_line(err, "no space left on the device of") and "Traceback" not in err, err
@@ -108,8 +116,6 @@ def test_a_real_full_disk_is_one_line_and_the_rerun_is_identical(tiny, tmp_path,
         assert main(_prune_args(tiny, tmp_path / "clean", ["--method", "sparsegpt"])) == 0
         assert ((disk / "out" / "model.safetensors").read_bytes() ==
                 (tmp_path / "clean" / "model.safetensors").read_bytes())
-    finally:
-        subprocess.run(["umount", str(disk)], capture_output=True)
 
 
 def test_an_fp16_overflow_names_the_layer_and_the_remedy(tiny, tmp_path, capsys):
@@ -133,23 +139,13 @@ def test_an_fp16_overflow_names_the_layer_and_the_remedy(tiny, tmp_path, capsys)
 
 def test_a_real_read_only_folder_is_refused_in_one_line_before_loading(tiny, tmp_path, capsys):
     """A tmpfs remounted read-only as --out (root ignores permission bits, not a read-only mount)."""
-    import subprocess
-
-    disk = tmp_path / "ro"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
-                             text=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {(mounted.stderr or mounted.stdout).strip()}")
-    try:
+    with small_tmpfs(tmp_path / "ro") as disk:
         (disk / "out").mkdir()
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         for out in (disk / "out", disk / "new"):
             assert main(_prune_args(tiny, out)) == 2
             err = capsys.readouterr().err
             assert _one_line(err, "is not a writable folder") and "Loading weights" not in err, err
-    finally:
-        subprocess.run(["umount", str(disk)], capture_output=True)
 
 
 def test_a_failed_write_with_space_left_names_the_file(tmp_path):
