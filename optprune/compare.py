@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .exact import EXACT_METHODS, block_value, build_subblock, certify_block, relaxation_bound
+from .exact.bounds import certifies
 from .patterns import Pattern
 from .problem import LayerProblem
 from .solvers import PruneResult, prune_layer
@@ -126,13 +127,6 @@ class Comparison:
         return "\n".join(lines) + "\n"
 
 
-CERTIFIES = 1e-3      # a bound under 0.1% of the objective (a ratio over 1000) proves nothing worth printing
-
-
-def certifies(objective: float, bound: float) -> bool:
-    return bound == bound and objective == objective and bound > CERTIFIES * abs(objective) and bound > 0
-
-
 def ratio(gap: float) -> str:
     """A gap (objective / bound) as printed: '-' where no bound certified anything."""
     return "-" if gap != gap else f"{gap:.4g}"
@@ -211,7 +205,8 @@ def add_dnn_bounds(cmp: Comparison, problem: LayerProblem, pattern: Pattern, res
     steps from the best method's mask) and each method's mask-only error on those rows over it; with the
     QCR bound of every row (`qcr_rows`, absolute), also the certificate max(QCR_i, DNN_i) summed over `rows`
     (each row's optimum is at least both, and the rows are independent)."""
-    from .exact.dnn import dnn_row_bound, row_groups
+    from .exact.bounds import prove
+    from .exact.dnn import row_groups
 
     try:
         row_groups(problem, pattern)
@@ -220,7 +215,7 @@ def add_dnn_bounds(cmp: Comparison, problem: LayerProblem, pattern: Pattern, res
         return
     t0, energy = time.perf_counter(), problem.dense_energy()
     best = min(zip(cmp.methods, results.values()), key=lambda pair: pair[0].rel_error_mask)[1].mask
-    dnn = np.array([dnn_row_bound(problem, pattern, r, iters, start=best[r].cpu().numpy()).bound for r in cmp.rows])
+    dnn = prove("dnn", problem, pattern, best, rows=cmp.rows, iters=iters).per_row
     cmp.dnn_bound, cmp.dnn_iterations = float(dnn.sum()) / energy, iters
     if qcr_rows is not None:
         cmp.row_certificate = float(np.maximum(dnn, qcr_rows[cmp.rows]).sum()) / energy
@@ -260,18 +255,18 @@ def add_full_row_bounds(cmp: Comparison, problem: LayerProblem, pattern: Pattern
     lam = shared_diagonal(G, (W ** 2).mean(0), max_seconds=max_seconds)
     best = min(zip(cmp.methods, results.values()), key=lambda pair: pair[0].rel_error_mask)[1].mask
     qcr = qcr_bound(problem, pattern, lam, start=best)
-    cmp.qcr_bound = qcr.total / energy
+    cmp.qcr_bound = qcr.value / energy
     rows = np.asarray(rows, int)
     separable = rows_independent(pattern)
     persp = perspective_bound(problem, pattern, lam, rows=rows, start=best) if separable else None
-    cmp.perspective_bound = persp.total / energy if persp else float("nan")
+    cmp.perspective_bound = persp.value / energy if persp else float("nan")
     cmp.perspective_rows = rows.tolist() if persp else []
     for row, res in zip(cmp.methods, results.values()):
         row.gap_qcr = row.rel_error_mask / cmp.qcr_bound if certifies(row.rel_error_mask, cmp.qcr_bound) else float("nan")
         if separable:
             row.row_gap_histogram = row_gap_histogram(problem.row_errors(res.mask).double().cpu().numpy(), qcr.per_row)
             refit = float(problem.row_errors(W_hat=res.weight).double().cpu().numpy()[rows].sum())
-            row.gap_perspective = refit / persp.total if certifies(refit, persp.total) else float("nan")
+            row.gap_perspective = persp.ratio(refit)
     cmp.full_row_seconds = time.perf_counter() - t0
     return qcr.per_row if separable else None
 

@@ -106,6 +106,15 @@ def _exact_section() -> str:
     return "## Exact methods (`optprune certify --exact`)\n\n" + _doc(solve) + "\n\n" + "\n".join(rows) + "\n"
 
 
+def _bounds_section() -> str:
+    from .exact import bounds
+
+    rows = ["| bound | problem | what is relaxed | rows |", "|---|---|---|---|"]
+    rows += [f"| `{m.name}` | {m.problem} | {m.statement} | "
+             f"{'independent rows only' if m.needs_independent_rows else 'any'} |" for m in bounds.BOUNDS.values()]
+    return "## Bounds (`optprune.exact.bounds`)\n\n" + _doc(bounds) + "\n\n" + "\n".join(rows) + "\n"
+
+
 def _full_row_section() -> str:
     from .exact import row_bounds
     from formulations.refit import perspective_relaxation
@@ -146,7 +155,7 @@ def render() -> str:
                    else "2 x 6 per-row sub-block at 50%")
         parts.append(f"#### {k}. {title} — `{builder.__module__}.{builder.__name__}`\n\n{_doc(builder)}\n\n"
                      f"Example ({example}): {_size(st)}. Solved by: {solved_by}.\n")
-    parts += [_exact_section(), _full_row_section(), _patterns_section()]
+    parts += [_exact_section(), _bounds_section(), _full_row_section(), _patterns_section()]
     return "\n".join(parts)
 
 

@@ -55,13 +55,13 @@ def layer_row(prob, pattern, sample: np.ndarray, cache: dict, iters: int) -> dic
     persp = perspective_bound(prob, pattern, lam, rows=sample, start=masks["sparsegpt"].mask)
     best_rows = prob.row_errors(masks[best].mask).double().numpy()
     qcr_gaps = best_rows / np.maximum(qcr.per_row, 1e-300)
-    return dict(mask_only=mask_only, best=best, box=box.total / energy, qcr=qcr.total / energy,
-                gap_box=mask_only[best] * energy / max(box.total, 1e-300),
-                gap_qcr=mask_only[best] * energy / max(qcr.total, 1e-300),
+    return dict(mask_only=mask_only, best=best, box=box.value / energy, qcr=qcr.value / energy,
+                gap_box=mask_only[best] * energy / max(box.value, 1e-300),
+                gap_qcr=mask_only[best] * energy / max(qcr.value, 1e-300),
                 qcr_row_gap_quartiles=np.percentile(qcr_gaps, [0, 25, 50, 75, 100]).tolist(),
                 box_s=box.seconds, qcr_s=qcr.seconds, diagonal_s=lam_s,
-                refit=refit_rows[best_refit].sum() / energy, best_refit=best_refit, perspective=persp.total / energy,
-                gap_perspective=refit_rows[best_refit].sum() / max(persp.total, 1e-300),
+                refit=refit_rows[best_refit].sum() / energy, best_refit=best_refit, perspective=persp.value / energy,
+                gap_perspective=refit_rows[best_refit].sum() / max(persp.value, 1e-300),
                 perspective_s=persp.seconds, sample_rows=len(sample))
 
 

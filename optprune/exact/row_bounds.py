@@ -22,25 +22,12 @@ Both bounds are valid whatever the iteration count: the iterates only decide how
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from ..patterns import Pattern
 from ..problem import LayerProblem
-
-
-@dataclass
-class LayerBound:
-    """A rigorous lower bound on a layer's objective, with its parts (absolute units)."""
-
-    kind: str                       # 'box' | 'qcr' | 'perspective'
-    total: float                    # bound on the sum over `rows`
-    per_row: np.ndarray | None      # row-separable patterns: each row's own bound
-    rows: np.ndarray                # the rows it covers
-    seconds: float
-    iterations: int
+from .bounds import Bound
 
 
 def psd_margin(G: np.ndarray) -> float:
@@ -168,7 +155,7 @@ def _qcr_value_and_gradient(W, Gq, lin, M):
 
 
 def qcr_bound(problem: LayerProblem, pattern: Pattern, lam: np.ndarray | None, start: torch.Tensor | None = None,
-              iters: int = 300, certify_every: int = 10) -> LayerBound:
+              iters: int = 300, certify_every: int = 10) -> Bound:
     """Accelerated projected gradient (FISTA in the Jacobi metric p_j = H_jj; a step per row when the pattern's
     rows are independent) on the relaxed q of the module doc, from keep mask `start`; returns the best Frank-Wolfe dual bound
     f(M) + <grad, S - M> (S = `Pattern.lmo(grad)`) met (lam None: the box bound).  Mask-only objective of
@@ -201,8 +188,8 @@ def qcr_bound(problem: LayerProblem, pattern: Pattern, lam: np.ndarray | None, s
         Y, M, t = M_next + ((t - 1) / t_next) * (M_next - M), M_next, t_next
     per_row = best.clamp_min(0).numpy() if separable else None
     total = float(per_row.sum()) if separable else max(float(best[0]), 0.0)
-    return LayerBound("box" if lam is None else "qcr", total, per_row, np.arange(W.shape[0]),
-                      time.perf_counter() - t0, iters)
+    return Bound("box" if lam is None else "qcr", "mask", total, np.arange(W.shape[0]), per_row,
+                 seconds=time.perf_counter() - t0, iterations=iters)
 
 
 def keep_update(cost: torch.Tensor, pattern: Pattern, floor: float = 1e-12, steps: int = 60) -> torch.Tensor:
@@ -236,7 +223,7 @@ def _perspective_certificate(G, lam, B, kappa, V, K, pattern, radius):
 
 
 def perspective_bound(problem: LayerProblem, pattern: Pattern, lam: np.ndarray, rows=None,
-                      start: torch.Tensor | None = None, iters: int = 30, chunk: int = 64) -> LayerBound:
+                      start: torch.Tensor | None = None, iters: int = 30, chunk: int = 64) -> Bound:
     """The perspective relaxation of mask + refit (module doc) on `rows` (default all) of a row-separable
     pattern, minimised by alternating v and k from keep mask `start`; each row's best certified bound."""
     check_bound_pattern(pattern)
@@ -263,4 +250,5 @@ def perspective_bound(problem: LayerProblem, pattern: Pattern, lam: np.ndarray, 
             K = keep_update(lam_t * V ** 2, pattern)
         out.append(best.clamp_min(0))
     per_row = torch.cat(out).numpy()
-    return LayerBound("perspective", float(per_row.sum()), per_row, rows, time.perf_counter() - t0, iters)
+    return Bound("perspective", "refit", float(per_row.sum()), rows, per_row, seconds=time.perf_counter() - t0,
+                 iterations=iters)

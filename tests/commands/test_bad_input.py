@@ -217,7 +217,7 @@ def test_default_window_fits_a_narrow_layer_and_no_banner_reaches_stdout(tmp_pat
     assert out.startswith("layer `l`") and "16 columns" in out and "HiGHS" not in out
 
 
-@pytest.mark.parametrize("exact", ["milp", "oa", "refit-oa"])
+@pytest.mark.parametrize("exact", ["milp", "oa", "refit-oa", "bnb-qcr"])
 def test_time_limited_certificate_reports_incumbent_and_bound_not_an_optimum(tmp_path, capsys, exact):
     import math
 

@@ -22,7 +22,7 @@ CASES = [  # (rows, cols, pattern, sparsity)
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("rows,cols,spec,sparsity", CASES)
-@pytest.mark.parametrize("method", ["milp", "oa", "oa-qcr"])
+@pytest.mark.parametrize("method", sorted(m for m, e in EXACT_METHODS.items() if e.problem == "mask"))
 def test_exact_mask_optimum_equals_brute_force(seed, rows, cols, spec, sparsity, method):
     prob = random_problem(rows, cols, seed=seed)
     pat = Pattern.parse(spec, default=sparsity)

@@ -1,60 +1,19 @@
 """Full-row bounds (QCR for mask only, perspective for mask + refit): never above the brute-force optimum,
 tight where theory says so, and tighter than the box bound where the shared diagonal has room."""
-from itertools import combinations, product
-
 import numpy as np
 import pytest
 import torch
 
 from optprune import LayerProblem, Pattern, random_problem
+from optprune.exact.brute import all_masks, layer_optimum
 from optprune.exact.row_bounds import (keep_update, perspective_bound, project_keep, qcr_bound,
                                        shared_diagonal)
 
 CASES = [(2, 8, "per-row", 0.5), (2, 8, "2:4", None), (2, 6, "unstructured", 0.5), (1, 10, "per-row", 0.3)]
 
 
-def valid(pattern: Pattern, mask: torch.Tensor) -> bool:
-    try:
-        pattern.check(mask)
-        return True
-    except Exception:  # noqa: BLE001 - not a mask of the pattern
-        return False
-
-
-def all_masks(pattern: Pattern, rows: int, cols: int):
-    """Every valid keep mask of a tiny layer (row by row when the pattern's rows are independent)."""
-    if pattern.budget_scope == "layer":
-        bits = (torch.tensor(b).reshape(rows, cols) for b in product([False, True], repeat=rows * cols))
-        yield from (m for m in bits if valid(pattern, m))
-        return
-    row_masks = [torch.tensor(b) for b in product([False, True], repeat=cols) if valid(pattern, torch.tensor([b]))]
-    for choice in product(row_masks, repeat=rows):
-        yield torch.stack(choice)
-
-
-def refit_error(prob: LayerProblem, mask: torch.Tensor) -> float:
-    W, G = prob.float64()
-    total = 0.0
-    for i in range(W.shape[0]):
-        S = np.nonzero(mask[i].numpy())[0]
-        v = np.zeros(W.shape[1])
-        if len(S):
-            v[S] = np.linalg.solve(G[np.ix_(S, S)], (G @ W[i])[S])
-        d = W[i] - v
-        total += d @ G @ d
-    return total
-
-
 def brute_force(prob, pattern, refit):
-    """The optimum by enumeration (row by row when the pattern's rows are independent)."""
-    rows, cols = prob.shape
-    if pattern.budget_scope == "layer":
-        return min(refit_error(prob, m) if refit else prob.objective(m) for m in all_masks(pattern, rows, cols))
-    total = 0.0
-    for i in range(rows):
-        row = LayerProblem(prob.W[i:i + 1], prob.G)
-        total += min(refit_error(row, m) if refit else row.objective(m) for m in all_masks(pattern, 1, cols))
-    return total
+    return layer_optimum(prob, pattern, refit)
 
 
 def lam_of(prob):
@@ -72,9 +31,9 @@ def test_qcr_and_box_bounds_never_exceed_the_optimum(seed, rows, cols, spec, spa
     W, G = prob.float64()
     assert np.all(lam >= 0) and np.linalg.eigvalsh(G - np.diag(lam))[0] >= 0
     for bound in (qcr_bound(prob, pat, None, iters=200), qcr_bound(prob, pat, lam, iters=200)):
-        assert 0 <= bound.total <= best * (1 + 1e-9) + 1e-12
+        assert 0 <= bound.value <= best * (1 + 1e-9) + 1e-12
         if bound.per_row is not None:
-            assert bound.per_row.sum() == pytest.approx(bound.total)
+            assert bound.per_row.sum() == pytest.approx(bound.value)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -84,7 +43,7 @@ def test_perspective_bound_never_exceeds_the_refit_optimum(seed, rows, cols, spe
     pat = Pattern.parse(spec, default=sparsity)
     best = brute_force(prob, pat, refit=True)
     bound = perspective_bound(prob, pat, lam_of(prob), iters=40)
-    assert 0 <= bound.total <= best * (1 + 1e-9) + 1e-12
+    assert 0 <= bound.value <= best * (1 + 1e-9) + 1e-12
 
 
 def diagonal_problem(seed=0, rows=3, cols=8):
@@ -100,18 +59,18 @@ def test_on_a_diagonal_gram_both_bounds_are_exact_and_the_box_is_not():
     lam = lam_of(prob)
     assert lam == pytest.approx(np.diag(prob.float64()[1]), rel=1e-3)
     mask_opt = brute_force(prob, pat, refit=False)
-    qcr, box = qcr_bound(prob, pat, lam, iters=300).total, qcr_bound(prob, pat, None, iters=300).total
+    qcr, box = qcr_bound(prob, pat, lam, iters=300).value, qcr_bound(prob, pat, None, iters=300).value
     assert qcr == pytest.approx(mask_opt, rel=2e-3) and qcr <= mask_opt * (1 + 1e-9)
     assert box < 0.8 * mask_opt
     refit_opt = brute_force(prob, pat, refit=True)
-    persp = perspective_bound(prob, pat, lam, iters=40).total
+    persp = perspective_bound(prob, pat, lam, iters=40).value
     assert persp == pytest.approx(refit_opt, rel=2e-3) and persp <= refit_opt * (1 + 1e-9)
 
 
 def test_qcr_is_tighter_than_the_box_on_a_correlated_gram():
     prob, pat = random_problem(4, 16, seed=3).to(torch.float64), Pattern("per-row", 0.5)
     lam = lam_of(prob)
-    assert qcr_bound(prob, pat, lam, iters=300).total > 1.05 * qcr_bound(prob, pat, None, iters=300).total
+    assert qcr_bound(prob, pat, lam, iters=300).value > 1.05 * qcr_bound(prob, pat, None, iters=300).value
 
 
 @pytest.mark.parametrize("spec,sparsity,cols", [("per-row", 0.5, 8), ("2:4", None, 8), ("unstructured", 0.5, 6)])
