@@ -98,7 +98,13 @@ FAULTS = [
     ("`certify --dense --pruned` with a pattern no layer's mask holds", "2", "`optprune: error: no layer's mask is "
      "2:4 (...): claim the pattern the checkpoint was pruned to (--pattern, --sparsity)`; some layers only: their "
      "names and exit 1"),
-    ("`certify --dense <llama> --pruned <opt>`, `--rows 0,20`, `--window 1000`, transposed or non-0/1 `--masks` "
+    ("`certify --dense M --pruned P --neighbourhood 3` (or `--full-row-bounds`, `--dnn-iters`) without `--subblocks`; "
+     "`--bound-iters 0`; a rerun with another `--bound` beside the first run's `<json>.partial` "
+     "(tests/commands/test_certify_model.py)", "2", "`optprune: error: --neighbourhood: options of the sub-block "
+     "certificates; add --subblocks (the default --dense certificate bounds every row of every layer)`; "
+     "`--bound-iters 0: give at least 1 step`; `<json>.partial holds layers of another certificate (other model, "
+     "masks, calibration, pattern or bound): delete it, or give another --json`"),
+    ("`certify --dense <llama> --pruned <opt>`, `--subblocks --rows 0,20`, `--window 1000`, transposed or non-0/1 `--masks` "
      "(tests/commands/test_certify_checkpoint.py)", "2", "before any calibration: `optprune: error: --pruned <opt> is "
      "a opt of 4 blocks, the dense model a llama of 2: not pruned from it`; `--rows 0,20: layer 0.self_attn.k_proj "
      "has 16 rows (0..15)`; `--window 1000: layer 0.self_attn.q_proj has 32 columns`; `--masks <f>: mask "

@@ -3,9 +3,10 @@
 The masks are the zeros of the pruned checkpoint's target linears (or the booleans of `--masks FILE`, a
 safetensors of keep masks named '<block>.<linear>', True = kept); each is checked against the claimed
 pattern.  The layer problems are built from calibration windows on the dense model (W, G = X X^T of its
-inputs), and every layer gets its objective with the checkpoint's weights and with the mask alone, its
-sub-block certificate (HiGHS) and the relaxation bound (`optprune.compare`).  A layer whose mask breaks the
-pattern is reported as such and not certified.
+inputs).  By default every row of every layer is bounded (the whole-model certificate,
+`optprune.commands.certify_model`); with `--subblocks` every layer gets instead its objective with the
+checkpoint's weights and with the mask alone, its sub-block certificate (HiGHS) and the relaxation bound
+(`optprune.compare`).  A layer whose mask breaks the pattern is reported as such and not certified.
 """
 from __future__ import annotations
 
@@ -132,6 +133,8 @@ def certify_checkpoint_main(args) -> int:
     check_blocks(dense, adapter, blocks)
     check_subblock(dense, adapter, blocks, args.rows_list, args.window)
     masks = checkpoint_masks(dense, args.pruned, args.masks)
+    if not args.subblocks:
+        return certify_whole_model(args, dense, tok, adapter, blocks, masks, config, pattern)
     problems = dense_layer_problems(dense, calibration_for(dense, tok, adapter, config), blocks, "cpu")
     reports = []
     for key, (W, G) in problems.items():
@@ -141,6 +144,43 @@ def certify_checkpoint_main(args) -> int:
         reports.append({k: v for k, v in report.items() if k != "markdown"})
     if args.json:
         Path(args.json).write_text(json.dumps(reports, indent=2))
+    return verdict(reports, pattern, args.dense)
+
+
+def certify_whole_model(args, dense, tok, adapter, blocks, masks, config, pattern: Pattern) -> int:
+    """Every row of every layer of `blocks` bounded (`certify_model`), one block's Grams at a time, resumed from
+    `<json>.partial`; prints the tables, writes the JSON, and returns the verdict's exit status."""
+    from ..config import resolve_device
+    from ..engine import Engine, model_digest, windows_digest
+    from ..progress import BlockProgress
+    from .certify_model import certify_layers, finished_layers, fingerprint, markdown, model_summary
+
+    windows = calibration_for(dense, tok, adapter, config)
+    print_ = fingerprint(model_digest(dense), masks, windows_digest(windows), pattern, args.bound, args.bound_iters)
+    partial = Path(args.json + ".partial") if args.json else None
+    done = finished_layers(partial, print_) if partial else {}
+    keys = {b: [f"{b}.{name}" for name in adapter.targets(adapter.blocks(dense)[b])] for b in blocks}
+    todo = [b for b in blocks if any(k not in done for k in keys[b])]
+    layers: dict[str, dict] = {k: done[k] for b in blocks for k in keys[b] if k in done}
+    progress = BlockProgress(f"certify ({args.bound} bound, every row)", sum(len(keys[b]) for b in blocks),
+                             unit="layer")
+    progress.done = len(layers)                 # a resumed run counts on from the layers it reads back
+
+    def visit(b, block, grams):
+        problems = {k: (lin.weight.detach().float().cpu(), grams[name].cpu())
+                    for (name, lin), k in zip(adapter.targets(block).items(), keys[b])}
+        layers.update({r["layer"]: r for r in certify_layers(problems, masks, pattern, args.bound, args.bound_iters,
+                                                              partial, print_, layers, progress)})
+
+    if todo:
+        Engine(dense, adapter, resolve_device(args.device), 8).each_dense_block(windows, visit, todo)
+    reports = [layers[k] for b in blocks for k in keys[b]]
+    summary = model_summary(reports)
+    print(markdown(reports, summary, f"Whole-model certificate of {args.pruned or args.masks} against "
+                                     f"{args.dense or 'the embedded model'}: {pattern.name}, {len(reports)} layers, "
+                                     f"the {args.bound} bound on every row."))
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(summary=summary, layers=reports, fingerprint=print_), indent=2))
     return verdict(reports, pattern, args.dense)
 
 

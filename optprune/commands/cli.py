@@ -78,6 +78,14 @@ def _add_certify(sub) -> None:
     c.add_argument("--pruned", default="", help="with --dense: the pruned checkpoint (any tool's); masks = its zeros")
     c.add_argument("--masks", default="", help="with --dense: a safetensors of keep masks '<block>.<linear>'")
     c.add_argument("--blocks", default="", help="with --dense: blocks to certify (default all)")
+    c.add_argument("--subblocks", action="store_true", help="with --dense: instead of the whole-model certificate "
+                   "(every row of every layer bounded), each layer's sub-block certificate (--rows, --window, --exact, "
+                   "--full-row-bounds, --dnn-iters, --neighbourhood)")
+    from .certify_model import MODEL_BOUNDS
+    c.add_argument("--bound", default="qcr", choices=MODEL_BOUNDS, help="with --dense: the bound on every row "
+                   "(optprune.exact.bounds; qcr: one SDP diagonal per layer; box: the [0, 1] relaxation)")
+    c.add_argument("--bound-iters", type=int, default=300, help="with --dense: the bound's first-order steps per "
+                   "layer (the bound is proven at every step; more steps, tighter)")
     c.add_argument("--neighbourhood", type=float, default=0.0, help="with --dense: seconds per row (of --rows) for "
                    "a neighbourhood certificate: the largest window of its most ambiguous decisions solved exactly")
     add_arguments(c, CalibrationSpec, only=("calib", "nsamples", "seqlen", "seed", "data_dir"))

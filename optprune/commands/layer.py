@@ -62,6 +62,7 @@ def _window(args, problem) -> int:
 def cmd_certify(args) -> int:
     if args.dense:
         check_dnn_iters(args)
+        check_whole_model_args(args)
         args.rows_list = _rows(args.rows)
         return certify_checkpoint_main(args)
 
@@ -93,6 +94,17 @@ def cmd_report(args) -> int:
                             full_row_bounds=args.full_row_bounds, dnn_iters=args.dnn_iters)
         print(f"wrote {path}")
     return 0
+
+
+def check_whole_model_args(args) -> None:
+    """The sub-block options belong to `--subblocks`; the whole-model certificate takes --bound-iters >= 1."""
+    asked = [flag for flag, on in (("--full-row-bounds", args.full_row_bounds), ("--dnn-iters", args.dnn_iters > 0),
+                                   ("--neighbourhood", args.neighbourhood > 0)) if on]
+    if asked and not args.subblocks:
+        raise ValueError(f"{', '.join(asked)}: options of the sub-block certificates; add --subblocks (the default "
+                         "--dense certificate bounds every row of every layer)")
+    if args.bound_iters < 1:
+        raise ValueError(f"--bound-iters {args.bound_iters}: give at least 1 step")
 
 
 def check_dnn_iters(args) -> None:

@@ -86,10 +86,13 @@ def _box(problem, pattern, mask, rows=None, iters: int = 300) -> Bound:
     return _on_rows(qcr_bound(problem, pattern, None, start=mask, iters=iters), rows)
 
 
-def _qcr(problem, pattern, mask, rows=None, iters: int = 300, max_seconds: float = 120.0) -> Bound:
+def _qcr(problem, pattern, mask, rows=None, iters: int = 300, max_seconds: float = 120.0, diagonal=None) -> Bound:
+    """`diagonal`: a `shared_diagonal` of the layer's Gram computed by the caller (e.g. once for the layers that
+    share an input), else this layer's own."""
     from .row_bounds import qcr_bound
     t0 = time.perf_counter()
-    bound = _on_rows(qcr_bound(problem, pattern, _layer_diagonal(problem, max_seconds), start=mask, iters=iters), rows)
+    lam = _layer_diagonal(problem, max_seconds) if diagonal is None else diagonal
+    bound = _on_rows(qcr_bound(problem, pattern, lam, start=mask, iters=iters), rows)
     bound.seconds = time.perf_counter() - t0
     return bound
 

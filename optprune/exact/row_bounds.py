@@ -121,10 +121,11 @@ def group_threshold(kept, units: torch.Tensor, keep: int, hi: torch.Tensor, step
     return hi
 
 
-def project_keep(Y: torch.Tensor, pattern: Pattern, metric: torch.Tensor | None = None, steps: int = 50) -> torch.Tensor:
+def project_keep(Y: torch.Tensor, pattern: Pattern, metric: torch.Tensor | None = None, steps: int = 30) -> torch.Tensor:
     """Projection of Y onto the relaxed keep set {0 <= M <= 1, at most the budget kept per group} in the norm
     sum_j p_j (M_j - Y_j)^2 (p = `metric`, default 1): M = clip(Y - tau_g / p, 0, 1) with tau_g >= 0 found
-    by bisection in every group at once."""
+    by bisection in every group at once, then solved exactly on the entries strictly between 0 and 1
+    (`exact_threshold`).  The bounds do not rest on it: a Frank-Wolfe certificate holds at any point."""
     rows, cols = Y.shape
     U = pattern.to_units(Y)[..., 0]
     inv = torch.ones_like(U) if metric is None else 1 / pattern.to_units(metric)[..., 0]
@@ -134,7 +135,21 @@ def project_keep(Y: torch.Tensor, pattern: Pattern, metric: torch.Tensor | None 
         return (u - tau * inv).clamp(0, 1)
 
     tau = group_threshold(kept, U, keep, (U / inv).max(-1, keepdim=True).values.clamp_min(0), steps)
-    return pattern.from_units(kept(U, tau)[..., None], rows, cols)
+    return pattern.from_units(kept(U, exact_threshold(U, inv, keep, tau))[..., None], rows, cols)
+
+
+def exact_threshold(U: torch.Tensor, inv: torch.Tensor, keep: int, tau: torch.Tensor) -> torch.Tensor:
+    """tau refined where the group's budget binds: with F the entries strictly inside (0, 1) at tau and n1
+    those at 1, sum_F (u - t inv) + n1 = keep gives t = (sum_F u + n1 - keep) / sum_F inv; taken where it is
+    >= 0 and keeps the group within its budget (else the bisection's tau, which does)."""
+    V = U - tau * inv
+    free = (V > 0) & (V < 1)
+    ones = (V >= 1).sum(-1, keepdim=True)
+    denom = (inv * free).sum(-1, keepdim=True)
+    t = ((U * free).sum(-1, keepdim=True) + ones - keep) / denom.clamp_min(1e-300)
+    within = (U - t * inv).clamp(0, 1).sum(-1, keepdim=True) <= keep + 1e-9 * max(keep, 1)
+    use = (denom > 0) & (t >= 0) & (tau > 0) & within
+    return torch.where(use, t, tau)
 
 
 def row_curvatures(W: torch.Tensor, Gq: torch.Tensor, metric: torch.Tensor, steps: int = 30) -> torch.Tensor:

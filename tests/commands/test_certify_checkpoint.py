@@ -41,7 +41,7 @@ def _certify(tiny, tmp_path, extra):
     report = tmp_path / "report.json"
     code = main(["certify", "--dense", str(model_dir), "--pattern", "per-row", "--sparsity", "0.5", "--blocks", "1",
                  "--data-dir", str(data), "--nsamples", "4", "--seqlen", "32", "--window", "8", "--time-limit", "30",
-                 "--json", str(report), *extra])
+                 "--subblocks", "--json", str(report), *extra])
     return code, json.loads(report.read_text()) if report.exists() else None
 
 
@@ -118,7 +118,7 @@ def test_a_claim_no_layer_holds_is_refused_and_a_foreign_dense_model_is_named(ti
     wanda_script(tiny[0], tiny[1], tmp_path / "pruned")
     model_dir, data = tiny
     code = main(["certify", "--dense", str(model_dir), "--pattern", "2:4", "--blocks", "1", "--data-dir", str(data),
-                 "--nsamples", "4", "--seqlen", "32", "--window", "8", "--pruned", str(tmp_path / "pruned")])
+                 "--nsamples", "4", "--seqlen", "32", "--pruned", str(tmp_path / "pruned")])
     assert code == 2 and "no layer's mask is 2:4" in capsys.readouterr().err
     other = AutoModelForCausalLM.from_pretrained(str(model_dir))
     torch.manual_seed(1)
@@ -132,8 +132,7 @@ def test_a_claim_no_layer_holds_is_refused_and_a_foreign_dense_model_is_named(ti
         if (model_dir / name).exists():
             (tmp_path / "other" / name).write_bytes((model_dir / name).read_bytes())
     code = main(["certify", "--dense", str(tmp_path / "other"), "--pattern", "per-row", "--sparsity", "0.5", "--blocks",
-                 "1", "--data-dir", str(data), "--nsamples", "4", "--seqlen", "32", "--window", "8", "--time-limit", "30",
-                 "--pruned", str(tmp_path / "pruned")])
+                 "1", "--data-dir", str(data), "--nsamples", "4", "--seqlen", "32", "--pruned", str(tmp_path / "pruned")])
     err = capsys.readouterr().err
     assert code == 0 and "err more than all-zero weights would" in err and "was it pruned from --dense" in err
 
