@@ -5,9 +5,11 @@ Models: dense; structured 30% and 50% (SPAP, uniform widths and MILP-allocated w
 each model and dtype (bf16, fp32), in a fresh process so that peak memory is the model's alone: prefill tokens/s
 (one forward of 1 x `--prefill` tokens), decode tokens/s at batch 1 and 8 (`--decode` new tokens after a
 16-token prompt, KV cache on, greedy), the process's peak RSS, the weights' bytes as held, and WikiText-2
-perplexity (first `--eval-windows` windows).  Each timing is the best of `--repeats`.  Unstructured and 2:4 zeros
-are also run through torch's sparse CSR matmul (the only CPU path in torch that skips zeros), an honest row:
-if it is slower, it says so.  llama.cpp: its row says whether llama-cpp-python could be built here.
+perplexity (first `--eval-windows` windows, once per model).  Each timing is the best of `--repeats`.
+Unstructured and 2:4 zeros are also run through torch's sparse CSR matmul (the only CPU path in torch that skips
+zeros), an honest row: if it is slower, it says so.  llama.cpp (validation/llama_cpp_rows.py): the dense and
+structured models as GGUFs of each dtype, prefill and batch-1 decode, where llama-cpp-python and llama.cpp's
+converter are here (`--llama-convert`).
 Writes docs/results/inference_speed.md (+ .json) and inference_speed.png (perplexity against decode tokens/s).
 Usage: python validation/inference_speed.py [--nsamples 32] [--dry-run]
 """
@@ -22,6 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+import llama_cpp_rows
+from dense_checkpoint import dense_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {   # name: optprune prune arguments (None: the dense model)
     "dense": None,
@@ -33,6 +38,8 @@ MODELS = {   # name: optprune prune arguments (None: the dense model)
     "2:4": ["--method", "sparsegpt", "--pattern", "2:4"],
 }
 SPARSE_ZEROS = ("unstructured 50%", "2:4")
+LLAMA_CPP_MODELS = ("dense", "structured 30% uniform", "structured 30% MILP", "structured 50% uniform",
+                    "structured 50% MILP")
 
 
 def pruned_folder(name: str, args, work: Path) -> str:
@@ -46,9 +53,11 @@ def pruned_folder(name: str, args, work: Path) -> str:
     return str(out)
 
 
-def measure(folder: str, dtype: str, args, sparse: bool = False) -> dict:
-    """One model's figures, measured in a child process (`--child`): its peak RSS is the model's alone."""
-    cmd = [sys.executable, __file__, "--child", folder or "", dtype, json.dumps(vars(args)), str(sparse)]
+def measure(folder: str, dtype: str, args, sparse: bool = False, ppl: bool = True) -> dict:
+    """One model's figures, measured in a child process (`--child`): its peak RSS is the model's alone.
+    Perplexity only where `ppl` (the same weights give it on every path and, to rounding, in either dtype)."""
+    settings = dict(vars(args), eval_windows=args.eval_windows if ppl else 0)
+    cmd = [sys.executable, __file__, "--child", folder or "", dtype, json.dumps(settings), str(sparse)]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if run.returncode:
         raise SystemExit(f"measuring {folder} ({dtype}) failed:\n{run.stderr[-3000:]}")
@@ -81,6 +90,34 @@ def child(folder: str, dtype: str, args: dict, sparse: bool) -> dict:
         out["ppl"] = optprune.evaluate(net, tok, seqlen=args["seqlen"], max_windows=args["eval_windows"],
                                        device="cpu")["ppl"]
     return out
+
+
+def llama_cpp_measurements(name: str, folder: str, args, machine: str) -> list[dict]:
+    """The model's llama.cpp rows (dense and structured models, each dtype as a GGUF), where llama.cpp is here."""
+    convert = llama_cpp_rows.converter(args.llama_convert)
+    if name not in LLAMA_CPP_MODELS or convert is None or llama_cpp_rows.llama_cpp_missing():
+        return []
+    work = Path(args.work)
+    source = dense_folder(args.model, work) if MODELS[name] is None else folder
+    rows = []
+    for dtype in args.dtypes.split(","):
+        outtype = {"bfloat16": "bf16", "float32": "f32", "float16": "f16"}[dtype]
+        gguf = llama_cpp_rows.to_gguf(source, outtype, work / f"{Path(source).name}-{outtype}.gguf", convert)
+        run = subprocess.run([sys.executable, __file__, "--llama-child", str(gguf), json.dumps(vars(args))],
+                             capture_output=True, text=True, cwd=ROOT)
+        if run.returncode:
+            raise SystemExit(f"llama.cpp on {gguf} failed:\n{run.stderr[-3000:]}")
+        rows.append(dict(json.loads(run.stdout.strip().splitlines()[-1]), model=name, dtype=dtype,
+                         path="llama.cpp" + (" (deci)" if "MILP" in name else ""), machine=machine))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def same_weights_perplexity(rows: list[dict]) -> None:
+    """Every row of a model gets the perplexity measured once for it (bf16, dense matmul): the same weights."""
+    measured = {r["model"]: r["ppl"] for r in rows if "ppl" in r}
+    for r in rows:
+        r.setdefault("ppl", measured.get(r["model"], float("nan")))
 
 
 def weight_bytes(net) -> int:
@@ -129,12 +166,17 @@ def to_sparse_linears(net) -> None:
             setattr(block.get_submodule(parent) if parent else block, child_name, CSRLinear(lin))
 
 
-def llama_cpp_row() -> str:
-    try:
-        import llama_cpp  # noqa: F401
-        return "llama-cpp-python is installed: not yet wired into this table"
-    except ImportError:
-        return "llama-cpp-python is not installed here (it builds llama.cpp from source at install: not attempted)"
+def llama_cpp_note(args) -> str:
+    """The table's line on llama.cpp: how its rows were made, or why there are none."""
+    missing = llama_cpp_rows.llama_cpp_missing()
+    if missing or llama_cpp_rows.converter(args.llama_convert) is None:
+        return f"llama.cpp: no rows ({missing or 'no converter given (--llama-convert)'})."
+    import llama_cpp
+    return (f"llama.cpp: llama-cpp-python {llama_cpp.__version__}, built here from the package index's source "
+            "(CMAKE_ARGS=-DGGML_NATIVE=ON); each model converted by its convert_hf_to_gguf.py to a GGUF of the "
+            "row's dtype; a model of unequal block widths rewritten as llama.cpp's `deci` architecture (per-layer "
+            "feed-forward widths and KV heads); batch 8 not measured (the Python API decodes one sequence); weights "
+            "= the GGUF's bytes (token embeddings and head both stored).")
 
 
 def table(rows: list[dict], args) -> str:
@@ -142,14 +184,15 @@ def table(rows: list[dict], args) -> str:
              f"Machine: {rows[0]['machine']}. Command: `python validation/inference_speed.py "
              f"{' '.join(sys.argv[1:])}`. Prefill: one forward of 1 x {args.prefill} tokens; decode: {args.decode} "
              f"new tokens after a 16-token prompt, KV cache, greedy; best of {args.repeats}. Perplexity: WikiText-2, "
-             f"first {args.eval_windows} windows of {args.seqlen}. Peak RSS: the measuring process's.", "",
+             f"first {args.eval_windows} windows of {args.seqlen}, measured once per model (bf16, dense matmul) and "
+             f"shown on each of its rows (the same weights). Peak RSS: the measuring process's.", "",
              "| model | dtype | path | prefill tok/s | decode tok/s b=1 | decode tok/s b=8 | peak RSS | weights | ppl |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['dtype']} | {r['path']} | {r['prefill_tok_s']:.0f} | "
-                     f"{r['decode_b1_tok_s']:.1f} | {r['decode_b8_tok_s']:.1f} | {r['peak_rss_gib']:.2f} GiB | "
+                     f"{r['decode_b1_tok_s']:.1f} | {r.get('decode_b8_tok_s', float('nan')):.1f} | {r['peak_rss_gib']:.2f} GiB | "
                      f"{r['weight_bytes'] / 2 ** 20:.0f} MB | {r.get('ppl', float('nan')):.2f} |")
-    return "\n".join(lines + ["", f"llama.cpp: {llama_cpp_row()}."]) + "\n"
+    return "\n".join(lines + ["", llama_cpp_note(args)]) + "\n"
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -173,6 +216,9 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         print(json.dumps(child(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5] == "True")))
         return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "--llama-child":
+        print(json.dumps(llama_cpp_rows.measure_gguf(sys.argv[2], json.loads(sys.argv[3]))))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="", help="the dense model (default: the embedded SmolLM2-135M)")
     ap.add_argument("--nsamples", type=int, default=32)
@@ -184,6 +230,8 @@ def main() -> int:
     ap.add_argument("--dtypes", default="bfloat16,float32")
     ap.add_argument("--work", default=str(ROOT / "runs" / "inference_speed"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "inference_speed.md"))
+    ap.add_argument("--llama-convert", default="", help="llama.cpp's convert_hf_to_gguf.py (default: "
+                    "$LLAMA_CPP_CONVERT); without it, or without llama-cpp-python, no llama.cpp rows")
     ap.add_argument("--dry-run", action="store_true", help="a folder model (--model), 2 models, tiny sizes")
     args = ap.parse_args()
     if args.dry_run:
@@ -194,13 +242,14 @@ def main() -> int:
     rows = []
     for name in MODELS:
         folder = pruned_folder(name, args, Path(args.work))
-        for dtype in args.dtypes.split(","):
-            paths = [False, True] if name in SPARSE_ZEROS else [False]
-            for sparse in paths:
-                r = measure(folder, dtype, args, sparse)
+        for i, dtype in enumerate(args.dtypes.split(",")):
+            for sparse in ([False, True] if name in SPARSE_ZEROS else [False]):
+                r = measure(folder, dtype, args, sparse, ppl=i == 0 and not sparse)
                 rows.append(dict(r, model=name, dtype=dtype, path="sparse CSR" if sparse else "dense matmul",
                                  machine=machine_name()))
                 print(json.dumps(rows[-1]), flush=True)
+        rows += llama_cpp_measurements(name, folder, args, machine_name())
+    same_weights_perplexity(rows)
     out = Path(args.out)
     out.write_text(table(rows, args))
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2))

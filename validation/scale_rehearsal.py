@@ -85,7 +85,7 @@ def measured_child(cmd: list[str], log: Path) -> tuple[int, float, dict]:
                                 env=dict(os.environ, PYTHONPATH=os.pathsep.join(
                                     filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))))
         peaks = {"RssAnon": 0, "RssFile": 0}
-        sampler = threading.Thread(target=sample_memory, args=(proc.pid, peaks), daemon=True)
+        sampler = threading.Thread(target=sample_memory, args=(proc.pid, peaks, log), daemon=True)
         sampler.start()
         reaped = False
         try:
@@ -97,12 +97,14 @@ def measured_child(cmd: list[str], log: Path) -> tuple[int, float, dict]:
                 proc.wait()
     memory = dict(peak_rss=usage.ru_maxrss / 2 ** 20, peak_anon=peaks["RssAnon"] / 2 ** 20,
                   peak_file=peaks["RssFile"] / 2 ** 20)
-    return os.waitstatus_to_exitcode(status), time.perf_counter() - t0, memory
+    return os.waitstatus_to_exitcode(status), time.perf_counter() - t0, dict(memory, peak_anon_during=peaks["at"])
 
 
-def sample_memory(pid: int, peaks: dict) -> None:
-    """The most of each of `peaks`' /proc/<pid>/status fields (kB) until the process ends."""
+def sample_memory(pid: int, peaks: dict, log: Path) -> None:
+    """The most of each of `peaks`' /proc/<pid>/status fields (kB) until the process ends, and in peaks['at']
+    the log's last line when the anonymous part peaked (the pass that holds the most)."""
     status = Path(f"/proc/{pid}/status")
+    peaks["at"] = ""
     while True:
         try:
             fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
@@ -110,9 +112,23 @@ def sample_memory(pid: int, peaks: dict) -> None:
             return
         if fields.get("State", "").strip().startswith("Z"):
             return
-        for key in peaks:
+        anon = int(fields.get("RssAnon", "0 kB").split()[0])
+        if anon > peaks["RssAnon"]:
+            peaks["at"] = last_line(log)
+        for key in ("RssAnon", "RssFile"):
             peaks[key] = max(peaks[key], int(fields.get(key, "0 kB").split()[0]))
         time.sleep(0.2)
+
+
+def last_line(log: Path) -> str:
+    """The log's last non-empty line (its last 4 kB read)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4096))
+            tail = f.read().decode(errors="replace").replace("\r", "\n").splitlines()
+    except OSError:
+        return ""
+    return next((line.strip() for line in reversed(tail) if line.strip()), "")
 
 
 def rehearse(shape: str, args, work: Path) -> dict:
@@ -133,7 +149,8 @@ def rehearse(shape: str, args, work: Path) -> dict:
         raise SystemExit(f"pruning {shape} failed:\n" + (logs / f"{shape}-prune.log").read_text()[-3000:])
     report = json.loads((out / "optprune_report.json").read_text())
     return dict(shape=shape, blocks=args.blocks, write_seconds=write_s, model_bytes=folder_bytes(model),
-                out_bytes=folder_bytes(out), prune_seconds=prune_s, **{f"{k}_gib": v for k, v in memory.items()},
+                out_bytes=folder_bytes(out), prune_seconds=prune_s, peak_anon_during=memory.pop("peak_anon_during"),
+                **{f"{k}_gib": v for k, v in memory.items()},
                 command="optprune prune --model <written> " + " ".join(cmd[cmd.index("--out") + 2:]),
                 **per_block(report, args))
 
@@ -168,9 +185,10 @@ def table(rows: list[dict], device: str, args) -> str:
         "pass solves every menu sparsity of every layer, so the projection multiplies it by the ratio.")
     lines = [f"# Scale rehearsal ({device})", "",
              f"Machine: {device}. Random bf16 weights in the real configs' shapes (vocabulary included), truncated to "
-             f"{args.blocks} blocks; the best recipe ({' '.join(RECIPE)}) with --mmap-weights on {args.nsamples} x "
-             f"{args.seqlen} C4 windows. Command: `python validation/scale_rehearsal.py "
-             f"{' '.join(sys.argv[1:])}`.{note}", "",
+             f"K blocks; the best recipe ({' '.join(RECIPE)}) with --mmap-weights on {args.nsamples} x "
+             f"{args.seqlen} C4 windows. Commands: "
+             + "; ".join(f"`python validation/scale_rehearsal.py {a}`" for a in unique(r["argv"] for r in rows))
+             + f".{note}", "",
              "Peak host RSS is the kernel's count for the prune process, pages mapped from the model's safetensors "
              "included (clean file pages the kernel drops under pressure and reads again); of it, the anonymous "
              "part (sampled every 0.2 s) is what the run must hold in RAM.", "",
@@ -183,7 +201,9 @@ def table(rows: list[dict], device: str, args) -> str:
                      f"{r['peak_anon_gib']:.2f} GiB | {r['peak_file_gib']:.2f} GiB | "
                      f"{r['peak_accel_gib']:.2f} GiB | {r['pricing_per_block']:.1f} | "
                      + " | ".join(f"{r['per_block'].get(k, 0.0):.1f}" for k in PASS_COLUMNS) + " |")
-    lines += ([""] + [args.note] if getattr(args, "note", "") else [])
+    lines += [""] + [f"Anonymous peak of {r['shape']} during: `{r.get('peak_anon_during') or '?'}`."
+                     for r in rows]
+    lines += [""] + [n for n in unique(r.get("note", "") for r in rows) if n]
     lines += ["", "**Projection** (not measured): the whole model at 128 windows from the per-block figures above "
               "(data passes x 128 / windows, solves as measured, pricing at the default menu).", "",
               "| shape | blocks | projected hours |", "|---|---|---|"]
@@ -191,6 +211,11 @@ def table(rows: list[dict], device: str, args) -> str:
         full = SHAPES[r["shape"]]["num_hidden_layers"]
         lines.append(f"| {r['shape']} | {full} | {projection(r, full) / 3600:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def unique(items) -> list:
+    """The items in their first order, each once."""
+    return list(dict.fromkeys(items))
 
 
 PASS_COLUMNS = ("forward", "grams", "solve", "dense_propagate", "reconstruct", "propagate", "io")
@@ -210,6 +235,7 @@ def main(argv=None) -> int:
     ap.add_argument("--logs", default="", help="folder for the children's logs (default: --work's temporary one)")
     ap.add_argument("--dry-run", action="store_true", help="the tiny shape, 4 x 64 windows, 2 blocks")
     ap.add_argument("--note", default="", help="a sentence on the run's conditions, printed under the table")
+    ap.add_argument("--append", action="store_true", help="keep the table's rows of other shapes or K (its .json)")
     ap.add_argument("--write", nargs=3, metavar=("SHAPE", "BLOCKS", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # a time limit stops the child too
@@ -228,12 +254,22 @@ def main(argv=None) -> int:
     slug = "dry-run" if args.dry_run else device_slug(device)
     out = Path(args.out or ROOT / "docs" / "results" / f"scale_rehearsal_{slug}.md")
     with tempfile.TemporaryDirectory(dir=args.work or None) as work:
-        rows = []
+        rows = earlier_rows(out, shapes, args) if args.append else []
         for shape in shapes:                     # the table after each shape: a run cut short keeps what it measured
-            rows.append(rehearse(shape, args, Path(work)))
+            rows.append(dict(rehearse(shape, args, Path(work)), argv=" ".join(sys.argv[1:]), note=args.note))
             print(json.dumps(rows[-1]), flush=True)
             write_table(out, rows, device, args)
     return 0
+
+
+def earlier_rows(out: Path, shapes: list[str], args) -> list[dict]:
+    """The rows of the table's .json that this run does not measure again (another shape or K)."""
+    path = out.with_suffix(".json")
+    if not path.exists():
+        return []
+    saved = json.loads(path.read_text())
+    return [dict(r, argv=r.get("argv", " ".join(saved.get("argv", []))), note=r.get("note", ""))
+            for r in saved["rows"] if (r["shape"], r["blocks"]) not in {(s, args.blocks) for s in shapes}]
 
 
 def write_table(out: Path, rows: list[dict], device: str, args) -> None:

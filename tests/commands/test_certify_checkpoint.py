@@ -8,32 +8,10 @@ from optprune.commands import main
 
 
 def wanda_script(model_dir, data_dir, out_dir, sparsity=0.5):
-    """A plain Wanda-style script, independent of optprune's pipeline: activation norms from hooks on a
-    whole-model forward, per-row pruning of the lowest |W| ||x||, save_pretrained."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A plain Wanda-style script's checkpoint (validation/plain_wanda.py, independent of optprune's pipeline)."""
+    from plain_wanda import wanda_script as plain
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    text = (data_dir / "wikitext2" / "test.raw.txt").read_text()
-    ids = tok(text, return_tensors="pt").input_ids[:, :96]
-    norms, hooks = {}, []
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n}
-    for name, lin in linears.items():
-        hooks.append(lin.register_forward_hook(
-            lambda m, i, o, name=name: norms.__setitem__(name, norms.get(name, 0) + i[0].reshape(-1, i[0].shape[-1]).pow(2).sum(0))))
-    with torch.no_grad():
-        model(ids)
-    for h in hooks:
-        h.remove()
-    with torch.no_grad():
-        for name, lin in linears.items():
-            score = lin.weight.abs() * norms[name].sqrt()[None, :]
-            k = int(lin.weight.shape[1] * sparsity)
-            idx = torch.sort(score, dim=1, stable=True).indices[:, :k]
-            lin.weight.scatter_(1, idx, 0.0)
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    return model
+    return plain(model_dir, (data_dir / "wikitext2" / "test.raw.txt").read_text(), out_dir, sparsity)
 
 
 def _certify(tiny, tmp_path, extra):
