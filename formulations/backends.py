@@ -151,8 +151,10 @@ def _run_highs(st: Statement, time_limit: float, start: np.ndarray | None, mip_r
 def solve_interruptibly(h) -> None:
     """h's solve in HiGHS's own thread, so that Ctrl-C (and SIGTERM, which the CLI turns into Ctrl-C) is raised
     here at once instead of after the time limit inside a C++ loop that never returns to Python.  The solver is
-    asked to stop (it checks between simplex and branch-and-bound steps, seconds apart on a large root LP); it is
-    given a second, then left to stop on its own in its daemon thread."""
+    asked to stop (it checks between simplex and branch-and-bound steps, seconds apart on a large root LP) and
+    given a second; one still running is kept in UNFINISHED: its C++ thread must not be destroyed while it runs,
+    or the C++ runtime aborts the process (exit -6 instead of 130), so the CLI then ends the process at once
+    (`exit_now_if_solving`)."""
     h.HandleUserInterrupt = True
     h.startSolve()
     try:
@@ -160,8 +162,24 @@ def solve_interruptibly(h) -> None:
             pass
     except KeyboardInterrupt:
         h.cancelSolve()
-        h.wait(1.0)
+        if not h.wait(1.0)[0]:
+            UNFINISHED.append(h)
         raise
+
+
+UNFINISHED: list = []       # interrupted HiGHS solves whose thread had not stopped a second later
+
+
+def exit_now_if_solving(code: int) -> None:
+    """End the process with `code` without finalising it (no C++ destructors) when an interrupted HiGHS solve is
+    still running: the only exit that neither waits for it nor aborts."""
+    import os
+    import sys
+
+    if UNFINISHED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def to_cvxpy(st: Statement):

@@ -38,6 +38,7 @@ MODELS = {   # name: optprune prune arguments (None: the dense model)
     "2:4": ["--method", "sparsegpt", "--pattern", "2:4"],
 }
 SPARSE_ZEROS = ("unstructured 50%", "2:4")
+LLAMA_CPP_FAILURES: list[str] = []      # models llama.cpp could not convert or load (the table says so)
 LLAMA_CPP_MODELS = ("dense", "structured 30% uniform", "structured 30% MILP", "structured 50% uniform",
                     "structured 50% MILP")
 
@@ -102,13 +103,19 @@ def llama_cpp_measurements(name: str, folder: str, args, machine: str) -> list[d
     rows = []
     for dtype in args.dtypes.split(","):
         outtype = {"bfloat16": "bf16", "float32": "f32", "float16": "f16"}[dtype]
-        gguf = llama_cpp_rows.to_gguf(source, outtype, work / f"{Path(source).name}-{outtype}.gguf", convert)
+        path = "llama.cpp" + (" (deci)" if "MILP" in name else "")
+        try:
+            gguf = llama_cpp_rows.to_gguf(source, outtype, work / f"{Path(source).name}-{outtype}.gguf", convert)
+        except RuntimeError as exc:                     # said in the table, the other rows still measured
+            LLAMA_CPP_FAILURES.append(f"{name} ({dtype}): {str(exc).splitlines()[-1]}")
+            continue
         run = subprocess.run([sys.executable, __file__, "--llama-child", str(gguf), json.dumps(vars(args))],
                              capture_output=True, text=True, cwd=ROOT)
         if run.returncode:
-            raise SystemExit(f"llama.cpp on {gguf} failed:\n{run.stderr[-3000:]}")
-        rows.append(dict(json.loads(run.stdout.strip().splitlines()[-1]), model=name, dtype=dtype,
-                         path="llama.cpp" + (" (deci)" if "MILP" in name else ""), machine=machine))
+            LLAMA_CPP_FAILURES.append(f"{name} ({dtype}): {(run.stderr.strip().splitlines() or ['?'])[-1]}")
+            continue
+        rows.append(dict(json.loads(run.stdout.strip().splitlines()[-1]), model=name, dtype=dtype, path=path,
+                         machine=machine))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -176,7 +183,8 @@ def llama_cpp_note(args) -> str:
             "(CMAKE_ARGS=-DGGML_NATIVE=ON); each model converted by its convert_hf_to_gguf.py to a GGUF of the "
             "row's dtype; a model of unequal block widths rewritten as llama.cpp's `deci` architecture (per-layer "
             "feed-forward widths and KV heads); batch 8 not measured (the Python API decodes one sequence); weights "
-            "= the GGUF's bytes (token embeddings and head both stored).")
+            "= the GGUF's bytes (token embeddings and head both stored)."
+            + ("".join(f" Failed: {f}." for f in LLAMA_CPP_FAILURES)))
 
 
 def table(rows: list[dict], args) -> str:
@@ -232,8 +240,13 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "inference_speed.md"))
     ap.add_argument("--llama-convert", default="", help="llama.cpp's convert_hf_to_gguf.py (default: "
                     "$LLAMA_CPP_CONVERT); without it, or without llama-cpp-python, no llama.cpp rows")
+    ap.add_argument("--skip", default="", help="models of the table not to measure (comma-separated names)")
     ap.add_argument("--dry-run", action="store_true", help="a folder model (--model), 2 models, tiny sizes")
     args = ap.parse_args()
+    for name in filter(None, args.skip.split(",")):
+        if name not in MODELS:
+            raise SystemExit(f"--skip {name!r}: not a model of the table ({', '.join(MODELS)})")
+        MODELS.pop(name)
     if args.dry_run:
         args.nsamples, args.seqlen, args.prefill, args.decode, args.repeats, args.eval_windows = 2, 32, 32, 4, 1, 1
         for name in [n for n in MODELS if n not in ("dense", "unstructured 50%")]:
@@ -249,13 +262,17 @@ def main() -> int:
                                  machine=machine_name()))
                 print(json.dumps(rows[-1]), flush=True)
         rows += llama_cpp_measurements(name, folder, args, machine_name())
+        write(rows, args)                     # after each model: a run cut short keeps what it measured
+    return 0
+
+
+def write(rows: list[dict], args) -> None:
     same_weights_perplexity(rows)
     out = Path(args.out)
     out.write_text(table(rows, args))
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
     plot(rows, out.with_suffix(".png"))
-    print(f"wrote {out}")
-    return 0
+    print(f"wrote {out}", flush=True)
 
 
 if __name__ == "__main__":

@@ -198,6 +198,8 @@ def main(argv=None) -> int:
             return args.func(args)
     except KeyboardInterrupt:
         print(f"optprune: interrupted: {INTERRUPTED.get(args.command, 'nothing was written')}", file=sys.stderr)
+        if "formulations.backends" in sys.modules and argv is None:    # the process itself, not a caller's main()
+            sys.modules["formulations.backends"].exit_now_if_solving(130)
         return 130
     except (ValueError, FileNotFoundError) as exc:
         print(f"optprune: error: {exc}", file=sys.stderr)
