@@ -22,7 +22,7 @@ from pathlib import Path
 from dense_checkpoint import dense_folder
 from plain_wanda import wanda_script
 
-from optprune.commands.certify_model import gap_text
+from optprune.compare import ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN = "plain Wanda-style script"
@@ -78,9 +78,9 @@ def table(rows: list[dict], args) -> str:
              + " | ".join(kinds) + " | certify seconds |", "|---" * (6 + len(kinds)) + "|"]
     for r in rows:
         o = r["overall"]
-        lines.append(f"| {r['name']} | {gap_text(o['gap'])} | {gap_text(o['median_layer_gap'])} | "
-                     f"{gap_text(o['worst_layer_gap'])} ({r['worst_layer']}) | {r['rows_within_1_5']:.1%} | "
-                     + " | ".join(gap_text(r['per_kind'][k]['gap']) for k in kinds) + f" | {r['seconds']:.0f} |")
+        lines.append(f"| {r['name']} | {ratio(o['gap'])} | {ratio(o['median_layer_gap'])} | "
+                     f"{ratio(o['worst_layer_gap'])} ({r['worst_layer']}) | {r['rows_within_1_5']:.1%} | "
+                     + " | ".join(ratio(r['per_kind'][k]['gap']) for k in kinds) + f" | {r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compare import GAP_BINS, row_gap_histogram
+from ..compare import GAP_BINS, ratio, row_gap_histogram
 from ..exact.bounds import certifies, prove
 from ..patterns import Pattern, PatternError
 from ..problem import LayerProblem
@@ -106,10 +106,6 @@ def model_summary(layers: list[dict]) -> dict:
                 rows_by_gap=histogram, seconds=sum(r.get("seconds", 0.0) for r in done))
 
 
-def gap_text(gap: float) -> str:
-    return "-" if gap != gap else f"{gap:.4g}"
-
-
 def markdown(layers: list[dict], summary: dict, header: str) -> str:
     """The per-layer table, the per-kind and overall figures, and the model's row-gap histogram."""
     bins = list(summary["rows_by_gap"]) or [f"<{GAP_BINS[1]:g}"]
@@ -121,13 +117,13 @@ def markdown(layers: list[dict], summary: dict, header: str) -> str:
             continue
         counts = " / ".join(str(r["rows"].get(b, 0)) for b in bins) if r["rows"] else "-"
         lines.append(f"| {r['layer']} | {r['sparsity']:.3f} | {r['error']:.6g} | {r['bound']:.6g} | "
-                     f"{gap_text(r['gap'])} | {r['error_weights']:.6g} | {r['bound_kind']} | {counts} | "
+                     f"{ratio(r['gap'])} | {r['error_weights']:.6g} | {r['bound_kind']} | {counts} | "
                      f"{r['seconds']:.1f} |")
     lines += ["", "| layers | count | sum of errors | sum of bounds | model gap | median layer gap | worst layer gap |",
               "|---|---|---|---|---|---|---|"]
     for name, f in [*summary["per_kind"].items(), ("all", summary["overall"])]:
-        lines.append(f"| {name} | {f['layers']} | {f['error']:.6g} | {f['bound']:.6g} | {gap_text(f['gap'])} | "
-                     f"{gap_text(f['median_layer_gap'])} | {gap_text(f['worst_layer_gap'])} |")
+        lines.append(f"| {name} | {f['layers']} | {f['error']:.6g} | {f['bound']:.6g} | {ratio(f['gap'])} | "
+                     f"{ratio(f['median_layer_gap'])} | {ratio(f['worst_layer_gap'])} |")
     hist = summary["rows_by_gap"]
     if hist:
         lines += ["", "Rows of the model by gap (error_i / bound_i): "
