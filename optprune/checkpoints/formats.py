@@ -129,7 +129,7 @@ def save_checkpoint(net, tok, out: Path, adapter, save_format: str = "plain", st
     compressed the measured global sparsity and the bytes of the target weights dense and as stored."""
     check_save_format(save_format)
     out = Path(out)
-    net.save_pretrained(str(out), safe_serialization=True)
+    save_for_generation(net, out)
     tok.save_pretrained(str(out))
     weights = target_weights(net, adapter)
     fmt = DENSE if save_format == "plain" or structured else choose_format(save_format, weights)
@@ -152,6 +152,30 @@ def save_checkpoint(net, tok, out: Path, adapter, save_format: str = "plain", st
     return dict(format=fmt, loader="optprune", why=COMPRESSED_WHY, global_sparsity=meta["sparsity_config"]["global_sparsity"],
                 sparsity_structure=meta["sparsity_config"]["sparsity_structure"],
                 dense_bytes=stored_bytes(DENSE, weights), stored_bytes=stored_bytes(fmt, weights))
+
+
+def save_for_generation(net, out: Path) -> None:
+    """save_pretrained with the KV cache on in config.json and generation_config.json (the engine turns it off
+    while pruning; a checkpoint saved that way decodes without a cache, several times slower)."""
+    use_cache = net.config.use_cache
+    net.config.use_cache = True
+    net.generation_config.use_cache = True
+    try:
+        net.save_pretrained(str(out), safe_serialization=True)
+    finally:
+        net.config.use_cache = use_cache
+
+
+def with_saved_generation_config(net, path: str | Path):
+    """The folder's generation_config.json on a model built from its config (from_config reads only config.json,
+    whose use_cache an older optprune wrote as false); the cache on where the folder says nothing."""
+    from transformers import GenerationConfig
+
+    if Path(path, "generation_config.json").is_file():
+        net.generation_config = GenerationConfig.from_pretrained(str(path))
+    else:
+        net.generation_config.use_cache = True
+    return net
 
 
 def _compress_files(out: Path, fmt: str, targets: set[str]) -> None:
@@ -213,7 +237,7 @@ def load_sparse_checkpoint(path: str | Path, config, dtype: torch.dtype):
         state[prefix + ".weight"] = decompress_weight({p: tensors[f"{prefix}.{p}"] for p in PARTS[fmt]})
     net = AutoModelForCausalLM.from_config(clean, dtype=dtype)
     load_every_weight(net, state, clean, f"{path}: the {fmt} checkpoint does not fit its config")
-    return net
+    return with_saved_generation_config(net, path)
 
 
 def saved_tensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -247,4 +271,4 @@ def load_block_widths_checkpoint(path: str | Path, config, dtype: torch.dtype):
     net = AutoModelForCausalLM.from_config(config, dtype=dtype)
     shrink_to_widths(net, adapter_for(net), config.optprune_block_widths)
     load_every_weight(net, saved_tensors(path), config, f"{path}: the checkpoint does not fit its block widths")
-    return net
+    return with_saved_generation_config(net, path)

@@ -43,6 +43,7 @@ def _unequal_checkpoint(family: str, out) -> None:
     from optprune.config import PruneConfig
 
     net = tiny_model(family)
+    net.config.use_cache = False                        # as load_model leaves a model it loads for pruning
     config = PruneConfig(method="wanda", pattern="structured", sparsity=0.3, allocation="milp", dtype="float32",
                          device="cpu", nsamples=4, seqlen=24)
     run_pruning(net, windows(4, 24), config, adapter_for(net))
@@ -77,3 +78,29 @@ def test_without_trust_remote_code_transformers_refuses_rather_than_guessing(tmp
     _unequal_checkpoint("llama", tmp_path / "llama")
     with pytest.raises(Exception, match="mismatched_sizes|size mismatch"):
         AutoModelForCausalLM.from_pretrained(str(tmp_path / "llama"))
+
+
+def _step_lengths(net, ids) -> list[int]:
+    """Tokens the model reads at each step of a greedy generate: [prompt, 1, 1] with a KV cache, growing without."""
+    seen = []
+    hook = net.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[1]))
+    with torch.no_grad():
+        net.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    hook.remove()
+    return seen
+
+
+def test_a_saved_checkpoint_decodes_with_its_kv_cache_through_every_loader(tmp_path):
+    """The engine prunes with use_cache off; the checkpoint must not keep it off (decode ran 2.5x slower)."""
+    from transformers import AutoModelForCausalLM
+
+    from optprune.checkpoints.formats import load_block_widths_checkpoint
+    from optprune.checkpoints.model_io import checkpoint_config
+
+    _unequal_checkpoint("llama", tmp_path / "llama")
+    assert json.loads((tmp_path / "llama" / "config.json").read_text())["use_cache"] is True
+    ids = torch.load(tmp_path / "llama" / "ids.pt")
+    folder = tmp_path / "llama"
+    for net in (load_block_widths_checkpoint(folder, checkpoint_config(str(folder)), torch.float32).eval(),
+                AutoModelForCausalLM.from_pretrained(str(tmp_path / "llama"), trust_remote_code=True).eval()):
+        assert _step_lengths(net, ids) == [ids.shape[1], 1, 1], type(net).__name__
