@@ -28,7 +28,7 @@ from ..problem import LayerProblem
 from ..progress import BlockProgress, clock
 
 MODEL_BOUNDS = ("qcr", "box")
-DIAGONAL_SECONDS = 10.0     # the SDP diagonal's barrier method: on SmolLM2's Grams 5 s gave the bound 120 s gave
+DIAGONAL_SECONDS = 5.0      # the SDP diagonal's barrier method: on SmolLM2's Grams 5 s gave the bound 120 s gave
 
 
 def shared_diagonals(problems: dict, todo) -> dict[str, tuple[np.ndarray | None, float]]:

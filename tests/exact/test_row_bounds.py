@@ -157,3 +157,27 @@ def test_full_row_bounds_asked_for_a_pattern_they_cannot_bound_say_so():
     cmp = compare(prob, pat, {"wanda": prune_layer(prob, pat, "wanda")}, window_size=4, full_row_bounds=True)
     assert cmp.qcr_bound != cmp.qcr_bound and "entrywise" in cmp.full_row_note
     assert "Full-row bounds not computed" in cmp.to_markdown()
+
+
+@pytest.mark.parametrize("spec,sparsity", [("per-row", 0.5), ("2:4", None), ("unstructured", 0.6), ("per-row", 0.1)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_projection_is_the_weighted_projection_in_either_working_dtype(spec, sparsity, dtype):
+    """project_keep (30 bisection steps and the exact threshold) equals an independent 200-step bisection of
+    sum clip(y - tau / p, 0, 1) = keep, on points inside, across and far outside the box, in float64 and in the
+    float32 the QCR iterates run in."""
+    pat = Pattern.parse(spec, default=sparsity)
+    g = torch.Generator().manual_seed(3)
+    Y = (3 * torch.randn(6, 16, generator=g, dtype=torch.float64)).to(dtype)
+    metric = (0.1 + torch.rand(6, 16, generator=g, dtype=torch.float64)).to(dtype)
+    M = project_keep(Y, pat, metric)
+    U, P = pat.to_units(Y.double())[..., 0], pat.to_units(metric.double())[..., 0]
+    keep = U.shape[-1] - pat.pruned_per_group(*Y.shape)
+    lo, hi = torch.zeros_like(U[..., :1]), (U * P).abs().max(-1, keepdim=True).values + 1
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        over = (U - mid / P).clamp(0, 1).sum(-1, keepdim=True) > keep
+        lo, hi = torch.where(over, mid, lo), torch.where(over, hi, mid)
+    expected = pat.from_units((U - hi / P).clamp(0, 1)[..., None], *Y.shape)
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    assert torch.allclose(M.double(), expected, atol=tol), (M - expected).abs().max()
+    assert (pat.to_units(M.double())[..., 0].sum(-1) <= keep + 100 * tol).all()
