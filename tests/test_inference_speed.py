@@ -32,9 +32,10 @@ def test_an_unequal_width_gguf_is_rewritten_for_llama_cpps_deci_architecture(tmp
     import llama_cpp_rows          # validation/ is on the path (conftest)
 
     shapes = {"model.layers.0.mlp.up_proj": [16, 8], "model.layers.1.mlp.up_proj": [12, 8],
-              "model.layers.0.self_attn.k_proj": [8, 8], "model.layers.1.self_attn.k_proj": [4, 8]}
+              "model.layers.0.self_attn.k_proj": [8, 8], "model.layers.1.self_attn.k_proj": [4, 8],
+              "model.layers.0.self_attn.q_proj": [16, 8], "model.layers.1.self_attn.q_proj": [8, 8]}
     widths = llama_cpp_rows.per_layer_widths(shapes, 2)
-    assert widths == dict(ff=[16, 12], kv_rows=[8, 4])
+    assert widths == dict(ff=[16, 12], q_rows=[16, 8], kv_rows=[8, 4])
     src, dest = tmp_path / "llama.gguf", tmp_path / "deci.gguf"
     w = gguf.GGUFWriter(str(src), "llama")
     w.add_block_count(2), w.add_embedding_length(8), w.add_feed_forward_length(16)
@@ -49,6 +50,7 @@ def test_an_unequal_width_gguf_is_rewritten_for_llama_cpps_deci_architecture(tmp
     fields = {f.name: f.contents() for f in r.fields.values() if not f.name.startswith("GGUF.")}
     assert fields["general.architecture"] == "deci" and not any(k.startswith("llama.") for k in fields)
     assert fields["deci.feed_forward_length"] == [16, 12] and fields["deci.attention.head_count_kv"] == [2, 1]
+    assert fields["deci.attention.head_count"] == [4, 2]        # query heads per layer: q rows / head_dim 4
     assert fields["deci.block_count"] == 2 and fields["tokenizer.ggml.tokens"] == ["a", "b"]
     assert {t.name: np.array(t.data).reshape(tensors[t.name].shape).tolist() for t in r.tensors} == \
         {k: v.tolist() for k, v in tensors.items()}

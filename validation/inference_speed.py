@@ -38,6 +38,7 @@ MODELS = {   # name: optprune prune arguments (None: the dense model)
     "2:4": ["--method", "sparsegpt", "--pattern", "2:4"],
 }
 SPARSE_ZEROS = ("unstructured 50%", "2:4")
+CSR_DTYPES = ("float32",)    # torch's CPU CSR matmul (MKL) has no bfloat16 kernel: "addmm_out_sparse_csr_impl_mkl"
 LLAMA_CPP_FAILURES: list[str] = []      # models llama.cpp could not convert or load (the table says so)
 LLAMA_CPP_MODELS = ("dense", "structured 30% uniform", "structured 30% MILP", "structured 50% uniform",
                     "structured 50% MILP")
@@ -73,7 +74,7 @@ def child(folder: str, dtype: str, args: dict, sparse: bool) -> dict:
     from optprune.config import resolve_dtype
 
     torch.manual_seed(0)
-    net, tok = optprune.load_pretrained(folder, dtype=resolve_dtype(dtype))
+    net, tok = load_as_a_user_would(folder, resolve_dtype(dtype))
     net.config.use_cache = True
     if sparse:
         to_sparse_linears(net)
@@ -91,6 +92,19 @@ def child(folder: str, dtype: str, args: dict, sparse: bool) -> dict:
         out["ppl"] = optprune.evaluate(net, tok, seqlen=args["seqlen"], max_windows=args["eval_windows"],
                                        device="cpu")["ppl"]
     return out
+
+
+def load_as_a_user_would(folder: str, dtype):
+    """transformers' from_pretrained (with trust_remote_code for blocks of unequal widths: the modeling file
+    optprune writes beside them); the embedded dense model through optprune's GGUF loader."""
+    import optprune
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not folder:
+        return optprune.load_pretrained(folder, dtype=dtype)
+    remote = "auto_map" in json.loads(Path(folder, "config.json").read_text())
+    net = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=remote).eval()
+    return net, AutoTokenizer.from_pretrained(folder)
 
 
 def llama_cpp_measurements(name: str, folder: str, args, machine: str) -> list[dict]:
@@ -173,6 +187,13 @@ def to_sparse_linears(net) -> None:
             setattr(block.get_submodule(parent) if parent else block, child_name, CSRLinear(lin))
 
 
+SPARSE_NOTE = ("Zeros into speed: torch's sparse CSR matmul is the one CPU path in torch that skips zeros; it runs in "
+               "float32 only (no bfloat16 kernel on CPU: \"addmm_out_sparse_csr_impl_mkl\" not implemented for "
+               "'BFloat16'), so bfloat16 has no sparse row.  2:4 semi-structured kernels "
+               "(torch.sparse.to_sparse_semi_structured) exist on CUDA only: on this CPU a 2:4 model runs as a "
+               "dense one.")
+
+
 def llama_cpp_note(args) -> str:
     """The table's line on llama.cpp: how its rows were made, or why there are none."""
     missing = llama_cpp_rows.llama_cpp_missing()
@@ -193,14 +214,16 @@ def table(rows: list[dict], args) -> str:
              f"{' '.join(sys.argv[1:])}`. Prefill: one forward of 1 x {args.prefill} tokens; decode: {args.decode} "
              f"new tokens after a 16-token prompt, KV cache, greedy; best of {args.repeats}. Perplexity: WikiText-2, "
              f"first {args.eval_windows} windows of {args.seqlen}, measured once per model (bf16, dense matmul) and "
-             f"shown on each of its rows (the same weights). Peak RSS: the measuring process's.", "",
+             f"shown on each of its rows (the same weights). Peak RSS: the measuring process's. Each model loaded as a "
+             "user would: `AutoModelForCausalLM.from_pretrained(out)`, with `trust_remote_code=True` for the MILP "
+             "widths (the modeling file optprune writes beside them).", "",
              "| model | dtype | path | prefill tok/s | decode tok/s b=1 | decode tok/s b=8 | peak RSS | weights | ppl |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['dtype']} | {r['path']} | {r['prefill_tok_s']:.0f} | "
                      f"{r['decode_b1_tok_s']:.1f} | {r.get('decode_b8_tok_s', float('nan')):.1f} | {r['peak_rss_gib']:.2f} GiB | "
                      f"{r['weight_bytes'] / 2 ** 20:.0f} MB | {r.get('ppl', float('nan')):.2f} |")
-    return "\n".join(lines + ["", llama_cpp_note(args)]) + "\n"
+    return "\n".join(lines + ["", SPARSE_NOTE, "", llama_cpp_note(args)]) + "\n"
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -256,7 +279,7 @@ def main() -> int:
     for name in MODELS:
         folder = pruned_folder(name, args, Path(args.work))
         for i, dtype in enumerate(args.dtypes.split(",")):
-            for sparse in ([False, True] if name in SPARSE_ZEROS else [False]):
+            for sparse in ([False, True] if name in SPARSE_ZEROS and dtype in CSR_DTYPES else [False]):
                 r = measure(folder, dtype, args, sparse, ppl=i == 0 and not sparse)
                 rows.append(dict(r, model=name, dtype=dtype, path="sparse CSR" if sparse else "dense matmul",
                                  machine=machine_name()))

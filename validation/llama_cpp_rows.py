@@ -41,8 +41,10 @@ def to_gguf(folder: str, outtype: str, dest: Path, convert: Path) -> Path:
     widths = config.get("optprune_linear_shapes")
     plain = dest.with_suffix(".llama.gguf") if widths else dest
     env = dict(os.environ, PYTHONPATH=str(convert.parent / "gguf-py"))
-    run = subprocess.run([sys.executable, str(convert), folder, "--outtype", outtype, "--outfile", str(plain)],
-                         capture_output=True, text=True, env=env)
+    argv = [folder, "--outtype", outtype, "--outfile", str(plain)]
+    command = ([sys.executable, "-c", per_head_converter(convert, config), *argv] if widths
+               else [sys.executable, str(convert), *argv])
+    run = subprocess.run(command, capture_output=True, text=True, env=env)
     if run.returncode:
         raise RuntimeError(f"llama.cpp's converter failed on {folder}:\n{run.stderr[-2000:]}")
     if widths:
@@ -51,17 +53,36 @@ def to_gguf(folder: str, outtype: str, dest: Path, convert: Path) -> Path:
     return dest
 
 
+def per_head_converter(convert: Path, config: dict) -> str:
+    """llama.cpp's converter with its rotary q/k permutation taken head by head: its own reshapes by the config's
+    head counts, which a block with fewer heads (or KV heads) than the config's does not have.  The same
+    permutation (each head's rows [x0 .. x_{d/2-1}, y0 ..] interleaved) for a block of the config's widths."""
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return f"""
+import runpy, sys
+sys.path.insert(0, {str(convert.parent)!r})
+from conversion.llama import LlamaModel
+
+def per_head(weights, n_head, n_head_kv):
+    heads = weights.shape[0] // {head_dim}
+    return weights.reshape(heads, 2, {head_dim} // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
+
+LlamaModel.permute = staticmethod(per_head)
+sys.argv = [{str(convert)!r}, *sys.argv[1:]]
+runpy.run_path({str(convert)!r}, run_name="__main__")
+"""
+
+
 def per_layer_widths(shapes: dict[str, list[int]], layers: int) -> dict[str, list[int]]:
-    """Each block's feed-forward width (up_proj's rows) and KV heads (k_proj's rows / head_dim) from the
-    checkpoint's `optprune_linear_shapes` (module name -> [out, in])."""
-    ff, kv = [0] * layers, [0] * layers
+    """Each block's feed-forward width (up_proj's rows), query and KV rows (q_proj's and k_proj's rows; heads =
+    rows / head_dim) from the checkpoint's `optprune_linear_shapes` (module name -> [out, in])."""
+    ff, q, kv = [0] * layers, [0] * layers, [0] * layers
     for name, (rows, _) in shapes.items():
         block = int(name.split("layers.")[1].split(".")[0])
-        if name.endswith("mlp.up_proj"):
-            ff[block] = rows
-        elif name.endswith("self_attn.k_proj"):
-            kv[block] = rows
-    return dict(ff=ff, kv_rows=kv)
+        for suffix, widths in (("mlp.up_proj", ff), ("self_attn.q_proj", q), ("self_attn.k_proj", kv)):
+            if name.endswith(suffix):
+                widths[block] = rows
+    return dict(ff=ff, q_rows=q, kv_rows=kv)
 
 
 def as_deci(src: Path, dest: Path, widths: dict[str, list[int]], env: dict) -> None:
@@ -89,7 +110,7 @@ for f in r.fields.values():
         w.add_key_value(name, value, vtype)
 w.add_array("deci.feed_forward_length", widths["ff"])
 w.add_array("deci.attention.head_count_kv", [k // head_dim for k in widths["kv_rows"]])
-w.add_array("deci.attention.head_count", [heads] * len(widths["ff"]))
+w.add_array("deci.attention.head_count", [q // head_dim for q in widths["q_rows"]])
 for t in r.tensors:
     w.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, raw_dtype=t.tensor_type)
 w.write_header_to_file(); w.write_kv_data_to_file(); w.write_ti_data_to_file()

@@ -251,15 +251,29 @@ def main(argv=None) -> int:
     if unknown or args.blocks < 1:
         raise SystemExit(f"--shapes from {', '.join(SHAPES)}; --blocks >= 1 (got {unknown or args.blocks})")
     device = machine_name() if resolve_device(args.device).type == "cpu" else torch_device_name()
-    slug = "dry-run" if args.dry_run else device_slug(device)
+    slug = "dry-run" if args.dry_run else "cpu" if resolve_device(args.device).type == "cpu" else device_slug(device)
     out = Path(args.out or ROOT / "docs" / "results" / f"scale_rehearsal_{slug}.md")
     with tempfile.TemporaryDirectory(dir=args.work or None) as work:
         rows = earlier_rows(out, shapes, args) if args.append else []
         for shape in shapes:                     # the table after each shape: a run cut short keeps what it measured
-            rows.append(dict(rehearse(shape, args, Path(work)), argv=" ".join(sys.argv[1:]), note=args.note))
+            rows.append(dict(rehearse(shape, args, Path(work)), argv=shown_argv(sys.argv[1:]), note=args.note))
             print(json.dumps(rows[-1]), flush=True)
             write_table(out, rows, device, args)
     return 0
+
+
+def shown_argv(argv: list[str]) -> str:
+    """The command as the table shows it: without --note's sentence (printed under the table) and without the
+    scratch folders (--work, --logs), which change nothing measured."""
+    shown, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--note", "--work", "--logs"):
+            skip = True
+        elif not a.startswith(("--note=", "--work=", "--logs=")):
+            shown.append(a)
+    return " ".join(shown)
 
 
 def earlier_rows(out: Path, shapes: list[str], args) -> list[dict]:
