@@ -8,7 +8,7 @@ layer gap, the share of rows within 1.5x of their bound, the gap per kind of lay
 Writes docs/results/certify_model_<model>.md (+ .json).
 
 Usage: python validation/certify_model_table.py [--methods sparsegpt,wanda,sparseswaps] [--nsamples 128]
-       [--dry-run]   (a tiny model folder given with --model, 2 windows of 32 tokens)
+       [--no-plain] [--dry-run]   (a tiny model folder given with --model, 2 windows of 32 tokens)
 """
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ def checkpoints(args, work: Path, dense: str) -> dict[str, str]:
         run(["prune", "--method", method, "--pattern", args.pattern, "--sparsity", str(args.sparsity), "--out",
              str(folder), "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen), "--model", dense])
         out[f"optprune {method}"] = str(folder)
+    if args.no_plain:
+        return out
     if not (work / "plain" / "config.json").exists():
         text = (ROOT / "optprune" / "corpora" / "wikitext2-test.raw.txt.gz")
         import gzip
@@ -94,6 +96,7 @@ def main() -> int:
     ap.add_argument("--seqlen", type=int, default=2048)
     ap.add_argument("--bound-iters", type=int, default=300)
     ap.add_argument("--plain-tokens", type=int, default=2048, help="the plain script's calibration tokens")
+    ap.add_argument("--no-plain", action="store_true", help="leave the plain script's checkpoint out")
     ap.add_argument("--work", default=str(ROOT / "runs" / "certify_model"))
     ap.add_argument("--out", default="")
     ap.add_argument("--dry-run", action="store_true", help="a tiny --model folder, 2 windows of 32 tokens")

@@ -28,12 +28,13 @@ import llama_cpp_rows
 from dense_checkpoint import dense_folder
 
 ROOT = Path(__file__).resolve().parents[1]
+MILP = ["--allocation", "milp", "--allocation-step", "0.05"]   # a menu of 9 widths per layer: pricing in half the time
 MODELS = {   # name: optprune prune arguments (None: the dense model)
     "dense": None,
     "structured 30% uniform": ["--method", "spap", "--pattern", "structured", "--sparsity", "0.3"],
-    "structured 30% MILP": ["--method", "spap", "--pattern", "structured", "--sparsity", "0.3", "--allocation", "milp"],
+    "structured 30% MILP": ["--method", "spap", "--pattern", "structured", "--sparsity", "0.3", *MILP],
     "structured 50% uniform": ["--method", "spap", "--pattern", "structured", "--sparsity", "0.5"],
-    "structured 50% MILP": ["--method", "spap", "--pattern", "structured", "--sparsity", "0.5", "--allocation", "milp"],
+    "structured 50% MILP": ["--method", "spap", "--pattern", "structured", "--sparsity", "0.5", *MILP],
     "unstructured 50%": ["--method", "sparsegpt", "--pattern", "unstructured", "--sparsity", "0.5"],
     "2:4": ["--method", "sparsegpt", "--pattern", "2:4"],
 }
@@ -216,7 +217,9 @@ def table(rows: list[dict], args) -> str:
              f"first {args.eval_windows} windows of {args.seqlen}, measured once per model (bf16, dense matmul) and "
              f"shown on each of its rows (the same weights). Peak RSS: the measuring process's. Each model loaded as a "
              "user would: `AutoModelForCausalLM.from_pretrained(out)`, with `trust_remote_code=True` for the MILP "
-             "widths (the modeling file optprune writes beside them).", "",
+             "widths (the modeling file optprune writes beside them). The models: "
+             + "; ".join(f"{n}: `optprune prune {' '.join(a)}`" for n, a in MODELS.items() if a)
+             + f", each with `--nsamples {args.nsamples} --seqlen {args.seqlen}`.", "",
              "| model | dtype | path | prefill tok/s | decode tok/s b=1 | decode tok/s b=8 | peak RSS | weights | ppl |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
