@@ -224,9 +224,14 @@ def table(rows: list[dict], args) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['dtype']} | {r['path']} | {r['prefill_tok_s']:.0f} | "
-                     f"{r['decode_b1_tok_s']:.1f} | {r.get('decode_b8_tok_s', float('nan')):.1f} | {r['peak_rss_gib']:.2f} GiB | "
+                     f"{r['decode_b1_tok_s']:.1f} | {tok_s(r.get('decode_b8_tok_s'))} | {r['peak_rss_gib']:.2f} GiB | "
                      f"{r['weight_bytes'] / 2 ** 20:.0f} MB | {r.get('ppl', float('nan')):.2f} |")
     return "\n".join(lines + ["", SPARSE_NOTE, "", llama_cpp_note(args)]) + "\n"
+
+
+def tok_s(value) -> str:
+    """A rate to one decimal, '-' where it was not measured."""
+    return "-" if value is None else f"{value:.1f}"
 
 
 def plot(rows: list[dict], path: Path) -> None:
