@@ -12,8 +12,11 @@ here, so a model is never refused because cvxpy's or Pyomo's HiGHS started the s
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from itertools import product
 
@@ -150,33 +153,47 @@ def _run_highs(st: Statement, time_limit: float, start: np.ndarray | None, mip_r
 
 def solve_interruptibly(h) -> None:
     """h's solve in HiGHS's own thread, so that Ctrl-C (and SIGTERM, which the CLI turns into Ctrl-C) is raised
-    here at once instead of after the time limit inside a C++ loop that never returns to Python.  The solver is
-    asked to stop (it checks between simplex and branch-and-bound steps, seconds apart on a large root LP) and
-    given a second; one still running is kept in UNFINISHED: its C++ thread must not be destroyed while it runs,
-    or the C++ runtime aborts the process (exit -6 instead of 130), so the CLI then ends the process at once
-    (`exit_now_if_solving`)."""
+    here at once instead of after the time limit inside a C++ loop that never returns to Python.  The solver
+    thread is started with SIGINT and SIGTERM blocked, so that it and the worker threads HiGHS starts from it
+    never take a signal meant for the process.  On an interrupt the solver is asked to stop (it checks between
+    simplex and branch-and-bound steps, seconds apart on a large root LP) and given a second; the solve is then
+    kept in INTERRUPTED: a C++ thread still running must not be destroyed, or the C++ runtime aborts the process
+    (exit -6 instead of 130), and the runtime's teardown after a cancelled solve is not to be trusted either, so
+    the CLI ends the process at once (`exit_now_if_solving`)."""
     h.HandleUserInterrupt = True
-    h.startSolve()
     try:
+        with _signals_blocked():
+            h.startSolve()
         while not h.wait(0.1)[0]:
             pass
     except KeyboardInterrupt:
+        INTERRUPTED.append(h)
         h.cancelSolve()
-        if not h.wait(1.0)[0]:
-            UNFINISHED.append(h)
+        h.wait(1.0)
         raise
 
 
-UNFINISHED: list = []       # interrupted HiGHS solves whose thread had not stopped a second later
+@contextlib.contextmanager
+def _signals_blocked():
+    """SIGINT and SIGTERM held back from the calling thread (and from the threads it starts) inside the block;
+    one that arrives meanwhile is delivered when the block ends.  A no-op off the main thread or off POSIX."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+INTERRUPTED: list = []      # HiGHS solves cancelled by an interrupt (some may still be running)
 
 
 def exit_now_if_solving(code: int) -> None:
-    """End the process with `code` without finalising it (no C++ destructors) when an interrupted HiGHS solve is
-    still running: the only exit that neither waits for it nor aborts."""
-    import os
-    import sys
-
-    if UNFINISHED:
+    """End the process with `code` without finalising it (no C++ destructors) when a HiGHS solve was
+    interrupted: the only exit that neither waits for a solve still running nor aborts in its teardown."""
+    if INTERRUPTED:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -147,3 +147,22 @@ def test_spap_runs_the_penalty_method_it_states():
     prob = random_problem(4, 12, seed=6)
     res = prune_layer(prob, Pattern("structured", 0.5), "spap", steps=6)
     assert len(res.history) == 6 and all(np.isfinite(res.history))
+
+
+def test_a_highs_solve_runs_in_a_thread_that_never_takes_the_process_signals(block):
+    """`solve_interruptibly` starts HiGHS's thread with SIGINT and SIGTERM blocked (a signal is handled by the
+    main thread only) and leaves the caller's mask as it was."""
+    import signal
+    import threading
+
+    st = mask.mask_milp(block.qp)
+    h = backends.quiet_highs()
+    h.setOptionValue("presolve", "off")
+    h.passModel(backends._highs_lp(st))
+    seen = []
+    h.cbMipInterrupt += lambda e: seen.append((threading.get_ident(), signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    backends.solve_interruptibly(h)
+    assert h.modelStatusToString(h.getModelStatus()) == "Optimal" and seen
+    assert all(ident != threading.get_ident() and {signal.SIGINT, signal.SIGTERM} <= mask_ for ident, mask_ in seen)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before and signal.SIGINT not in before
