@@ -125,7 +125,8 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
     engine = Engine(net, adapter, device, config.batch, offload=config.offload,
                     max_memory=parse_memory(config.max_memory), mmap_weights=config.mmap_weights,
                     dense_target=config.target == "dense", sequential=config.runs_sequential(),
-                    reconstruct=reconstruction_for(config, adapter, say))
+                    reconstruct=reconstruction_for(config, adapter, say),
+                    dense_windows=0 if config.target == "dense" else config.reconstruct_windows)
     with eval_mode(net):                 # no dropout in the pricing pass or the calibration passes
         if config.allocation != "uniform":
             allocation = state.remember("allocation.json", lambda: allocate(

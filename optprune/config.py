@@ -103,6 +103,12 @@ class ObjectiveSpec(Spec):
                                          "an epoch that does not help",
                                          check=lambda v: None if 0 <= v < 1 else "must lie in [0, 1)",
                                          applies=lambda c: c.reconstruct != "none")
+    reconstruct_windows: int = setting(0, "block reconstruction: fit on the first this many calibration windows "
+                                       "(a random draw; 0: all); the layers' solves use every window",
+                                       check=at_least(0), applies=lambda c: c.reconstruct != "none")
+    reconstruct_autocast: bool = setting(False, "block reconstruction: forward and backward passes under bf16 "
+                                         "autocast (float32 master weights and Adam state)",
+                                         applies=lambda c: c.reconstruct != "none")
 
     def runs_sequential(self) -> bool:
         """Within-block sequential: asked for, or implied by the dense target (a layer fitted to the dense

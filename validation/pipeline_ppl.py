@@ -9,7 +9,8 @@ interrupted mid-way resumes at its first unfinished block).
 Usage: python validation/pipeline_ppl.py --pattern per-row --sparsity 0.5 [--methods dense,wanda,...]
 A method name may carry ingredients after "+" (RECIPE_SUFFIXES): "+refit" (least-squares refit of the kept
 weights), "+dense" (dense-target layer problems), "+seq" (within-block sequential), "+recon" (block
-reconstruction), "+owl" / "+milp" / "+milpsens" / "+milploss" (OWL; MILP priced by error, by Fisher sensitivity, by the
+reconstruction), "+recon32" (block reconstruction on the first 32 windows under bf16 autocast, 3 epochs at
+step size 2e-3), "+owl" / "+milp" / "+milpsens" / "+milploss" (OWL; MILP priced by error, by Fisher sensitivity, by the
 measured loss rise),
 e.g. admm+dense+seq+recon, sparsegpt+milp (an allocation run also writes allocation_<setting>_<kind>.png,
 each layer's sparsity per block).  --prefix ablation writes smollm2_ablation_<setting>.json/.md
@@ -130,7 +131,10 @@ def prune_row(net, windows, config: PruneConfig, method: str, work: Path, plots:
 
 
 RECIPE_SUFFIXES = {"refit": dict(refit=True), "dense": dict(target="dense"), "seq": dict(sequential=True),
-                   "recon": dict(reconstruct="block"), "owl": dict(allocation="owl"), "milp": dict(allocation="milp"),
+                   "recon": dict(reconstruct="block"),
+                   "recon32": dict(reconstruct="block", reconstruct_windows=32, reconstruct_autocast=True,
+                                   reconstruct_epochs=3, reconstruct_lr=2e-3),
+                   "owl": dict(allocation="owl"), "milp": dict(allocation="milp"),
                    "milpsens": dict(allocation="milp", allocation_cost="sensitivity"),
                    "milploss": dict(allocation="milp", allocation_cost="loss")}
 
@@ -138,10 +142,14 @@ RECIPE_SUFFIXES = {"refit": dict(refit=True), "dense": dict(target="dense"), "se
 def prune_timing(report: dict, n_blocks: int) -> dict:
     """Prune wall seconds summed from the report (block-0 inputs + every block), so a resumed
     run counts each block once; None when blocks were pruned by a run that did not time them.
-    solver_seconds sums the layer solves alone."""
+    solver_seconds sums the layer solves alone; breakdown sums each pass's seconds over the blocks (capture: the
+    block-0 inputs)."""
     blocks = report["block_seconds"]
+    passes = sorted({k for times in report["breakdown"].values() for k in times})
+    breakdown = {k: sum(t.get(k, 0.0) for t in report["breakdown"].values()) for k in passes}
     return dict(prune_seconds=report["input_seconds"] + sum(blocks.values()) if len(blocks) == n_blocks else None,
-                solver_seconds=sum(r["seconds"] for r in report["layers"]))
+                solver_seconds=sum(r["seconds"] for r in report["layers"]),
+                breakdown=dict(capture=report["input_seconds"], **breakdown))
 
 
 def model_title(model: str) -> str:
@@ -187,7 +195,35 @@ def write_table(results: dict, pattern: Pattern, path: Path, args) -> None:
               f"{r['reconstruction']['held_out_before']:.4g} -> {r['reconstruction']['held_out_after']:.4g}."
               for m, r in results.items() if r.get("reconstruction")]
     lines += [f"\n{m}: {allocation_line(r['allocation'])}" for m, r in results.items() if r.get("allocation")]
+    lines += time_lines(results)
     path.write_text("\n".join(lines) + "\n")
+
+
+PASSES = (("capture", "capture"), ("forward", "forwards"), ("grams", "Grams"), ("solve", "solves"),
+          ("dense_propagate", "dense stream"), ("reconstruct", "reconstruction"), ("propagate", "propagation"),
+          ("io", "I/O"))
+
+
+def time_lines(results: dict) -> list[str]:
+    """Where each timed row's seconds go: the pricing pass and each pass of the engine summed over the blocks,
+    the total against SparseGPT's prune seconds of the same run."""
+    timed = {m: r for m, r in results.items() if r.get("breakdown") and r.get("prune_seconds")}
+    if not timed:
+        return []
+    base = results.get("sparsegpt", {}).get("prune_seconds")
+    lines = ["\n## Where the time goes\n",
+             "Seconds summed over the blocks (capture: block 0's inputs; forwards: the calibration passes that "
+             "collect the Grams; the reconstruction includes its error passes; propagation: the pruned block's "
+             "outputs for the next block; I/O: saving the resume state).\n",
+             "| method | pricing | " + " | ".join(label for _, label in PASSES) + " | total | x SparseGPT |",
+             "|---|" + "---|" * (len(PASSES) + 3)]
+    for m, r in timed.items():
+        pricing = r.get("allocation", {}).get("seconds", 0.0) if not r.get("allocation", {}).get("pricing_cached") else 0.0
+        total = r["prune_seconds"] + pricing
+        parts = " | ".join(f"{r['breakdown'].get(key, 0.0):.0f}" for key, _ in PASSES)
+        ratio = f"{total / base:.2f}" if base else "-"
+        lines.append(f"| {m} | {pricing:.0f} | {parts} | {total:.0f} | {ratio} |")
+    return lines
 
 
 def allocation_line(alloc: dict) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..solvers import prune_layer
+from ..solvers.sparsegpt import sparsegpt_menu
 
 
 def sparsity_menu(target: float, spread: float = 0.2, step: float = 0.025, top: float = 0.95) -> np.ndarray:
@@ -54,9 +55,21 @@ def layer_costs(problem, pattern, menu: np.ndarray, method: str, params: int | N
     `keep_target` the weights pruned at the pattern's own sparsity (one of the menu's options), else None."""
     pruned = np.array([pruned_count(pattern, problem.shape, params, s) for s in menu], dtype=np.int64)
     costs, at_target = np.zeros(len(menu)), None
+    weights = pruned_weights(problem, [replace(pattern, sparsity=float(s)) for s, n in zip(menu, pruned) if n],
+                             method)
     for k, (s, n) in enumerate(zip(menu, pruned)):
-        weight = prune_layer(problem, replace(pattern, sparsity=float(s)), method).weight if n else problem.W
+        weight = weights.pop(0) if n else problem.W
         costs[k] = problem.relative_error(W_hat=weight) if n else 0.0
         if keep_target and round(float(s), 10) == round(pattern.sparsity, 10):
             at_target = weight.to(torch.bfloat16)
     return pruned, costs, at_target
+
+
+def pruned_weights(problem, patterns: list, method: str) -> list[torch.Tensor]:
+    """`problem`'s weights pruned by `method` under each pattern; SparseGPT sweeps them all at once
+    (`sparsegpt_menu`, the same weights as one run per pattern)."""
+    if method == "sparsegpt" and patterns:
+        for pattern in patterns:
+            problem.check_pattern(pattern)
+        return sparsegpt_menu(problem.symmetric_equivalent(), patterns)
+    return [prune_layer(problem, pattern, method).weight for pattern in patterns]

@@ -3,9 +3,11 @@
     min_{V_l, l in the block}  sum_windows ||block_V(X_hat) - Y||_F^2,   V_l = 0 off the masks M_l,
 
 Y being the dense model's outputs of the block (the dense stream) and X_hat the block's inputs in the
-pruned model.  Adam on the linears' kept weights (float32 during training; the masks fixed by zeroing
-the pruned entries after every step) over `epochs` passes of the training windows; the last `holdout`
-share of the windows is held out.  The relative output error ||block(X_hat) - Y||^2 / ||Y||^2 is
+pruned model.  Adam on the linears' kept weights (float32 master weights and Adam state during training,
+the forward and backward passes in float32 or, with `autocast`, under bf16 autocast; the masks fixed by
+zeroing the pruned entries after every step) over `epochs` passes of the training windows.  It uses the
+first `windows` calibration windows (all with 0; they are a random draw, so the first ones are one too),
+of which the last `holdout` share is held out.  The relative output error ||block(X_hat) - Y||^2 / ||Y||^2 is
 measured before training and after every epoch, on both slices, in the block's own dtype; the epoch
 with the lowest held-out error is kept if it also lowers the error on the whole calibration stream,
 else the block stays as the step left it: the error never increases.
@@ -40,7 +42,13 @@ class BlockReconstruction:
     lr: float = 1e-4
     holdout: float = 0.125
     batch: int = 2
+    windows: int = 0
+    autocast: bool = False
     progress: Callable[[str], None] | None = None
+
+    def used(self, n: int) -> int:
+        """How many of the n calibration windows the reconstruction uses (the first ones)."""
+        return n if self.windows <= 0 else min(n, self.windows)
 
     def split(self, n: int) -> int:
         """Training windows are [0, split), held-out windows [split, n) (none with one window)."""
@@ -51,7 +59,7 @@ class BlockReconstruction:
     def errors(self, block, inps, outs, args, kwargs, device, split: int) -> tuple[float, float, float]:
         """(training, held-out, whole-stream) relative output errors, summed over ranks."""
         sums = torch.zeros(4, dtype=torch.float64)
-        for s in range(len(inps)):
+        for s in range(self.used(len(inps))):
             y = outs.data[s:s + 1].to(device).float()
             diff = call_block(block, inps.data[s:s + 1].to(device), args, kwargs).float() - y
             k = 0 if s < split else 2
@@ -63,7 +71,7 @@ class BlockReconstruction:
 
     def __call__(self, block, inps, outs, args, kwargs, device) -> dict:
         t0 = time.perf_counter()
-        split = self.split(len(inps))
+        split = self.split(self.used(len(inps)))
         linears = self.targets(block)
         dtype = next(block.parameters()).dtype
         start = {n: lin.weight.detach().clone() for n, lin in linears.items()}
@@ -96,7 +104,8 @@ class BlockReconstruction:
                     error_after=dict(train=best[0], held_out=best[1], all=best[2]),
                     kept_epoch=None if best_state is None else history.index(best),
                     epochs=[dict(train=e[0], held_out=e[1], all=e[2]) for e in history],
-                    train_windows=split, held_out_windows=len(inps) - split, seconds=time.perf_counter() - t0)
+                    train_windows=split, held_out_windows=self.used(len(inps)) - split,
+                    seconds=time.perf_counter() - t0)
 
     def _epoch(self, block, linears, masks, optimiser, inps, outs, args, kwargs, device, split, epoch) -> None:
         """One pass of Adam over the training windows in a fixed shuffled order; pruned entries stay 0."""
@@ -106,11 +115,11 @@ class BlockReconstruction:
             idx = order[s:s + self.batch]
             x = inps.data[idx].to(device).float()
             y = outs.data[idx].to(device).float()
-            with torch.enable_grad():
+            with torch.enable_grad(), torch.autocast(device.type, torch.bfloat16, enabled=self.autocast):
                 for lin in linears.values():
                     lin.weight.requires_grad_(True)
-                loss = ((call_block(block, x, args, kwargs) - y) ** 2).mean()
-                loss.backward()
+                loss = ((call_block(block, x, args, kwargs).float() - y) ** 2).mean()
+            loss.backward()
             for lin in linears.values():
                 if size > 1:
                     all_reduce_sum(lin.weight.grad)

@@ -80,6 +80,7 @@ class Engine:
     dense_target: bool = False           # layer problems against the dense model's outputs
     sequential: bool = False             # one step per input group, later groups see earlier ones pruned
     reconstruct: Callable | None = None  # (block, inputs, dense outputs, args, kwargs, device) -> report
+    dense_windows: int = 0               # the dense stream covers the first this many windows only (0: all)
 
     @property
     def carries_dense_stream(self) -> bool:
@@ -99,10 +100,12 @@ class Engine:
                                    spill_dir)
 
     @torch.no_grad()
-    def propagate(self, block, b: int, calls: BlockCalls, inps, outs=None, lead=None):
-        """Block b's outputs for every stored input, batch by batch on the block's device; lead = (another
-        block, its inputs) is run on the same batch first (the dense copy, in lockstep for paired hooks)."""
-        for s in range(0, len(inps), self.batch):
+    def propagate(self, block, b: int, calls: BlockCalls, inps, outs=None, lead=None, count: int = 0):
+        """Block b's outputs for every stored input (the first `count` with count > 0), batch by batch on the
+        block's device; lead = (another block, its inputs) is run on the same batch first (the dense copy, in
+        lockstep for paired hooks)."""
+        n = len(inps) if count <= 0 else min(count, len(inps))
+        for s in range(0, n, self.batch):
             if lead is not None:
                 call_block(lead[0], lead[1].data[s:s + self.batch].to(self.device), calls.args[b], calls.kwargs[b])
             y = call_block(block, inps.data[s:s + self.batch].to(self.device), calls.args[b], calls.kwargs[b])
@@ -222,7 +225,7 @@ class Engine:
         if solve:
             self._solve_block(b, block, dense, walk, times)
         elif dense is not None:
-            self.propagate(dense, b, walk.calls, walk.dense_inps, walk.dense_outs)
+            self.propagate(dense, b, walk.calls, walk.dense_inps, walk.dense_outs, count=self.dense_windows)
         del dense
         t1 = time.perf_counter()
         self.propagate(block, b, walk.calls, walk.inps, walk.outs)
@@ -246,7 +249,7 @@ class Engine:
             del grams
         if dense is not None:
             t1 = time.perf_counter()
-            self.propagate(dense, b, walk.calls, walk.dense_inps, walk.dense_outs)
+            self.propagate(dense, b, walk.calls, walk.dense_inps, walk.dense_outs, count=self.dense_windows)
             times["dense_propagate"] = time.perf_counter() - t1
         if self.reconstruct is not None:
             t1 = time.perf_counter()

@@ -28,19 +28,47 @@ def _budget(total: int, start: int, stop: int, cols: int) -> int:
 def sparsegpt(problem: LayerProblem, pattern: Pattern, blocksize: int = 128,
               percdamp: float = 0.01) -> PruneResult:
     check_method("sparsegpt", pattern)
-    rows, cols = problem.shape
+    W, U = _prepared(problem, percdamp)
+    keep, W = _sweep(W, U, [pattern], blocksize)
+    return PruneResult(keep, (W * keep).to(problem.W.dtype), "sparsegpt")
+
+
+def sparsegpt_menu(problem: LayerProblem, patterns: list[Pattern], blocksize: int = 128,
+                   percdamp: float = 0.01) -> list[torch.Tensor]:
+    """SparseGPT's pruned weights under each of `patterns` (the same pattern at several sparsities: an
+    allocation's menu) in one sweep.  Given U the rows are independent, so the options' rows are stacked and
+    swept together, each option's masks chosen on its own rows: the weights `sparsegpt` gives for each, at a
+    fraction of the per-column overhead.  Patterns chosen column by column (N:M) are swept one by one."""
+    rows = problem.shape[0]
+    W, U = _prepared(problem, percdamp)
+    if any(p.selection_span(problem.shape[1]) for p in patterns):
+        swept = [_sweep(W.clone(), U, [p], blocksize) for p in patterns]
+        return [(w * keep).to(problem.W.dtype) for keep, w in swept]
+    keep, W = _sweep(W.repeat(len(patterns), 1), U, patterns, blocksize)
+    W = (W * keep).to(problem.W.dtype)
+    return [W[k * rows:(k + 1) * rows] for k in range(len(patterns))]
+
+
+def _prepared(problem: LayerProblem, percdamp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W with dead inputs zeroed, the upper Cholesky factor U of H^-1, H = G dampened)."""
     W = problem.W.clone().float()
     H = problem.G.float().clone()
     dead = H.diagonal() == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     H = LayerProblem.dampen(H, percdamp)
-    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
-    keep = torch.ones(rows, cols, dtype=torch.bool, device=W.device)
-    span = pattern.selection_span(cols)
+    return W, torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+
+
+def _sweep(W: torch.Tensor, U: torch.Tensor, patterns: list[Pattern], blocksize: int):
+    """(keep, updated W) of the OBS sweep; W holds len(patterns) equal slices of rows, pattern k choosing the
+    masks of slice k (several patterns: none chosen column by column)."""
+    rows, cols = W.shape[0] // len(patterns), W.shape[1]
+    keep = torch.ones_like(W, dtype=torch.bool)
+    span = patterns[0].selection_span(cols) if len(patterns) == 1 else None
     if span:
         blocksize = span * max(1, blocksize // span)
-    budget = pattern.pruned_per_group(rows, cols)
+    budgets = [p.pruned_per_group(rows, cols) for p in patterns]
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         W1 = W[:, i1:i2].clone()
@@ -48,12 +76,14 @@ def sparsegpt(problem: LayerProblem, pattern: Pattern, blocksize: int = 128,
         Err = torch.zeros_like(W1)
         if not span:
             saliency = W1 ** 2 / U1.diagonal()[None, :] ** 2
-            keep[:, i1:i2] = pattern.project(saliency, _budget(budget, i1, i2, cols))
+            for k, (pattern, budget) in enumerate(zip(patterns, budgets)):
+                part = slice(k * rows, (k + 1) * rows)
+                keep[part, i1:i2] = pattern.project(saliency[part], _budget(budget, i1, i2, cols))
         for j in range(i2 - i1):
             col = i1 + j
             if span and col % span == 0:
                 grp = W1[:, j:j + span] ** 2 / U1.diagonal()[j:j + span][None, :] ** 2
-                keep[:, col:col + span] = pattern.project(grp)
+                keep[:, col:col + span] = patterns[0].project(grp)
             w = W1[:, j]
             q = w * keep[:, col]
             e = (w - q) / U1[j, j]
@@ -62,4 +92,4 @@ def sparsegpt(problem: LayerProblem, pattern: Pattern, blocksize: int = 128,
             Err[:, j] = e
         W[:, i1:i2] = W1
         W[:, i2:] -= Err @ U[i1:i2, i2:]
-    return PruneResult(keep, (W * keep).to(problem.W.dtype), "sparsegpt")
+    return keep, W

@@ -103,6 +103,63 @@ def test_reconstruction_never_increases_the_block_error_and_keeps_the_masks(tiny
         assert torch.equal(v, before[k]), k
 
 
+@pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bf16-autocast"])
+def test_reconstruction_on_the_first_windows_reads_no_other_window(tiny_net, autocast):
+    """`windows=2` fits on window 0 and stops on window 1: the other windows' inputs and targets may be anything;
+    under autocast too the masks hold and the error never rises."""
+    adapter, engine, calls, block, dense = _block_zero(tiny_net, batch=2)
+    targets = engine.propagate(dense, 0, calls, calls.inputs, calls.inputs.like())
+    with torch.no_grad():
+        for lin in adapter.targets(block).values():
+            lin.weight.mul_(lin.weight.abs() > lin.weight.abs().median())
+    zeros = {n: lin.weight == 0 for n, lin in adapter.targets(block).items()}
+    start = copy.deepcopy(block.state_dict())
+    step = BlockReconstruction(adapter.targets, epochs=2, lr=1e-3, windows=2, autocast=autocast)
+    report = step(block, calls.inputs, targets, calls.args[0], calls.kwargs[0], torch.device("cpu"))
+    fitted = copy.deepcopy(block.state_dict())
+    assert (report["train_windows"], report["held_out_windows"]) == (1, 1) and len(calls.inputs.data) > 2
+    assert report["error_after"]["all"] <= report["error_before"]["all"]
+    assert report["kept_epoch"] is not None and any(not torch.equal(fitted[k], start[k]) for k in start)
+    for n, lin in adapter.targets(block).items():
+        assert bool((lin.weight[zeros[n]] == 0).all()), n
+    block.load_state_dict(start)
+    calls.inputs.data[2:].normal_()
+    targets.data[2:].normal_()
+    again = step(block, calls.inputs, targets, calls.args[0], calls.kwargs[0], torch.device("cpu"))
+    assert again["error_after"] == report["error_after"]
+    for k, v in block.state_dict().items():
+        assert torch.equal(v, fitted[k]), k
+
+
+def test_reconstruction_on_the_first_windows_streams_only_those_through_the_dense_model(tiny_net, monkeypatch):
+    """With reconstruct_windows=2 the dense stream runs 2 windows per block, and the pruned model is the one a
+    full dense stream gives."""
+    import optprune.api as api
+
+    net, _, windows = tiny_net
+    config = _config(reconstruct="block", reconstruct_epochs=1, reconstruct_windows=2)
+    streamed = []
+
+    class Spy(Engine):
+        def propagate(self, block, b, calls, inps, outs=None, lead=None, count=0):
+            streamed.append(count)
+            return super().propagate(block, b, calls, inps, outs, lead, count)
+
+    class FullStream(Engine):
+        def __post_init__(self):
+            super().__post_init__()
+            self.dense_windows = 0
+
+    a, b = copy.deepcopy(net), copy.deepcopy(net)
+    monkeypatch.setattr(api, "Engine", Spy)
+    run_pruning(a, windows, config, adapter_for(a))
+    monkeypatch.setattr(api, "Engine", FullStream)
+    run_pruning(b, windows, config, adapter_for(b))
+    assert len(windows) > 2 and streamed.count(2) == len(adapter_for(a).blocks(a))
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+
+
 @pytest.mark.parametrize("settings", [dict(target="dense"), dict(target="dense", sequential=True),
                                       dict(method="admm", reconstruct="block", reconstruct_epochs=1)],
                          ids=["dense", "dense+sequential", "admm+reconstruct"])

@@ -149,3 +149,19 @@ def test_spap_keeps_whole_column_groups():
     check_mask(res.mask, pat)
     assert (res.weight[:, ~res.mask[0]] == 0).all()
     assert res.objective <= prob.objective(prune_layer(prob, pat, "wanda").mask)
+
+
+@pytest.mark.parametrize("spec", ["per-row", "unstructured", "row-block:4", "2:4"])
+def test_sparsegpt_menu_gives_each_option_the_weights_of_its_own_run(spec):
+    """One stacked sweep over a menu of sparsities returns, option by option, what SparseGPT run alone at that
+    sparsity returns (the rows are independent given the shared Cholesky factor)."""
+    from optprune.solvers.sparsegpt import sparsegpt_menu
+
+    prob = random_problem(8, 40, seed=3)
+    base = Pattern.parse(spec, default=0.5)
+    menu = [base] if base.selection_span(40) else [Pattern.parse(spec, s) for s in (0.3, 0.45, 0.5, 0.7)]
+    swept = sparsegpt_menu(prob, menu, blocksize=16)
+    for pattern, weight in zip(menu, swept, strict=True):
+        alone = prune_layer(prob, pattern, "sparsegpt", blocksize=16).weight
+        assert torch.allclose(weight, alone, rtol=1e-5, atol=1e-6), pattern
+        assert torch.equal(weight != 0, alone != 0), pattern
