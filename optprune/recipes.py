@@ -7,12 +7,14 @@ or a YAML file; `optprune prune --recipe best|balanced|fast|FILE.yaml` and `optp
 take it, and explicit flags or keywords override it.  Every output folder holds `recipe.yaml`, the recipe that
 was run, so `--recipe <out>/recipe.yaml` runs it again.  A preset's allocation is left out where the pattern
 stays uniform per layer (N:M).  The presets, as measured on SmolLM2-135M at the full protocol
-(`docs/results/smollm2_best_*.md`, 2 CPU threads):
+(`docs/results/smollm2_recipe_*.md`, 2 CPU threads, each against SparseGPT in the same run):
 
-- `fast`: SparseGPT, 46.09 at 50% per-row and 100.79 at 2:4, 695-740 s;
-- `balanced`: SparseGPT + block reconstruction (no allocation), 48.61 at 2:4 (the best there, 4463 s);
-- `best`: SparseGPT + block reconstruction + sensitivity-priced MILP allocation (menu step 0.05, priced on 32
-  windows), 31.97 / 45.64 / 91.92 at 50% / 60% / 70% per-row, 3912-4706 s plus a 419 s pricing pass."""
+- `fast`: SparseGPT, 46.26 at 50% per-row in 354 s;
+- `balanced`: SparseGPT + block reconstruction on the first 32 windows (bf16 autocast, 3 epochs at step 2e-3),
+  no allocation;
+- `best`: `balanced` + sensitivity-priced MILP allocation (menu step 0.05, priced on 8 windows), 32.94 at 50%
+  per-row in 1051 s (2.97x SparseGPT; the earlier recipe, reconstruction on every window in float32 and
+  pricing on 32 windows, gave 31.97 at 5.6x SparseGPT's time of that run)."""
 from __future__ import annotations
 
 from dataclasses import fields
@@ -26,12 +28,14 @@ from .settings import settings_of
 SECTIONS = {"calibration": CalibrationSpec, "method": MethodSpec, "objective": ObjectiveSpec,
             "allocation": AllocationSpec}
 RECIPE_FILE = "recipe.yaml"
+QUICK_RECONSTRUCTION = {"reconstruct": "block", "reconstruct_windows": 32, "reconstruct_autocast": True,
+                        "reconstruct_epochs": 3, "reconstruct_lr": 2e-3}
 PRESETS = {
     "fast": {"method": {"method": "sparsegpt"}},
-    "balanced": {"method": {"method": "sparsegpt"}, "objective": {"reconstruct": "block"}},
-    "best": {"method": {"method": "sparsegpt"}, "objective": {"reconstruct": "block"},
+    "balanced": {"method": {"method": "sparsegpt"}, "objective": dict(QUICK_RECONSTRUCTION)},
+    "best": {"method": {"method": "sparsegpt"}, "objective": dict(QUICK_RECONSTRUCTION),
              "allocation": {"allocation": "milp", "allocation_cost": "sensitivity", "allocation_step": 0.05,
-                            "allocation_windows": 32}},
+                            "allocation_windows": 8}},
 }
 
 

@@ -89,6 +89,8 @@ def main():
         write_table(results, pattern, results_path.with_suffix(".md"), args)
         if args.prefix in ("smollm2_ppl", "smollm2_best") and not args.model:
             write_summary(results_path.parent)
+        if args.prefix == "smollm2_recipe" and not args.model:
+            write_recipe_summary(results_path.parent)
         print(method, row, flush=True)
 
 
@@ -119,7 +121,8 @@ def prune_row(net, windows, config: PruneConfig, method: str, work: Path, plots:
     if rep.get("allocation"):
         alloc = rep["allocation"]
         row["sparsity"] = alloc["achieved_sparsity"]
-        row["allocation"] = {k: alloc[k] for k in ("kind", "milp", "cost", "seconds", "pricing_cached") if k in alloc}
+        row["allocation"] = {k: alloc[k] for k in ("kind", "milp", "cost", "seconds", "survey_seconds",
+                                                   "pricing_cached") if k in alloc}
         kinds = "+".join(x for x in method.split("+")[1:] if "allocation" in RECIPE_SUFFIXES[x])
         tag = setting_tag(config.parsed_pattern())
         plot_allocation(alloc, config.sparsity, plots / f"{plot_prefix}allocation_{tag}_{kinds}.png")
@@ -212,7 +215,9 @@ def time_lines(results: dict) -> list[str]:
         return []
     base = results.get("sparsegpt", {}).get("prune_seconds")
     lines = ["\n## Where the time goes\n",
-             "Seconds summed over the blocks (capture: block 0's inputs; forwards: the calibration passes that "
+             "Seconds summed over the blocks (pricing: the allocation's pass over the dense model, every layer "
+             "pruned at every menu sparsity, then its output Fisher where the price is the sensitivity; "
+             "capture: block 0's inputs; forwards: the calibration passes that "
              "collect the Grams; the reconstruction includes its error passes; propagation: the pruned block's "
              "outputs for the next block; I/O: saving the resume state).\n",
              "| method | pricing | " + " | ".join(label for _, label in PASSES) + " | total | x SparseGPT |",
@@ -307,6 +312,50 @@ def best_combinations(results_dir: Path) -> list[str]:
         return []
     return lines + ["", "Each setting's page (smollm2_best_<setting>.md) gives the command, the notes on its timings and "
                     "the ingredients' diagnostics.", ""]
+
+PRESET_ROWS = {"fast": "sparsegpt", "balanced": "sparsegpt+recon32", "best": "sparsegpt+recon32+milpsens"}
+
+
+def run_seconds(row: dict) -> float:
+    """A row's prune seconds plus its allocation's pricing pass (0 where the pricing was read from the cache)."""
+    alloc = row.get("allocation", {})
+    return row["prune_seconds"] + (0.0 if alloc.get("pricing_cached") else alloc.get("seconds", 0.0))
+
+
+def write_recipe_summary(results_dir: Path) -> None:
+    """smollm2_recipe_summary.md: per setting (smollm2_recipe_<tag>.json), each preset's perplexity and seconds
+    against the file's SparseGPT row, and `best` against the earlier best result (smollm2_best_<tag>.json) with
+    the issue's bars: at most 2.0x SparseGPT's seconds, within +3% of that perplexity.  On N:M `best` is
+    `balanced` (the allocation leaves N:M uniform)."""
+    lines = ["# SmolLM2-135M-Instruct: the recipe presets at the full protocol\n",
+             "Each setting's page (smollm2_recipe_<setting>.md) gives the command, the machine and where the "
+             "time goes; seconds are prune seconds plus the allocation's pricing pass; x SparseGPT is against the "
+             "SparseGPT row of the same page. The bar: the earlier best result of the setting "
+             "(smollm2_best_<setting>.md: every window reconstructed in float32, pricing on 32 windows).\n",
+             "| setting | preset | wikitext2 ppl | seconds | x SparseGPT | earlier best ppl | change |",
+             "|---|---|---|---|---|---|---|"]
+    for path in sorted(results_dir.glob("smollm2_recipe_*.json"), key=lambda p: per_row_first(setting_label(p.stem[15:]))):
+        tag = path.stem.removeprefix("smollm2_recipe_")
+        rows = json.loads(path.read_text())
+        earlier = results_dir / f"smollm2_best_{tag}.json"
+        bar = min((r["ppl"] for m, r in json.loads(earlier.read_text()).items() if m != "sparsegpt"),
+                  default=None) if earlier.exists() else None
+        base = rows.get("sparsegpt", {}).get("prune_seconds")
+        presets = dict(PRESET_ROWS, best=PRESET_ROWS["balanced"]) if tag.startswith("2of") else PRESET_ROWS
+        for preset, method in presets.items():
+            row = rows.get(method)
+            if row is None:
+                continue
+            secs = run_seconds(row)
+            ratio = f"{secs / base:.2f}" if base else "-"
+            versus = "-" if bar is None or preset != "best" else f"{bar:.2f}"
+            change = "-" if versus == "-" else f"{row['ppl'] / bar - 1:+.2%}"
+            lines.append(f"| {setting_label(tag)} | {preset} | {row['ppl']:.2f} | {secs:.0f} | {ratio} | "
+                         f"{versus} | {change} |")
+    notes = [f"- {setting_label(p.stem[15:])}, {m}: {r['note']}" for p in sorted(results_dir.glob("smollm2_recipe_*.json"))
+             for m, r in json.loads(p.read_text()).items() if r.get("note")]
+    (results_dir / "smollm2_recipe_summary.md").write_text("\n".join(lines + ([""] + notes if notes else [])) + "\n")
+
 
 if __name__ == "__main__":
     main()

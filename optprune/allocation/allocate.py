@@ -38,7 +38,8 @@ def allocate(net, adapter, windows: torch.Tensor, config, progress=None, model: 
                           lambda: pricing_key(model or model_digest(net), windows, config, method, menu_args),
                           lambda: survey(net, adapter, windows, pattern, menu, method, resolve_device(config.device),
                                          config.batch, units, keep_target=loss, progress=progress))
-    report = dict(kind=config.allocation, outlier_ratios=found["ratios"], pricing_cached=found.get("cached"))
+    report = dict(kind=config.allocation, outlier_ratios=found["ratios"], pricing_cached=found.get("cached"),
+                  survey_seconds=time.perf_counter() - t0)
     if config.allocation == "owl":
         sparsity = owl_allocation(net, adapter, found, pattern)
     else:
