@@ -36,6 +36,7 @@ from optprune.progress import BlockProgress
 from optprune.api import mean_layer_error
 from optprune.evaluation import wikitext2_perplexity
 from optprune.parallel import machine_name
+from optprune.recipes import QUICK_RECONSTRUCTION
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,8 +136,7 @@ def prune_row(net, windows, config: PruneConfig, method: str, work: Path, plots:
 
 RECIPE_SUFFIXES = {"refit": dict(refit=True), "dense": dict(target="dense"), "seq": dict(sequential=True),
                    "recon": dict(reconstruct="block"),
-                   "recon32": dict(reconstruct="block", reconstruct_windows=32, reconstruct_autocast=True,
-                                   reconstruct_epochs=3, reconstruct_lr=2e-3),
+                   "recon32": dict(QUICK_RECONSTRUCTION),         # the balanced and best presets' reconstruction
                    "owl": dict(allocation="owl"), "milp": dict(allocation="milp"),
                    "milpsens": dict(allocation="milp", allocation_cost="sensitivity"),
                    "milploss": dict(allocation="milp", allocation_cost="loss")}
@@ -223,8 +223,8 @@ def time_lines(results: dict) -> list[str]:
              "| method | pricing | " + " | ".join(label for _, label in PASSES) + " | total | x SparseGPT |",
              "|---|" + "---|" * (len(PASSES) + 3)]
     for m, r in timed.items():
-        pricing = r.get("allocation", {}).get("seconds", 0.0) if not r.get("allocation", {}).get("pricing_cached") else 0.0
-        total = r["prune_seconds"] + pricing
+        total = run_seconds(r)
+        pricing = total - r["prune_seconds"]
         parts = " | ".join(f"{r['breakdown'].get(key, 0.0):.0f}" for key, _ in PASSES)
         ratio = f"{total / base:.2f}" if base else "-"
         lines.append(f"| {m} | {pricing:.0f} | {parts} | {total:.0f} | {ratio} |")
@@ -334,9 +334,11 @@ def write_recipe_summary(results_dir: Path) -> None:
              "(smollm2_best_<setting>.md: every window reconstructed in float32, pricing on 32 windows).\n",
              "| setting | preset | wikitext2 ppl | seconds | x SparseGPT | earlier best ppl | change |",
              "|---|---|---|---|---|---|---|"]
-    for path in sorted(results_dir.glob("smollm2_recipe_*.json"), key=lambda p: per_row_first(setting_label(p.stem[15:]))):
-        tag = path.stem.removeprefix("smollm2_recipe_")
-        rows = json.loads(path.read_text())
+    pages = {p.stem.removeprefix("smollm2_recipe_"): json.loads(p.read_text())
+             for p in results_dir.glob("smollm2_recipe_*.json")}
+    notes = []
+    for tag in sorted(pages, key=lambda t: per_row_first(setting_label(t))):
+        rows, label = pages[tag], setting_label(tag)
         earlier = results_dir / f"smollm2_best_{tag}.json"
         bar = min((r["ppl"] for m, r in json.loads(earlier.read_text()).items() if m != "sparsegpt"),
                   default=None) if earlier.exists() else None
@@ -350,10 +352,8 @@ def write_recipe_summary(results_dir: Path) -> None:
             ratio = f"{secs / base:.2f}" if base else "-"
             versus = "-" if bar is None or preset != "best" else f"{bar:.2f}"
             change = "-" if versus == "-" else f"{row['ppl'] / bar - 1:+.2%}"
-            lines.append(f"| {setting_label(tag)} | {preset} | {row['ppl']:.2f} | {secs:.0f} | {ratio} | "
-                         f"{versus} | {change} |")
-    notes = [f"- {setting_label(p.stem[15:])}, {m}: {r['note']}" for p in sorted(results_dir.glob("smollm2_recipe_*.json"))
-             for m, r in json.loads(p.read_text()).items() if r.get("note")]
+            lines.append(f"| {label} | {preset} | {row['ppl']:.2f} | {secs:.0f} | {ratio} | {versus} | {change} |")
+        notes += [f"- {label}, {m}: {r['note']}" for m, r in rows.items() if r.get("note")]
     (results_dir / "smollm2_recipe_summary.md").write_text("\n".join(lines + ([""] + notes if notes else [])) + "\n")
 
 
