@@ -22,8 +22,8 @@ from .adapters import ModelAdapter, adapter_for
 from .allocation import allocate
 from .data import calibration_windows, tokenize_long, wikitext_test_text, window_bos_id
 from .config import CalibrationSpec, PruneConfig, resolve_device
-from .engine import (BlockReconstruction, Engine, ResumeState, model_digest, parse_memory, streamed_perplexity,
-                     windows_digest)
+from .engine import (BlockReconstruction, Engine, ResumeState, model_digest, parse_memory, release_file_pages,
+                     streamed_perplexity, windows_digest)
 from .parallel import world
 from .settings import prefixed
 from .pruner import BlockPruner
@@ -119,6 +119,7 @@ def run_pruning(net, windows: torch.Tensor | None, config: PruneConfig, adapter:
         check_windows(windows, net.get_input_embeddings().num_embeddings)
     before = layer_sizes(net, adapter)
     digest = model_digest(net)           # hashed once: the fingerprint's and the pricing cache's
+    release_file_pages(net.state_dict().values())       # the mapped pages the digest's samples touched
     fingerprint = run_fingerprint(net, windows if calibrated else None, config, digest, **(identity or {}))
     state = ResumeState(resume_dir if calibrated else None, adapter, resume, fingerprint)
     allocation = None

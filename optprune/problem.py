@@ -144,8 +144,11 @@ class LayerProblem:
 
     @staticmethod
     def dampen(G: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
-        """G + lambda I (see `damping`): needed before inverting an ill-conditioned Gram."""
-        return G + LayerProblem.damping(G, percdamp) * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+        """G + lambda I (see `damping`): needed before inverting an ill-conditioned Gram (a copy of G, its
+        diagonal raised; no identity matrix is made)."""
+        damped = G.clone()
+        damped.diagonal().add_(LayerProblem.damping(G, percdamp))
+        return damped
 
     def damped_gram(self, percdamp: float = 0.01) -> torch.Tensor:
         """This problem's G, dampened (needed before inverting an ill-conditioned Gram)."""

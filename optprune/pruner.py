@@ -72,7 +72,7 @@ class BlockPruner:
         if grams is None:
             return [self._data_free(b, name, lin, patterns[name]) for name, lin in targets.items()]
         targets = {name: lin for name, lin in targets.items() if name in grams}
-        jobs = [(name, rows, lin.weight.detach().float()[rows.start:rows.stop], grams[name], patterns[name])
+        jobs = [(name, rows, lin.weight, grams[name], patterns[name])      # each float32 copy made in _solve
                 for name, lin in targets.items()
                 for rows in row_chunks(lin.out_features, self.config.row_shards, patterns[name])]
         solved = solve_sharded(jobs, lambda job: self._solve(b, *job))
@@ -127,7 +127,8 @@ class BlockPruner:
         s = (self.layer_sparsity or {}).get(f"{b}.{name}")
         return self.pattern if s is None else replace(self.pattern, sparsity=s)
 
-    def _solve(self, b, name, rows, W, G, pattern):
+    def _solve(self, b, name, rows, weight, G, pattern):
+        W = weight.detach().float()[rows.start:rows.stop]
         problem = layer_problem(W, G, f"{b}.{name}[{rows.start}:{rows.stop}]", self.config.target_ridge)
         res = prune_layer(problem, pattern, self.config.method, **self.config.method_options)
         if self.config.refit:

@@ -3,10 +3,10 @@
 For each shape (Llama-3.1-8B and Qwen3-8B: their configs' sizes, vocabulary included, untied head) a model of
 K blocks (`--blocks`, 4 by default) is written to disk as bfloat16 safetensors with a byte-level tokenizer (a
 child process; the weights are random, normal(0, 0.02)).  `optprune prune` then runs on it as a user would:
-SparseGPT + block reconstruction + sensitivity-priced MILP allocation at 50% per-row, `--mmap-weights`,
-`--dtype bfloat16`, `--nsamples` x `--seqlen` windows of the shipped C4 sample.  Measured: seconds per pass
-per block (from the run's report: pricing pass, forwards, Grams, solves, dense stream, reconstruction,
-propagation, I/O), the prune process's peak host RSS (`os.wait4` on that process alone), its peak
+`--recipe best` (SparseGPT + block reconstruction + sensitivity-priced MILP allocation) at 50% per-row,
+`--mmap-weights`, `--dtype bfloat16`, `--nsamples` x `--seqlen` windows of the shipped C4 sample.  Measured:
+seconds per pass per block (from the run's report: pricing pass, forwards, Grams, solves, dense stream,
+reconstruction, propagation, I/O), the prune process's peak host RSS (`os.wait4` on that process alone), its peak
 accelerator memory, and the bytes of the written model and of the output.  The full model (32 or 36 blocks,
 128 windows) is projected from the per-block figures: passes over the data scale with the windows, solves
 do not; the table labels it a projection.
@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ["--method", "sparsegpt", "--reconstruct", "block", "--allocation", "milp", "--allocation-cost",
-          "sensitivity", "--pattern", "per-row", "--sparsity", "0.5"]
+RECIPE = ["--recipe", "best", "--pattern", "per-row", "--sparsity", "0.5"]
 DEFAULT_MENU_STEP = 0.05            # the published best recipe's menu (smollm2_best_*.md)
 SHAPES = {
     "llama3.1-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
@@ -46,7 +45,8 @@ SHAPES = {
     "tiny": dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=512, max_position_embeddings=256, tie_word_embeddings=False),
 }
-DATA_PASSES = ("forward", "grams", "dense_propagate", "reconstruct", "propagate")
+DATA_PASSES = ("forward", "grams", "propagate")                 # over every window
+RECONSTRUCTION_PASSES = ("dense_propagate", "reconstruct")      # over the recipe's first reconstruct_windows
 
 
 def write_model(shape: str, blocks: int, folder: Path) -> None:
@@ -102,9 +102,12 @@ def measured_child(cmd: list[str], log: Path) -> tuple[int, float, dict]:
 
 def sample_memory(pid: int, peaks: dict, log: Path) -> None:
     """The most of each of `peaks`' /proc/<pid>/status fields (kB) until the process ends, and in peaks['at']
-    the log's last line when the anonymous part peaked (the pass that holds the most)."""
+    the log's last line when the anonymous part peaked (the pass that holds the most).  The timeline goes to
+    <log>.mem.tsv: seconds, anonymous and file MiB, the log's last line, whenever the anonymous part moved by
+    more than 64 MiB since the last entry."""
     status = Path(f"/proc/{pid}/status")
     peaks["at"] = ""
+    timeline, t0, shown = open(str(log) + ".mem.tsv", "w"), time.perf_counter(), -1 << 30
     while True:
         try:
             fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
@@ -113,6 +116,11 @@ def sample_memory(pid: int, peaks: dict, log: Path) -> None:
         if fields.get("State", "").strip().startswith("Z"):
             return
         anon = int(fields.get("RssAnon", "0 kB").split()[0])
+        if abs(anon - shown) > 64 << 10:
+            shown = anon
+            timeline.write(f"{time.perf_counter() - t0:.1f}\t{anon >> 10}\t"
+                           f"{int(fields.get('RssFile', '0 kB').split()[0]) >> 10}\t{last_line(log)}\n")
+            timeline.flush()
         if anon > peaks["RssAnon"]:
             peaks["at"] = last_line(log)
         for key in ("RssAnon", "RssFile"):
@@ -171,11 +179,16 @@ def per_block(report: dict, args) -> dict:
 
 def projection(row: dict, full_blocks: int, full_windows: int = 128) -> float:
     """Seconds of the whole model at `full_windows` windows from the measured per-block figures: data passes
-    scale with the windows, solves do not; the pricing pass (its layer solves at every menu sparsity dominate,
-    and the recipe prices on 32 windows whatever the run's count) scales with the default menu's size only."""
+    scale with the windows (the dense stream and the reconstruction with the windows up to the recipe's
+    reconstruct_windows), solves do not; the pricing pass (its layer solves at every menu sparsity dominate,
+    and the recipe prices on 8 windows whatever the run's count) scales with the default menu's size only."""
+    from optprune.recipes import QUICK_RECONSTRUCTION
+    used = QUICK_RECONSTRUCTION["reconstruct_windows"]
     scale = full_windows / row["windows"]
+    scales = dict.fromkeys(DATA_PASSES, scale)
+    scales.update(dict.fromkeys(RECONSTRUCTION_PASSES, min(full_windows, used) / min(row["windows"], used)))
     menu = row["menu_step"] / DEFAULT_MENU_STEP
-    per_block = sum(v * (scale if k in DATA_PASSES else 1.0) for k, v in row["per_block"].items())
+    per_block = sum(v * scales.get(k, 1.0) for k, v in row["per_block"].items())
     return full_blocks * (per_block + row["pricing_per_block"] * menu) + row["input_seconds"] * scale
 
 
@@ -205,7 +218,8 @@ def table(rows: list[dict], device: str, args) -> str:
                      for r in rows]
     lines += [""] + [n for n in unique(r.get("note", "") for r in rows) if n]
     lines += ["", "**Projection** (not measured): the whole model at 128 windows from the per-block figures above "
-              "(data passes x 128 / windows, solves as measured, pricing at the default menu).", "",
+              "(data passes x 128 / windows, the dense stream and the reconstruction x 32 / windows: the recipe "
+              "reconstructs on the first 32; solves as measured, pricing at the default menu).", "",
               "| shape | blocks | projected hours |", "|---|---|---|"]
     for r in rows:
         full = SHAPES[r["shape"]]["num_hidden_layers"]

@@ -82,6 +82,12 @@ class ModelAdapter:
         finally:
             setattr(parent, name, blocks)
 
+    def outside_blocks(self, net) -> list[torch.Tensor]:
+        """The tensors of everything but the blocks (embeddings, final norm, head), each once."""
+        inside = {id(t) for block in self.blocks(net) for t in block.state_dict(keep_vars=True).values()}
+        seen = {id(t): t for t in net.state_dict(keep_vars=True).values() if id(t) not in inside}
+        return [t.detach() for t in seen.values()]
+
     def with_inferred_blocks(self, net) -> "ModelAdapter":
         return replace(self, blocks_path=infer_blocks_path(net))
 

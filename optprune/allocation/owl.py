@@ -17,10 +17,17 @@ import torch
 from ..adapters import parameter_matched_split
 
 
-def outlier_ratio(scores: list[torch.Tensor], m: float = 5.0) -> float:
-    """D = share of all entries of `scores` (one block's Wanda scores) above m times their mean."""
-    flat = torch.cat([s.detach().float().flatten() for s in scores])
-    return float((flat > m * flat.mean()).float().mean())
+def outlier_ratio(scores, m: float = 5.0) -> float:
+    """D = share of all entries of `scores` (one block's Wanda scores) above m times their mean.  `scores`: a
+    list, or a function giving them one at a time (called twice: for the mean, then for the count), so that
+    one layer's scores are held at a time (an 8B block's would take 0.8 GiB together)."""
+    each = scores if callable(scores) else (lambda: iter(scores))
+    total, count = 0.0, 0
+    for s in each():
+        total, count = total + float(s.detach().sum(dtype=torch.float64)), count + s.numel()
+    mean = total / count
+    above = sum(int((s.detach().float() > m * mean).count_nonzero()) for s in each())
+    return above / count
 
 
 def owl_sparsities(ratios, sparsity: float, lam: float = 0.08) -> np.ndarray:

@@ -46,15 +46,17 @@ def survey(net, adapter, windows: torch.Tensor, pattern, menu, method: str, devi
         out["menus"].append(options)
 
     def visit(b, block, grams):
-        problems = {name: layer_problem(lin.weight.detach().float(), grams[name], f"{b}.{name}")
-                    for name, lin in adapter.targets(block).items()}
-        out["ratios"].append(outlier_ratio([wanda_scores(p) for p in problems.values()]))
+        targets = adapter.targets(block)
+
+        def problem(name):                 # made when needed: one layer's float32 copy held at a time
+            return layer_problem(targets[name].weight.detach().float(), grams[name], f"{b}.{name}")
+        out["ratios"].append(outlier_ratio(lambda: (wanda_scores(problem(name)) for name in targets)))
         if units is None:
-            for name, problem in problems.items():
-                record(b, name, problem, pattern)
+            for name in targets:
+                record(b, name, problem(name), pattern)
         else:
             for name, unit_pattern in units.layer_patterns(block)[1].items():
-                record(b, name, problems[name], unit_pattern, unit_parameters(block, adapter, name))
+                record(b, name, problem(name), unit_pattern, unit_parameters(block, adapter, name))
         if progress is not None:
             progress()
     Engine(net, adapter, device, batch).each_dense_block(windows, visit)

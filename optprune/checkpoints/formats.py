@@ -18,11 +18,13 @@ Formats (`--save-format`):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import torch
 
+from ..engine.pages import release_file_pages
 from .remote_code import MODELING_FILE, write_widths_loader
 
 SAVE_FORMATS = ("plain", "compressed")
@@ -154,16 +156,44 @@ def save_checkpoint(net, tok, out: Path, adapter, save_format: str = "plain", st
                 dense_bytes=stored_bytes(DENSE, weights), stored_bytes=stored_bytes(fmt, weights))
 
 
+SHARD_SIZE = "2GB"       # safetensors shards: a memory-mapped model's pages go back after each (pages.py)
+
+
 def save_for_generation(net, out: Path) -> None:
     """save_pretrained with the KV cache on in config.json and generation_config.json (the engine turns it off
-    while pruning; a checkpoint saved that way decodes without a cache, several times slower)."""
+    while pruning; a checkpoint saved that way decodes without a cache, several times slower), in shards of
+    at most SHARD_SIZE, each shard's mapped pages handed back once written."""
     use_cache = net.config.use_cache
     net.config.use_cache = True
     net.generation_config.use_cache = True
     try:
-        net.save_pretrained(str(out), safe_serialization=True)
+        with pages_released_per_shard():
+            net.save_pretrained(str(out), safe_serialization=True, max_shard_size=SHARD_SIZE)
     finally:
         net.config.use_cache = use_cache
+
+
+@contextlib.contextmanager
+def pages_released_per_shard():
+    """transformers' shard writer wrapped so that each written shard's memory-mapped pages are released
+    (`release_file_pages`): writing a model loaded with --mmap-weights touches every page once, and without
+    this they would all stay resident until the end (where transformers names its writer otherwise, a no-op)."""
+    import transformers.modeling_utils as modeling
+
+    write = getattr(modeling, "safe_save_file", None)
+    if write is None:
+        yield
+        return
+
+    def write_then_release(tensors, *args, **kwargs):
+        result = write(tensors, *args, **kwargs)
+        release_file_pages(tensors.values())
+        return result
+    modeling.safe_save_file = write_then_release
+    try:
+        yield
+    finally:
+        modeling.safe_save_file = write
 
 
 def with_saved_generation_config(net, path: str | Path):

@@ -5,7 +5,9 @@
 Y being the dense model's outputs of the block (the dense stream) and X_hat the block's inputs in the
 pruned model.  Adam on the linears' kept weights (float32 master weights and Adam state during training,
 the forward and backward passes in float32 or, with `autocast`, under bf16 autocast; the masks fixed by
-zeroing the pruned entries after every step) over `epochs` passes of the training windows.  It uses the
+zeroing the pruned entries after every step) over `epochs` passes of the training windows; each weight is
+stepped inside the backward pass as soon as its gradient is complete, so one weight's gradient is held at a
+time (an 8B block's would take 0.8 GiB together) with the same steps as one Adam over all.  It uses the
 first `windows` calibration windows (all with 0; they are a random draw, so the first ones are one too),
 of which the last `holdout` share is held out.  The relative output error ||block(X_hat) - Y||^2 / ||Y||^2 is
 measured before training and after every epoch, on both slices, in the block's own dtype; the epoch
@@ -77,25 +79,22 @@ class BlockReconstruction:
         start = {n: lin.weight.detach().clone() for n, lin in linears.items()}
         before = self.errors(block, inps, outs, args, kwargs, device, split)
         best, best_state, history = before, None, [before]
-        masks = {n: w != 0 for n, w in start.items()}
         for param in block.parameters():
             param.requires_grad_(False)
         block.float()
-        optimiser = torch.optim.Adam([lin.weight for lin in linears.values()], lr=self.lr)
-        for epoch in range(self.epochs):
-            self._epoch(block, linears, masks, optimiser, inps, outs, _cast(args, torch.float32),
-                        _cast(kwargs, torch.float32), device, split, epoch)
-            weights = {n: lin.weight.detach().clone() for n, lin in linears.items()}
-            block.to(dtype)
-            errs = self.errors(block, inps, outs, args, kwargs, device, split)
-            history.append(errs)
-            if errs[1] < best[1] and errs[2] <= before[2]:
-                best, best_state = errs, {n: lin.weight.detach().clone() for n, lin in linears.items()}
-            block.float()
-            for n, lin in linears.items():
-                lin.weight.data.copy_(weights[n])
-            if self.progress:
-                self.progress(f"epoch {epoch + 1}/{self.epochs}: train {errs[0]:.4g}, held-out {errs[1]:.4g}")
+        hooks = stepping_in_backward(linears, start, self.lr)
+        try:
+            for epoch in range(self.epochs):
+                self._epoch(block, linears, inps, outs, _cast(args, torch.float32), _cast(kwargs, torch.float32),
+                            device, split, epoch)
+                best, best_state = self._after_epoch(block, linears, dtype, (inps, outs, args, kwargs, device, split),
+                                                     before, (best, best_state), history)
+                if self.progress:
+                    errs = history[-1]
+                    self.progress(f"epoch {epoch + 1}/{self.epochs}: train {errs[0]:.4g}, held-out {errs[1]:.4g}")
+        finally:
+            for hook in hooks:
+                hook.remove()
         block.to(dtype)
         for n, lin in linears.items():
             lin.weight.requires_grad_(False)
@@ -107,10 +106,26 @@ class BlockReconstruction:
                     train_windows=split, held_out_windows=self.used(len(inps)) - split,
                     seconds=time.perf_counter() - t0)
 
-    def _epoch(self, block, linears, masks, optimiser, inps, outs, args, kwargs, device, split, epoch) -> None:
-        """One pass of Adam over the training windows in a fixed shuffled order; pruned entries stay 0."""
+    def _after_epoch(self, block, linears, dtype, data, before, kept, history):
+        """The errors in the block's dtype after an epoch (history grows by one); the (errors, weights) kept so
+        far, replaced where the held-out error fell and the whole stream's stayed below `before`; the float32
+        master weights restored for the next epoch."""
+        weights = {n: lin.weight.detach().clone() for n, lin in linears.items()}
+        block.to(dtype)
+        errs = self.errors(block, *data)
+        history.append(errs)
+        best, best_state = kept
+        if errs[1] < best[1] and errs[2] <= before[2]:
+            best, best_state = errs, {n: lin.weight.detach().clone() for n, lin in linears.items()}
+        block.float()
+        for n, lin in linears.items():
+            lin.weight.data.copy_(weights[n])
+        return best, best_state
+
+    def _epoch(self, block, linears, inps, outs, args, kwargs, device, split, epoch) -> None:
+        """One pass over the training windows in a fixed shuffled order; the backward pass steps each weight
+        (`stepping_in_backward`)."""
         order = torch.randperm(split, generator=torch.Generator().manual_seed(epoch))
-        size = world()[1]
         for s in range(0, split, self.batch):
             idx = order[s:s + self.batch]
             x = inps.data[idx].to(device).float()
@@ -120,12 +135,25 @@ class BlockReconstruction:
                     lin.weight.requires_grad_(True)
                 loss = ((call_block(block, x, args, kwargs).float() - y) ** 2).mean()
             loss.backward()
-            for lin in linears.values():
-                if size > 1:
-                    all_reduce_sum(lin.weight.grad)
-                    lin.weight.grad /= size
+
+
+def stepping_in_backward(linears: dict, start: dict, lr: float) -> list:
+    """Adam on each linear's weight, stepped as soon as its gradient is complete in the backward pass (averaged
+    over ranks first) and freed at once, the pruned entries (start == 0) zeroed after the step: one weight's
+    gradient alive at a time instead of the block's, the same steps as one Adam over all weights."""
+    size = world()[1]
+    hooks = []
+    for n, lin in linears.items():
+        lin.weight.requires_grad_(True)
+        optimiser = torch.optim.Adam([lin.weight], lr=lr, foreach=False)
+
+        def step(weight, optimiser=optimiser, kept=start[n] != 0):
+            if size > 1:
+                all_reduce_sum(weight.grad)
+                weight.grad /= size
             optimiser.step()
             optimiser.zero_grad(set_to_none=True)
             with torch.no_grad():
-                for n, lin in linears.items():
-                    lin.weight.mul_(masks[n])
+                weight.mul_(kept)
+        hooks.append(lin.weight.register_post_accumulate_grad_hook(step))
+    return hooks

@@ -22,6 +22,7 @@ import torch
 
 from ..adapters import ModelAdapter, shrink_to_state
 from ..parallel import world
+from .pages import release_file_pages
 
 FINGERPRINT = "fingerprint.json"
 
@@ -211,4 +212,6 @@ class ResumeState:
         """Re-point a finished block's parameters to a memory map of its saved state."""
         if self.folder is not None and self.block_path(b).exists():
             block.to("cpu")
+            mapped = list(block.state_dict().values())
             block.load_state_dict(torch.load(self.block_path(b), mmap=True), assign=True)
+            release_file_pages(mapped)          # the input model's pages of this block, if it was mapped

@@ -5,9 +5,10 @@ Block b sees the outputs of the already *pruned* blocks 0..b-1:
   2. hand the block and its Grams to the `step` (what is done to a block: a method, a surgery);
   3. optionally reconstruct the block (its kept weights fitted to the dense block's outputs);
   4. run the changed block to produce the next block's inputs.
-With `dense_target` (or a reconstruction) the walk also carries the dense model's activations: each
-block is copied before the step and run on the dense stream, and the hooks pair the two streams token
-by token (G = X_hat X_hat^T, cross = X X_hat^T, target = X X^T).  With `sequential` the step is called
+With `dense_target` (or a reconstruction) the walk also carries the dense model's activations: under
+`dense_target` each block is copied before the step and run on the dense stream, and the hooks pair the
+two streams token by token (G = X_hat X_hat^T, cross = X X_hat^T, target = X X^T); for a reconstruction
+alone the block runs the dense stream itself before its step (no copy).  With `sequential` the step is called
 once per input group in the block's order (q/k/v, o, gate/up, down), each on Grams taken after the
 earlier groups were pruned.
 The engine knows neither architectures (the adapter says where the blocks are) nor methods
@@ -28,6 +29,7 @@ from ..adapters import ModelAdapter
 from ..parallel import all_reduce_sum, world
 from .capture import BlockCalls, call_block, capture_block_calls
 from .grams import DenseTargetHooks, GramHooks
+from .pages import release_file_pages, trim_heap
 from .state import ResumeState
 
 
@@ -184,6 +186,8 @@ class Engine:
             yield b, blocks[b]
             if self.offload:
                 blocks[b].to("cpu")
+            release_file_pages(blocks[b].state_dict().values())     # a memory-mapped block's touched pages
+        release_file_pages(self.adapter.outside_blocks(self.net))  # go back (pages.py)
 
     @torch.no_grad()
     def forward_block(self, block, b: int, calls: BlockCalls, x: torch.Tensor) -> torch.Tensor:
@@ -216,17 +220,23 @@ class Engine:
     def _run_block(self, b: int, block, solve: bool, walk: "_Walk") -> None:
         """Block b (on the device): Grams and step (unless loaded from the resume state), then propagation."""
         t0 = time.perf_counter()
-        dense = copy.deepcopy(block) if self.carries_dense_stream else None
+        times = {}
+        if self.carries_dense_stream and not self.dense_target:     # no paired hooks: the block itself runs the
+            t1 = time.perf_counter()                                # dense stream before its step, no copy
+            self.propagate(block, b, walk.calls, walk.dense_inps, walk.dense_outs, count=self.dense_windows)
+            times["dense_propagate"] = time.perf_counter() - t1
+        dense = copy.deepcopy(block) if self.dense_target else None
         if not solve:
             walk.state.restore(b, block)
-        times = {}
         if solve and self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         if solve:
             self._solve_block(b, block, dense, walk, times)
         elif dense is not None:
             self.propagate(dense, b, walk.calls, walk.dense_inps, walk.dense_outs, count=self.dense_windows)
-        del dense
+        del dense                           # the dense copy is done with before the reconstruction's state
+        if solve and self.reconstruct is not None:
+            self._reconstruct_block(b, block, walk, times)
         t1 = time.perf_counter()
         self.propagate(block, b, walk.calls, walk.inps, walk.outs)
         times["propagate"] = time.perf_counter() - t1
@@ -234,9 +244,10 @@ class Engine:
             self._record(b, block, t0, times, walk)
         if self.mmap_weights and world()[0] == 0:
             walk.state.map_block(b, block)
+        trim_heap()
 
     def _solve_block(self, b: int, block, dense, walk: "_Walk", times: dict) -> None:
-        """The step on each stage's Grams; the dense stream's outputs; the reconstruction."""
+        """The step on each stage's Grams; the dense stream's outputs."""
         times.update(forward=0.0, grams=0.0, solve=0.0)
         for names in self.stages(block):
             pair = (dense, walk.dense_inps) if self.dense_target else None
@@ -251,12 +262,14 @@ class Engine:
             t1 = time.perf_counter()
             self.propagate(dense, b, walk.calls, walk.dense_inps, walk.dense_outs, count=self.dense_windows)
             times["dense_propagate"] = time.perf_counter() - t1
-        if self.reconstruct is not None:
-            t1 = time.perf_counter()
-            info = self.reconstruct(block, walk.inps, walk.dense_outs, walk.calls.args[b], walk.calls.kwargs[b],
-                                    self.device)
-            walk.report.setdefault("reconstruction", {})[str(b)] = info
-            times["reconstruct"] = time.perf_counter() - t1
+
+    def _reconstruct_block(self, b: int, block, walk: "_Walk", times: dict) -> None:
+        """The block's kept weights fitted to the dense stream's outputs (`reconstruct`)."""
+        t1 = time.perf_counter()
+        info = self.reconstruct(block, walk.inps, walk.dense_outs, walk.calls.args[b], walk.calls.kwargs[b],
+                                self.device)
+        walk.report.setdefault("reconstruction", {})[str(b)] = info
+        times["reconstruct"] = time.perf_counter() - t1
 
     @staticmethod
     def _record(b: int, block, t0: float, times: dict, walk: "_Walk") -> None:

@@ -33,20 +33,29 @@ def sparsegpt(problem: LayerProblem, pattern: Pattern, blocksize: int = 128,
     return PruneResult(keep, (W * keep).to(problem.W.dtype), "sparsegpt")
 
 
+MENU_STACK_BYTES = 1 << 30      # the stacked options of one sweep: at most this many bytes of float32 rows
+
+
 def sparsegpt_menu(problem: LayerProblem, patterns: list[Pattern], blocksize: int = 128,
                    percdamp: float = 0.01) -> list[torch.Tensor]:
     """SparseGPT's pruned weights under each of `patterns` (the same pattern at several sparsities: an
     allocation's menu) in one sweep.  Given U the rows are independent, so the options' rows are stacked and
     swept together, each option's masks chosen on its own rows: the weights `sparsegpt` gives for each, at a
-    fraction of the per-column overhead.  Patterns chosen column by column (N:M) are swept one by one."""
+    fraction of the per-column overhead; as many options per sweep as fit MENU_STACK_BYTES (an 8B model's MLP
+    layer at nine options would stack 2 GiB).  Patterns chosen column by column (N:M) are swept one by one."""
     rows = problem.shape[0]
     W, U = _prepared(problem, percdamp)
     if any(p.selection_span(problem.shape[1]) for p in patterns):
         swept = [_sweep(W.clone(), U, [p], blocksize) for p in patterns]
         return [(w * keep).to(problem.W.dtype) for keep, w in swept]
-    keep, W = _sweep(W.repeat(len(patterns), 1), U, patterns, blocksize)
-    W = (W * keep).to(problem.W.dtype)
-    return [W[k * rows:(k + 1) * rows] for k in range(len(patterns))]
+    per_sweep = max(1, MENU_STACK_BYTES // (W.numel() * 4))
+    weights = []
+    for s in range(0, len(patterns), per_sweep):
+        part = patterns[s:s + per_sweep]
+        keep, stacked = _sweep(W.repeat(len(part), 1), U, part, blocksize)
+        stacked = stacked.mul_(keep).to(problem.W.dtype)
+        weights += [stacked[k * rows:(k + 1) * rows] for k in range(len(part))]
+    return weights
 
 
 def _prepared(problem: LayerProblem, percdamp: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,8 +65,10 @@ def _prepared(problem: LayerProblem, percdamp: float) -> tuple[torch.Tensor, tor
     dead = H.diagonal() == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
-    H = LayerProblem.dampen(H, percdamp)
-    return W, torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    H.diagonal().add_(LayerProblem.damping(H, percdamp))     # `dampen` in place: no identity, no copy
+    H = torch.linalg.cholesky(H)           # one n x n matrix besides H at a time (an 8B MLP's is 0.8 GiB)
+    H = torch.cholesky_inverse(H)
+    return W, torch.linalg.cholesky(H, upper=True)
 
 
 def _sweep(W: torch.Tensor, U: torch.Tensor, patterns: list[Pattern], blocksize: int):

@@ -74,6 +74,7 @@ PASSES = {
     "calibration and propagation": prune_pass(method="sparsegpt"),
     "dense stream and reconstruction": prune_pass(method="sparsegpt", target="dense", reconstruct="block",
                                                  reconstruct_epochs=1),
+    "reconstruction alone": prune_pass(method="sparsegpt", reconstruct="block", reconstruct_epochs=1),
     "sequential": prune_pass(method="wanda", sequential=True),
     "owl scores": prune_pass(method="wanda", allocation="owl"),
     "error price": prune_pass(method="wanda", allocation="milp", allocation_cost="error"),

@@ -165,3 +165,17 @@ def test_sparsegpt_menu_gives_each_option_the_weights_of_its_own_run(spec):
         alone = prune_layer(prob, pattern, "sparsegpt", blocksize=16).weight
         assert torch.allclose(weight, alone, rtol=1e-5, atol=1e-6), pattern
         assert torch.equal(weight != 0, alone != 0), pattern
+
+
+def test_sparsegpt_menu_split_into_several_sweeps_gives_the_same_weights(monkeypatch):
+    """Where the stacked options would exceed MENU_STACK_BYTES the menu is swept in parts: same weights."""
+    from optprune.solvers import sparsegpt
+
+    prob = random_problem(8, 40, seed=3)
+    menu = [Pattern.parse("per-row", s) for s in (0.3, 0.45, 0.5, 0.6, 0.7)]
+    whole = sparsegpt.sparsegpt_menu(prob, menu, blocksize=16)
+    monkeypatch.setattr(sparsegpt, "MENU_STACK_BYTES", 2 * 8 * 40 * 4)        # two options per sweep
+    parts = sparsegpt.sparsegpt_menu(prob, menu, blocksize=16)
+    for a, b in zip(whole, parts, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert torch.equal(a != 0, b != 0)
