@@ -107,25 +107,26 @@ def sample_memory(pid: int, peaks: dict, log: Path) -> None:
     more than 64 MiB since the last entry."""
     status = Path(f"/proc/{pid}/status")
     peaks["at"] = ""
-    timeline, t0, shown = open(str(log) + ".mem.tsv", "w"), time.perf_counter(), -1 << 30
-    while True:
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        except (OSError, ValueError):
-            return
-        if fields.get("State", "").strip().startswith("Z"):
-            return
-        anon = int(fields.get("RssAnon", "0 kB").split()[0])
-        if abs(anon - shown) > 64 << 10:
-            shown = anon
-            timeline.write(f"{time.perf_counter() - t0:.1f}\t{anon >> 10}\t"
-                           f"{int(fields.get('RssFile', '0 kB').split()[0]) >> 10}\t{last_line(log)}\n")
-            timeline.flush()
-        if anon > peaks["RssAnon"]:
-            peaks["at"] = last_line(log)
-        for key in ("RssAnon", "RssFile"):
-            peaks[key] = max(peaks[key], int(fields.get(key, "0 kB").split()[0]))
-        time.sleep(0.2)
+    t0, shown = time.perf_counter(), -1 << 30
+    with open(str(log) + ".mem.tsv", "w") as timeline:
+        while True:
+            try:
+                fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+            except (OSError, ValueError):
+                return
+            if fields.get("State", "").strip().startswith("Z"):
+                return
+            kb = {key: int(fields.get(key, "0 kB").split()[0]) for key in ("RssAnon", "RssFile")}
+            if abs(kb["RssAnon"] - shown) > 64 << 10:
+                shown = kb["RssAnon"]
+                timeline.write(f"{time.perf_counter() - t0:.1f}\t{kb['RssAnon'] >> 10}\t{kb['RssFile'] >> 10}\t"
+                               f"{last_line(log)}\n")
+                timeline.flush()
+            if kb["RssAnon"] > peaks["RssAnon"]:
+                peaks["at"] = last_line(log)
+            for key, value in kb.items():
+                peaks[key] = max(peaks[key], value)
+            time.sleep(0.2)
 
 
 def last_line(log: Path) -> str:

@@ -85,8 +85,8 @@ class BlockReconstruction:
         hooks = stepping_in_backward(linears, start, self.lr)
         try:
             for epoch in range(self.epochs):
-                self._epoch(block, linears, inps, outs, _cast(args, torch.float32), _cast(kwargs, torch.float32),
-                            device, split, epoch)
+                self._epoch(block, inps, outs, _cast(args, torch.float32), _cast(kwargs, torch.float32), device,
+                            split, epoch)
                 best, best_state = self._after_epoch(block, linears, dtype, (inps, outs, args, kwargs, device, split),
                                                      before, (best, best_state), history)
                 if self.progress:
@@ -122,17 +122,15 @@ class BlockReconstruction:
             lin.weight.data.copy_(weights[n])
         return best, best_state
 
-    def _epoch(self, block, linears, inps, outs, args, kwargs, device, split, epoch) -> None:
+    def _epoch(self, block, inps, outs, args, kwargs, device, split, epoch) -> None:
         """One pass over the training windows in a fixed shuffled order; the backward pass steps each weight
-        (`stepping_in_backward`)."""
+        (`stepping_in_backward`, which also turned their gradients on; the dtype casts keep the flag)."""
         order = torch.randperm(split, generator=torch.Generator().manual_seed(epoch))
         for s in range(0, split, self.batch):
             idx = order[s:s + self.batch]
             x = inps.data[idx].to(device).float()
             y = outs.data[idx].to(device).float()
             with torch.enable_grad(), torch.autocast(device.type, torch.bfloat16, enabled=self.autocast):
-                for lin in linears.values():
-                    lin.weight.requires_grad_(True)
                 loss = ((call_block(block, x, args, kwargs).float() - y) ** 2).mean()
             loss.backward()
 
