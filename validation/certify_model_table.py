@@ -58,29 +58,53 @@ def certificate(name: str, folder: str, args, work: Path, dense: str) -> dict:
     seconds = run(["certify", "--dense", dense, "--pruned", folder, "--pattern", args.pattern, "--sparsity",
                    str(args.sparsity), "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen),
                    "--bound-iters", str(args.bound_iters), "--json", str(report)])
-    cert = json.loads(report.read_text())
+    return summary_row(name, seconds, json.loads(report.read_text()))
+
+
+def summary_row(name: str, seconds: float, cert: dict) -> dict:
+    """The table's row of one certificate (`optprune certify --json`)."""
     summary, layers = cert["summary"], [r for r in cert["layers"] if r["pattern_ok"]]
     rows = summary["rows_by_gap"]
     within = sum(n for b, n in rows.items() if b in ("<1.1", "<1.25", "<1.5"))
     worst = max(layers, key=lambda r: r["gap"] if r["gap"] == r["gap"] else -1)
     return dict(name=name, seconds=seconds, overall=summary["overall"], per_kind=summary["per_kind"],
                 rows_within_1_5=within / max(sum(rows.values()), 1), worst_layer=worst["layer"],
-                layers=len(cert["layers"]))
+                layers=len(cert["layers"]), error_own_weights=sum(r["error_weights"] for r in layers))
+
+
+def tabulated(out: Path, work: Path) -> list[dict]:
+    """The rows of a finished run (`out`'s .json), each re-read from its certificate in `work`."""
+    rows = json.loads(out.with_suffix(".json").read_text())
+    return [dict(r, **{k: v for k, v in summarised(r["name"], work).items() if k != "seconds"}) for r in rows]
+
+
+def summarised(name: str, work: Path) -> dict:
+    folder = "plain" if name == PLAIN else name.split()[-1]
+    return summary_row(name, 0.0, json.loads((work / f"{folder}.cert.json").read_text()))
+
+
+def command_line() -> str:
+    """This run's arguments, less --tabulate (a table rewritten from a run names the run's command)."""
+    return " ".join(a for a in sys.argv[1:] if a != "--tabulate")
 
 
 def table(rows: list[dict], args) -> str:
     kinds = list(rows[0]["per_kind"])
     lines = [f"# Whole-model certificates ({args.pattern} {args.sparsity:g})", "",
-             f"Command: `python validation/certify_model_table.py {' '.join(sys.argv[1:])}`. Each checkpoint certified "
+             f"Command: `python validation/certify_model_table.py {command_line()}`. Each checkpoint certified "
              f"by `optprune certify --dense --pruned` (QCR bound on every row of every layer, {args.bound_iters} "
              f"steps per layer) on {args.nsamples} x {args.seqlen} C4 windows. A gap is error / bound: the masks are "
              "within that factor of the best masks of the pattern (per layer, and for the sum over the model); '-' where the "
-             "bound is under 0.1% of the error.", "",
-             "| checkpoint | model gap | median layer gap | worst layer gap | rows within 1.5x | "
-             + " | ".join(kinds) + " | certify seconds |", "|---" * (6 + len(kinds)) + "|"]
+             "bound is under 0.1% of the error. Sums are of the layers' relative errors: the masks' (kept weights "
+             "as in the dense model: what the bound is for), the checkpoint's own weights' (SparseGPT's updates "
+             "included), and the bound.", "",
+             "| checkpoint | sum of errors (masks) | sum of errors (own weights) | sum of bounds | model gap | "
+             "median layer gap | worst layer gap | rows within 1.5x | " + " | ".join(kinds) + " | certify seconds |",
+             "|---" * (9 + len(kinds)) + "|"]
     for r in rows:
         o = r["overall"]
-        lines.append(f"| {r['name']} | {ratio(o['gap'])} | {ratio(o['median_layer_gap'])} | "
+        lines.append(f"| {r['name']} | {o['error']:.4g} | {r['error_own_weights']:.4g} | {o['bound']:.4g} | "
+                     f"{ratio(o['gap'])} | {ratio(o['median_layer_gap'])} | "
                      f"{ratio(o['worst_layer_gap'])} ({r['worst_layer']}) | {r['rows_within_1_5']:.1%} | "
                      + " | ".join(ratio(r['per_kind'][k]['gap']) for k in kinds) + f" | {r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
@@ -100,15 +124,18 @@ def main() -> int:
     ap.add_argument("--work", default=str(ROOT / "runs" / "certify_model"))
     ap.add_argument("--out", default="")
     ap.add_argument("--dry-run", action="store_true", help="a tiny --model folder, 2 windows of 32 tokens")
+    ap.add_argument("--tabulate", action="store_true", help="rewrite the table from a finished run (--work's "
+                    "certificates, the seconds from --out's .json), running nothing")
     args = ap.parse_args()
     if args.dry_run:
         args.nsamples, args.seqlen, args.bound_iters, args.plain_tokens = 2, 32, 20, 64
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    dense = dense_folder(args.model, work)
+    dense = "" if args.tabulate else dense_folder(args.model, work)
     name = "dry-run" if args.dry_run else (Path(args.model).name if args.model else "smollm2")
     out = Path(args.out or ROOT / "docs" / "results" / f"certify_model_{name}.md")
-    rows = [certificate(n, f, args, work, dense) for n, f in checkpoints(args, work, dense).items()]
+    rows = tabulated(out, work) if args.tabulate else \
+        [certificate(n, f, args, work, dense) for n, f in checkpoints(args, work, dense).items()]
     out.write_text(table(rows, args))
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
     print(f"wrote {out}")

@@ -28,8 +28,11 @@ from ..result import PruneResult
 from ..checkpoints import check_model_argument, check_writable_file, load_model
 
 
-def checkpoint_masks(dense, pruned_path: str, masks_path: str = "") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{'<block>.<linear>': (keep mask, the checkpoint's weights)} of every target linear of `dense`."""
+def checkpoint_masks(dense, pruned_path: str, masks_path: str = "", pattern: Pattern | None = None
+                     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{'<block>.<linear>': (keep mask, the checkpoint's weights)} of every target linear of `dense`.  A
+    checkpoint's mask is its nonzero weights, completed (`Pattern.complete`, with `pattern`) by entries zero
+    in the dense model too: the dense model's own zeros (a quantised model's) are kept or pruned alike."""
     adapter = adapter_for(dense)
     if masks_path:
         from safetensors.torch import load_file
@@ -64,7 +67,10 @@ def checkpoint_masks(dense, pruned_path: str, masks_path: str = "") -> dict[str,
             if W.shape != lin.weight.shape:
                 raise ValueError(f"{b}.{name}: the pruned checkpoint's weight is {tuple(W.shape)}, the dense model's "
                                  f"{tuple(lin.weight.shape)}: not the same model")
-            out[f"{b}.{name}"] = (W != 0, W)
+            keep = W != 0
+            if pattern is not None:
+                keep = pattern.complete(keep, (W == 0) & (lin.weight.detach() == 0))
+            out[f"{b}.{name}"] = (keep, W)
     return out
 
 
@@ -132,7 +138,7 @@ def certify_checkpoint_main(args) -> int:
     blocks = [int(b) for b in args.blocks.split(",")] if args.blocks else list(range(len(adapter.blocks(dense))))
     check_blocks(dense, adapter, blocks)
     check_subblock(dense, adapter, blocks, args.rows_list, args.window)
-    masks = checkpoint_masks(dense, args.pruned, args.masks)
+    masks = checkpoint_masks(dense, args.pruned, args.masks, pattern)
     if not args.subblocks:
         return certify_whole_model(args, dense, tok, adapter, blocks, masks, config, pattern)
     problems = dense_layer_problems(dense, calibration_for(dense, tok, adapter, config), blocks, "cpu")

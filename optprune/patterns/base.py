@@ -197,6 +197,20 @@ class Pattern:
             bad = sorted(set(pruned.tolist()) - {need})[:3]
             raise PatternError(f"mask is not {self.name}: a group prunes {bad} units, the pattern needs {need}")
 
+    def complete(self, keep: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        """`keep` with units of `free` entries (whose being kept or pruned changes nothing, e.g. zero in both
+        the dense model and the checkpoint) added, lowest index first, until each group keeps its budget: the
+        mask a checkpoint's zeros mean when the dense model has zeros of its own.  A unit is added only if it
+        holds no kept entry and all its entries are free; a group that cannot reach its budget so, or keeps
+        more, is left as it was (`check` names it)."""
+        rows, cols = keep.shape
+        self.check_shape(rows, cols)
+        units = self.to_units(keep.bool())
+        candidates = ~units.any(-1) & self.to_units(free.bool()).all(-1)
+        short = units.shape[1] - self.pruned_per_group(rows, cols) - units.all(-1).sum(-1, keepdim=True)
+        added = candidates & (candidates.cumsum(-1) <= short) & (candidates.sum(-1, keepdim=True) >= short)
+        return keep.bool() | self._expand(added, rows, cols)
+
     def unit_ids(self, rows: int, cols: int) -> torch.Tensor:
         """(rows, cols) ids of the unit each entry belongs to (entries of a unit share the id)."""
         groups, units, entries = self.layout(rows, cols)

@@ -80,3 +80,27 @@ def test_a_layer_that_breaks_the_pattern_is_named_and_the_rest_certified(tiny, t
 def test_sub_block_options_without_subblocks_are_refused_in_one_line(tiny, tmp_path, capsys, flags, message):
     code, _ = certify(tiny, tmp_path, "--pruned", str(tiny[0]), *flags)
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_a_dense_model_s_own_zeros_do_not_break_the_checkpoint_s_pattern(tiny, tmp_path):
+    """Where a group of the dense model holds more zeros than the pattern prunes (a quantised model's),
+    the checkpoint keeps some zeros: certify reads them as kept, and the 2:4 checkpoint is certified."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from optprune import Pattern
+    dense, tok = AutoModelForCausalLM.from_pretrained(tiny[0]), AutoTokenizer.from_pretrained(tiny[0])
+    with torch.no_grad():
+        for block in dense.model.layers:
+            block.mlp.up_proj.weight[:, :3] = 0                     # 3 zeros in every row's first 2:4 group
+    dense.save_pretrained(tmp_path / "dense")
+    tok.save_pretrained(tmp_path / "dense")
+    nm = Pattern.parse("2:4")
+    with torch.no_grad():
+        for lin in (m for m in dense.model.layers.modules() if isinstance(m, torch.nn.Linear)):
+            lin.weight.mul_(nm.project(lin.weight.abs()))
+    dense.save_pretrained(tmp_path / "pruned")
+    tok.save_pretrained(tmp_path / "pruned")
+    code, cert = certify((tmp_path / "dense", tiny[1]), tmp_path, "--pruned", str(tmp_path / "pruned"),
+                         "--pattern", "2:4")
+    assert code == 0 and all(r["pattern_ok"] for r in cert["layers"])
+    up = [r for r in cert["layers"] if r["kind"] == "up_proj"]
+    assert all(r["sparsity"] == pytest.approx(0.5) and r["bound"] <= r["error"] * (1 + 1e-9) for r in up)

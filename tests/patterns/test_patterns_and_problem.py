@@ -136,3 +136,24 @@ def test_row_blocks_prune_with_score_and_obs_methods(method):
     res = prune_layer(prob, pat, method)
     pat.check(res.mask)
     assert res.objective <= prob.dense_energy()
+
+
+def test_complete_fills_each_group_with_free_units_only_up_to_its_budget():
+    """A checkpoint's zeros mean a valid mask once the dense model's own zeros (free) may count as kept."""
+    nm = Pattern.parse("2:4")
+    keep = torch.tensor([[1, 0, 0, 0, 1, 1, 0, 0],     # group 1 keeps 1 of its 2; group 2 is valid
+                         [0, 0, 0, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    free = torch.tensor([[0, 1, 1, 0, 0, 0, 1, 0],
+                         [0, 0, 0, 0, 0, 0, 0, 1]], dtype=torch.bool)
+    done = nm.complete(keep, free)
+    assert done[0].tolist() == [True, True, False, False, True, True, False, False]   # lowest free index first
+    assert done[1].tolist() == [False, False, False, True, True, False, False, True]  # group 1: no free unit
+    with pytest.raises(PatternError, match="prunes"):
+        nm.check(done)
+    nm.check(done[:1])
+    assert (done & ~keep <= free).all()           # only free entries are ever added
+    per_row = Pattern.parse("per-row", 0.5)
+    both = per_row.complete(keep, free)
+    assert both[0].tolist() == [True, True, False, False, True, True, False, False]
+    assert (both[1] == keep[1]).all()             # 2 kept + 1 free < 4: short, left for check to name
+    per_row.check(both[:1])
