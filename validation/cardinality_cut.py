@@ -20,17 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from optprune import load_layer_problems
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = {"q_proj": "q_proj", "k_proj": "q_proj", "v_proj": "q_proj", "o_proj": "o_proj",
-          "gate_proj": "gate_proj", "up_proj": "gate_proj", "down_proj": "down_proj"}
+LAYERS = ROOT.parent / "shared" / "data" / "layers"
 
 
 def row_problem(layer: str, row: int, cols: int) -> np.ndarray:
     """Q (trace 1) of `cols` random inputs of the row: the error of pruning z is z^T Q z."""
-    from safetensors.torch import load_file
     block, name = layer.split(".")
-    data = load_file(str(ROOT.parent / "shared" / "data" / "layers" / f"smollm2-135m_block{int(block):02d}.safetensors"))
-    W, G = data[f"{name}.weight"].double().numpy(), data[f"{SHARED[name]}.gram"].double().numpy()
+    problem = load_layer_problems(LAYERS / f"smollm2-135m_block{int(block):02d}.safetensors", [name])[name]
+    W, G = problem.float64()
     pick = np.sort(np.random.default_rng(0).choice(W.shape[1], cols, replace=False))
     w = W[row, pick]
     Q = np.outer(w, w) * G[np.ix_(pick, pick)]

@@ -23,6 +23,7 @@ from dense_checkpoint import dense_folder
 from plain_wanda import wanda_script
 
 from optprune.compare import ratio
+from optprune.parallel import machine_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN = "plain Wanda-style script"
@@ -58,29 +59,26 @@ def certificate(name: str, folder: str, args, work: Path, dense: str) -> dict:
     seconds = run(["certify", "--dense", dense, "--pruned", folder, "--pattern", args.pattern, "--sparsity",
                    str(args.sparsity), "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen),
                    "--bound-iters", str(args.bound_iters), "--json", str(report)])
-    return summary_row(name, seconds, json.loads(report.read_text()))
+    return dict(summary_row(name, seconds, report), machine=machine_name())
 
 
-def summary_row(name: str, seconds: float, cert: dict) -> dict:
-    """The table's row of one certificate (`optprune certify --json`)."""
+def summary_row(name: str, seconds: float, report: Path) -> dict:
+    """The table's row of one certificate (the JSON `optprune certify --json` wrote)."""
+    cert = json.loads(Path(report).read_text())
     summary, layers = cert["summary"], [r for r in cert["layers"] if r["pattern_ok"]]
     rows = summary["rows_by_gap"]
     within = sum(n for b, n in rows.items() if b in ("<1.1", "<1.25", "<1.5"))
     worst = max(layers, key=lambda r: r["gap"] if r["gap"] == r["gap"] else -1)
     return dict(name=name, seconds=seconds, overall=summary["overall"], per_kind=summary["per_kind"],
                 rows_within_1_5=within / max(sum(rows.values()), 1), worst_layer=worst["layer"],
-                layers=len(cert["layers"]), error_own_weights=sum(r["error_weights"] for r in layers))
+                layers=len(cert["layers"]), error_own_weights=sum(r["error_weights"] for r in layers),
+                report=str(report))
 
 
-def tabulated(out: Path, work: Path) -> list[dict]:
-    """The rows of a finished run (`out`'s .json), each re-read from its certificate in `work`."""
-    rows = json.loads(out.with_suffix(".json").read_text())
-    return [dict(r, **{k: v for k, v in summarised(r["name"], work).items() if k != "seconds"}) for r in rows]
-
-
-def summarised(name: str, work: Path) -> dict:
-    folder = "plain" if name == PLAIN else name.split()[-1]
-    return summary_row(name, 0.0, json.loads((work / f"{folder}.cert.json").read_text()))
+def tabulated(out: Path) -> list[dict]:
+    """The rows of a finished run (`out`'s .json), each re-read from the certificate it names, seconds kept."""
+    return [dict(summary_row(r["name"], r["seconds"], r["report"]), machine=r["machine"])
+            for r in json.loads(out.with_suffix(".json").read_text())]
 
 
 def command_line() -> str:
@@ -91,7 +89,8 @@ def command_line() -> str:
 def table(rows: list[dict], args) -> str:
     kinds = list(rows[0]["per_kind"])
     lines = [f"# Whole-model certificates ({args.pattern} {args.sparsity:g})", "",
-             f"Command: `python validation/certify_model_table.py {command_line()}`. Each checkpoint certified "
+             f"Command: `python validation/certify_model_table.py {command_line()}` "
+             f"({', '.join(sorted({r['machine'] for r in rows}))}). Each checkpoint certified "
              f"by `optprune certify --dense --pruned` (QCR bound on every row of every layer, {args.bound_iters} "
              f"steps per layer) on {args.nsamples} x {args.seqlen} C4 windows. A gap is error / bound: the masks are "
              "within that factor of the best masks of the pattern (per layer, and for the sum over the model); '-' where the "
@@ -124,18 +123,20 @@ def main() -> int:
     ap.add_argument("--work", default=str(ROOT / "runs" / "certify_model"))
     ap.add_argument("--out", default="")
     ap.add_argument("--dry-run", action="store_true", help="a tiny --model folder, 2 windows of 32 tokens")
-    ap.add_argument("--tabulate", action="store_true", help="rewrite the table from a finished run (--work's "
-                    "certificates, the seconds from --out's .json), running nothing")
+    ap.add_argument("--tabulate", action="store_true", help="rewrite the table from a finished run (the "
+                    "certificates and seconds --out's .json names), running nothing")
     args = ap.parse_args()
     if args.dry_run:
         args.nsamples, args.seqlen, args.bound_iters, args.plain_tokens = 2, 32, 20, 64
     work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    dense = "" if args.tabulate else dense_folder(args.model, work)
     name = "dry-run" if args.dry_run else (Path(args.model).name if args.model else "smollm2")
     out = Path(args.out or ROOT / "docs" / "results" / f"certify_model_{name}.md")
-    rows = tabulated(out, work) if args.tabulate else \
-        [certificate(n, f, args, work, dense) for n, f in checkpoints(args, work, dense).items()]
+    if args.tabulate:
+        rows = tabulated(out)
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        dense = dense_folder(args.model, work)
+        rows = [certificate(n, f, args, work, dense) for n, f in checkpoints(args, work, dense).items()]
     out.write_text(table(rows, args))
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
     print(f"wrote {out}")
