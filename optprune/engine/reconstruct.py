@@ -10,9 +10,11 @@ stepped inside the backward pass as soon as its gradient is complete, so one wei
 time (an 8B block's would take 0.8 GiB together) with the same steps as one Adam over all.  It uses the
 first `windows` calibration windows (all with 0; they are a random draw, so the first ones are one too),
 of which the last `holdout` share is held out.  The relative output error ||block(X_hat) - Y||^2 / ||Y||^2 is
-measured before training and after every epoch, on both slices, in the block's own dtype; the epoch
-with the lowest held-out error is kept if it also lowers the error on the whole calibration stream,
-else the block stays as the step left it: the error never increases.
+measured in the block's own dtype: before training on every window used, after every epoch on the held-out
+windows only (on the training windows where none is held out), and once more on every window for the epoch
+with the lowest held-out error; that epoch is kept if it also lowers the error on the whole stream used, else
+the block stays as the step left it: the error never increases.  (Measuring every window after every epoch
+would cost a third of the reconstruction's time and choose the same epoch in all but a tie.)
 """
 from __future__ import annotations
 
@@ -58,74 +60,106 @@ class BlockReconstruction:
         return n - held
 
     @torch.no_grad()
-    def errors(self, block, inps, outs, args, kwargs, device, split: int) -> tuple[float, float, float]:
-        """(training, held-out, whole-stream) relative output errors, summed over ranks."""
+    def errors(self, block, inps, outs, args, kwargs, device, split: int,
+               only: range | None = None, given=None) -> tuple[float, float, float]:
+        """(training, held-out, whole-stream) relative output errors over the windows used (or those in `only`;
+        a slice with no window measured reads as the other), summed over ranks; `given`: a store already
+        holding the block's outputs (no forward pass)."""
         sums = torch.zeros(4, dtype=torch.float64)
-        for s in range(self.used(len(inps))):
+        for s in only if only is not None else range(self.used(len(inps))):
             y = outs.data[s:s + 1].to(device).float()
-            diff = call_block(block, inps.data[s:s + 1].to(device), args, kwargs).float() - y
+            got = (given.data[s:s + 1].to(device) if given is not None else
+                   call_block(block, inps.data[s:s + 1].to(device), args, kwargs))
+            diff = got.float() - y
             k = 0 if s < split else 2
             sums[k] += float((diff ** 2).sum())
             sums[k + 1] += float((y ** 2).sum())
         all_reduce_sum(sums)
-        train, held = float(sums[0] / sums[1].clamp_min(1e-30)), float(sums[2] / sums[3].clamp_min(1e-30))
-        return train, (held if sums[3] > 0 else train), float((sums[0] + sums[2]) / (sums[1] + sums[3]).clamp_min(1e-30))
+        whole = float((sums[0] + sums[2]) / (sums[1] + sums[3]).clamp_min(1e-30))
+        train = float(sums[0] / sums[1]) if sums[1] > 0 else whole
+        held = float(sums[2] / sums[3]) if sums[3] > 0 else whole
+        return train, held, whole
 
-    def __call__(self, block, inps, outs, args, kwargs, device) -> dict:
+    def __call__(self, block, inps, outs, args, kwargs, device, carry=None) -> dict:
+        """Fit the block (module doc); the report.  carry = (propagate, store): propagate() writes the block's
+        outputs for every window into `store` (the walk's next inputs); given, the final check of the kept
+        epoch reads its error from there instead of a pass of its own, and the report says `carried` when the
+        store holds the outputs of the block as it is left (else the caller propagates)."""
         t0 = time.perf_counter()
-        split = self.split(self.used(len(inps)))
+        used = self.used(len(inps))
+        split = self.split(used)
+        stopping = range(split, used) if split < used else range(used)     # the windows that choose the epoch
         linears = self.targets(block)
         dtype = next(block.parameters()).dtype
         start = {n: lin.weight.detach().clone() for n, lin in linears.items()}
-        before = self.errors(block, inps, outs, args, kwargs, device, split)
-        best, best_state, history = before, None, [before]
+        data = (inps, outs, args, kwargs, device, split)
+        before = self.errors(block, *data)
+        best_held, best_state, history = before[1], None, []
         for param in block.parameters():
             param.requires_grad_(False)
         block.float()
         hooks = stepping_in_backward(linears, start, self.lr)
         try:
             for epoch in range(self.epochs):
-                self._epoch(block, inps, outs, _cast(args, torch.float32), _cast(kwargs, torch.float32), device,
-                            split, epoch)
-                best, best_state = self._after_epoch(block, linears, dtype, (inps, outs, args, kwargs, device, split),
-                                                     before, (best, best_state), history)
+                loss = self._epoch(block, inps, outs, _cast(args, torch.float32), _cast(kwargs, torch.float32),
+                                   device, split, epoch)
+                held = self._held_out_after_epoch(block, linears, dtype, data, stopping)
+                history.append(dict(train_loss=loss, held_out=held))
+                if held < best_held:
+                    best_held, best_state = held, self._weights_in(block, linears, dtype)
                 if self.progress:
-                    errs = history[-1]
-                    self.progress(f"epoch {epoch + 1}/{self.epochs}: train {errs[0]:.4g}, held-out {errs[1]:.4g}")
+                    self.progress(f"epoch {epoch + 1}/{self.epochs}: train loss {loss:.4g}, held-out {held:.4g}")
         finally:
             for hook in hooks:
                 hook.remove()
         block.to(dtype)
-        for n, lin in linears.items():
-            lin.weight.requires_grad_(False)
-            lin.weight.data.copy_((best_state or start)[n])
-        return dict(error_before=dict(train=before[0], held_out=before[1], all=before[2]),
+        best, kept_epoch = self._kept(block, linears, start, best_state, before, data, carry)
+        if kept_epoch is not None:
+            kept_epoch = 1 + [h["held_out"] for h in history].index(best_held)
+        return dict(carried=kept_epoch is not None and carry is not None,error_before=dict(train=before[0], held_out=before[1], all=before[2]),
                     error_after=dict(train=best[0], held_out=best[1], all=best[2]),
-                    kept_epoch=None if best_state is None else history.index(best),
-                    epochs=[dict(train=e[0], held_out=e[1], all=e[2]) for e in history],
-                    train_windows=split, held_out_windows=self.used(len(inps)) - split,
+                    kept_epoch=kept_epoch, epochs=history,
+                    train_windows=split, held_out_windows=used - split,
                     seconds=time.perf_counter() - t0)
 
-    def _after_epoch(self, block, linears, dtype, data, before, kept, history):
-        """The errors in the block's dtype after an epoch (history grows by one); the (errors, weights) kept so
-        far, replaced where the held-out error fell and the whole stream's stayed below `before`; the float32
-        master weights restored for the next epoch."""
+    def _kept(self, block, linears, start, best_state, before, data, carry=None):
+        """(errors, kept?) of the block left in place: the epoch of lowest held-out error where it also lowers
+        the whole stream's error, else the weights the step gave (kept? None); with `carry` the kept epoch's
+        errors are read from the outputs it propagates."""
+        for param in block.parameters():
+            param.requires_grad_(False)
+        if best_state is not None:
+            for n, lin in linears.items():
+                lin.weight.data.copy_(best_state[n])
+            if carry is not None:
+                carry[0]()
+            after = self.errors(block, *data, given=None if carry is None else carry[1])
+            if after[2] <= before[2]:
+                return after, True
+        for n, lin in linears.items():
+            lin.weight.data.copy_(start[n])
+        return before, None
+
+    def _weights_in(self, block, linears, dtype) -> dict:
+        """The linears' weights as the block's dtype holds them (the float32 master weights untouched)."""
+        return {n: lin.weight.detach().to(dtype).clone() for n, lin in linears.items()}
+
+    def _held_out_after_epoch(self, block, linears, dtype, data, stopping: range) -> float:
+        """The held-out error in the block's dtype, the float32 master weights restored afterwards."""
         weights = {n: lin.weight.detach().clone() for n, lin in linears.items()}
         block.to(dtype)
-        errs = self.errors(block, *data)
-        history.append(errs)
-        best, best_state = kept
-        if errs[1] < best[1] and errs[2] <= before[2]:
-            best, best_state = errs, {n: lin.weight.detach().clone() for n, lin in linears.items()}
+        held = self.errors(block, *data, only=stopping)[1]     # training windows only: [1] reads as the whole
         block.float()
         for n, lin in linears.items():
             lin.weight.data.copy_(weights[n])
-        return best, best_state
+        return held
 
-    def _epoch(self, block, inps, outs, args, kwargs, device, split, epoch) -> None:
+    def _epoch(self, block, inps, outs, args, kwargs, device, split, epoch) -> float:
         """One pass over the training windows in a fixed shuffled order; the backward pass steps each weight
-        (`stepping_in_backward`, which also turned their gradients on; the dtype casts keep the flag)."""
+        (`stepping_in_backward`, which also turned their gradients on; the dtype casts keep the flag).  Returns
+        the mean relative loss of the pass (measured while the weights moved)."""
         order = torch.randperm(split, generator=torch.Generator().manual_seed(epoch))
+        num = den = 0.0
         for s in range(0, split, self.batch):
             idx = order[s:s + self.batch]
             x = inps.data[idx].to(device).float()
@@ -133,6 +167,8 @@ class BlockReconstruction:
             with torch.enable_grad(), torch.autocast(device.type, torch.bfloat16, enabled=self.autocast):
                 loss = ((call_block(block, x, args, kwargs).float() - y) ** 2).mean()
             loss.backward()
+            num, den = num + float(loss), den + float((y ** 2).mean())
+        return num / max(den, 1e-30)
 
 
 def stepping_in_backward(linears: dict, start: dict, lr: float) -> list:

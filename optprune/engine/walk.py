@@ -116,9 +116,11 @@ class Engine:
         return outs
 
     @torch.no_grad()
-    def grams(self, block, b: int, calls: BlockCalls, inps, names=None, dense=None) -> tuple[dict, float, float]:
+    def grams(self, block, b: int, calls: BlockCalls, inps, names=None, dense=None,
+              outs=None) -> tuple[dict, float, float]:
         """(Grams summed over ranks, forward seconds, Gram seconds) of block b's linears (`names`: a
-        subset).  dense = (dense copy of the block, dense stream): the dense-target statistics."""
+        subset).  dense = (dense copy of the block, dense stream): the dense-target statistics.  With `outs`
+        the calibrating forward also stores the block's outputs there (the hooks only read inputs)."""
         t0 = time.perf_counter()
         linears = self.adapter.targets(block)
         linears = linears if names is None else {n: linears[n] for n in names}
@@ -127,7 +129,7 @@ class Engine:
         else:
             hooks = DenseTargetHooks(linears, self.adapter.targets(dense[0]), self.adapter.gram_groups)
         try:
-            self.propagate(block, b, calls, inps, lead=dense)
+            self.propagate(block, b, calls, inps, outs, lead=dense)
         finally:
             grams = hooks.close()
         for stats in {id(G): G for G in grams.values()}.values():
@@ -149,25 +151,31 @@ class Engine:
     @torch.no_grad()
     def each_dense_block(self, windows: torch.Tensor, visit, blocks: list[int] | None = None) -> None:
         """visit(b, block, Grams of its linears) for every block of the unchanged model (or those in
-        `blocks`, the walk stopping after the last), calibrated on `windows`."""
+        `blocks`, the walk stopping after the last), calibrated on `windows`: one forward per block, whose
+        outputs are the next block's inputs (`visit` reads the block, never changes it)."""
         calls = self.capture(windows)
 
-        def calibrated(b, block, inps):
+        def calibrated(b, block, inps, outs):
             if blocks is None or b in blocks:
-                visit(b, block, self.grams(block, b, calls, inps)[0])
-        self.dense_pass(calls, calibrated, stop=None if blocks is None else max(blocks) + 1).release()
+                visit(b, block, self.grams(block, b, calls, inps, outs=outs)[0])
+            else:
+                self.propagate(block, b, calls, inps, outs)
+        self.dense_pass(calls, carry=calibrated, stop=None if blocks is None else max(blocks) + 1).release()
 
     @torch.no_grad()
-    def dense_pass(self, calls: BlockCalls, visit=None, stop: int | None = None):
+    def dense_pass(self, calls: BlockCalls, visit=None, stop: int | None = None, carry=None):
         """Carry the captured inputs through blocks 0..stop-1 unchanged, one block on the device at a
-        time, calling visit(b, block, inputs of b) first; returns the last outputs (the other buffer
-        is released)."""
+        time, calling visit(b, block, inputs of b) first; carry(b, block, inputs, outputs) stands in for the
+        plain propagation where given; returns the last outputs (the other buffer is released)."""
         inps, outs = calls.inputs, calls.inputs.like()
         try:
             for b, block in self.on_device(stop):
                 if visit:
                     visit(b, block, inps)
-                self.propagate(block, b, calls, inps, outs)
+                if carry:
+                    carry(b, block, inps, outs)
+                else:
+                    self.propagate(block, b, calls, inps, outs)
                 inps, outs = outs, inps
         except BaseException:
             inps.release()
@@ -235,11 +243,11 @@ class Engine:
         elif dense is not None:
             self.propagate(dense, b, walk.calls, walk.dense_inps, walk.dense_outs, count=self.dense_windows)
         del dense                           # the dense copy is done with before the reconstruction's state
-        if solve and self.reconstruct is not None:
-            self._reconstruct_block(b, block, walk, times)
-        t1 = time.perf_counter()
-        self.propagate(block, b, walk.calls, walk.inps, walk.outs)
-        times["propagate"] = time.perf_counter() - t1
+        carried = solve and self.reconstruct is not None and self._reconstruct_block(b, block, walk, times)
+        if not carried:
+            t1 = time.perf_counter()
+            self.propagate(block, b, walk.calls, walk.inps, walk.outs)
+            times["propagate"] = time.perf_counter() - t1
         if solve:
             self._record(b, block, t0, times, walk)
         if self.mmap_weights and world()[0] == 0:
@@ -263,13 +271,21 @@ class Engine:
             self.propagate(dense, b, walk.calls, walk.dense_inps, walk.dense_outs, count=self.dense_windows)
             times["dense_propagate"] = time.perf_counter() - t1
 
-    def _reconstruct_block(self, b: int, block, walk: "_Walk", times: dict) -> None:
-        """The block's kept weights fitted to the dense stream's outputs (`reconstruct`)."""
+    def _reconstruct_block(self, b: int, block, walk: "_Walk", times: dict) -> bool:
+        """The block's kept weights fitted to the dense stream's outputs (`reconstruct`), which may propagate
+        the block it keeps (its final check reads those outputs): whether walk.outs now holds them."""
         t1 = time.perf_counter()
+        times["propagate"] = 0.0
+
+        def propagate():
+            t2 = time.perf_counter()
+            self.propagate(block, b, walk.calls, walk.inps, walk.outs)
+            times["propagate"] += time.perf_counter() - t2
         info = self.reconstruct(block, walk.inps, walk.dense_outs, walk.calls.args[b], walk.calls.kwargs[b],
-                                self.device)
+                                self.device, carry=(propagate, walk.outs))
         walk.report.setdefault("reconstruction", {})[str(b)] = info
-        times["reconstruct"] = time.perf_counter() - t1
+        times["reconstruct"] = time.perf_counter() - t1 - times["propagate"]
+        return bool(info.get("carried"))
 
     @staticmethod
     def _record(b: int, block, t0: float, times: dict, walk: "_Walk") -> None:

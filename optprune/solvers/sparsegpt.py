@@ -73,34 +73,34 @@ def _prepared(problem: LayerProblem, percdamp: float) -> tuple[torch.Tensor, tor
 
 def _sweep(W: torch.Tensor, U: torch.Tensor, patterns: list[Pattern], blocksize: int):
     """(keep, updated W) of the OBS sweep; W holds len(patterns) equal slices of rows, pattern k choosing the
-    masks of slice k (several patterns: none chosen column by column)."""
+    masks of slice k (several patterns: none chosen column by column).  The sweep runs on W's transpose, so
+    that a column and its rank-one update w_{j+1:} -= e U_{j, j+1:} are contiguous memory (1.7-2.2x faster on
+    a CPU than on W's rows, the same arithmetic in the same order: the same bits)."""
     rows, cols = W.shape[0] // len(patterns), W.shape[1]
-    keep = torch.ones_like(W, dtype=torch.bool)
+    WT = W.t().contiguous()
+    keepT = torch.ones_like(WT, dtype=torch.bool)
     span = patterns[0].selection_span(cols) if len(patterns) == 1 else None
     if span:
         blocksize = span * max(1, blocksize // span)
     budgets = [p.pruned_per_group(rows, cols) for p in patterns]
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
-        W1 = W[:, i1:i2].clone()
-        U1 = U[i1:i2, i1:i2]
+        W1, U1, keep1 = WT[i1:i2], U[i1:i2, i1:i2], keepT[i1:i2]       # views: updated in place
+        d = U1.diagonal()
         Err = torch.zeros_like(W1)
         if not span:
-            saliency = W1 ** 2 / U1.diagonal()[None, :] ** 2
+            saliency = (W1 ** 2 / d[:, None] ** 2).t().contiguous()
             for k, (pattern, budget) in enumerate(zip(patterns, budgets)):
                 part = slice(k * rows, (k + 1) * rows)
-                keep[part, i1:i2] = pattern.project(saliency[part], _budget(budget, i1, i2, cols))
+                keep1[:, part] = pattern.project(saliency[part], _budget(budget, i1, i2, cols)).t()
         for j in range(i2 - i1):
-            col = i1 + j
-            if span and col % span == 0:
-                grp = W1[:, j:j + span] ** 2 / U1.diagonal()[j:j + span][None, :] ** 2
-                keep[:, col:col + span] = patterns[0].project(grp)
-            w = W1[:, j]
-            q = w * keep[:, col]
+            if span and (i1 + j) % span == 0:
+                keep1[j:j + span] = patterns[0].project((W1[j:j + span] ** 2 / d[j:j + span, None] ** 2).t()).t()
+            w = W1[j]
+            q = w * keep1[j]
             e = (w - q) / U1[j, j]
-            W1[:, j:] -= e[:, None] * U1[j, j:][None, :]
-            W1[:, j] = q
-            Err[:, j] = e
-        W[:, i1:i2] = W1
-        W[:, i2:] -= Err @ U[i1:i2, i2:]
-    return keep, W
+            W1[j:] -= U1[j, j:, None] * e[None, :]
+            W1[j] = q
+            Err[j] = e
+        WT[i2:] -= U[i1:i2, i2:].t() @ Err
+    return keepT.t().contiguous(), WT.t().contiguous()

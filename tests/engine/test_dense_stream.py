@@ -94,6 +94,8 @@ def test_reconstruction_never_increases_the_block_error_and_keeps_the_masks(tiny
     report = BlockReconstruction(adapter.targets, epochs=3, lr=1e-3)(*args)
     assert report["error_after"]["all"] < report["error_before"]["all"]
     assert report["held_out_windows"] == 1 and report["train_windows"] == 3
+    held = [e["held_out"] for e in report["epochs"]]          # the kept epoch: the lowest held-out error
+    assert len(held) == 3 and report["error_after"]["held_out"] == min(held) == held[report["kept_epoch"] - 1]
     for n, lin in adapter.targets(block).items():
         assert bool((lin.weight[zeros[n]] == 0).all()), n
     before = {k: v.clone() for k, v in block.state_dict().items()}
@@ -192,3 +194,54 @@ def test_the_dense_target_changes_what_the_later_layers_solve(tiny_net):
     assert rb["layers"][3]["rel_error"] != pytest.approx(ra["layers"][3]["rel_error"], rel=0.1)
     wa, wb = adapter_for(a).blocks(a)[1].mlp.down_proj.weight, adapter_for(b).blocks(b)[1].mlp.down_proj.weight
     assert not torch.allclose(wa, wb)
+
+
+def test_the_dense_walk_runs_each_block_once_and_calibrates_it_on_the_dense_outputs(tiny_net):
+    """each_dense_block: block 1's Gram is that of the dense block 0's outputs, and every block forwards each
+    window once (the calibrating forward carries the stream on)."""
+    net, _, windows = tiny_net
+    adapter = adapter_for(net)
+    engine = Engine(net, adapter, batch=2)
+    blocks = adapter.blocks(net)
+    calls = engine.capture(windows)
+    after_zero = engine.forward_block(blocks[0], 0, calls, calls.inputs.data)
+    X = _inputs_of(blocks[1], "mlp.up_proj", lambda: engine.forward_block(blocks[1], 1, calls, after_zero))
+    runs, seen = [0] * len(blocks), {}
+    hooks = [blk.register_forward_hook(lambda m, i, o, b=b: runs.__setitem__(b, runs[b] + 1))
+             for b, blk in enumerate(blocks)]
+    try:
+        engine.each_dense_block(windows, lambda b, block, grams: seen.__setitem__(b, grams["mlp.up_proj"]))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert runs == [-(-len(windows) // 2)] * len(blocks)
+    assert torch.allclose(seen[1], X.T @ X, rtol=1e-4, atol=1e-4 * float((X.T @ X).abs().max()))
+
+
+def test_reconstruction_reads_its_final_check_from_the_outputs_it_carries_on(tiny_net):
+    """carry=(propagate, store): the same block is kept as without it, the store holds that block's outputs for
+    every window and the final error is read from them; a diverging fit is not carried (the caller propagates)."""
+    adapter, engine, calls, block, dense = _block_zero(tiny_net, batch=2)
+    targets = engine.propagate(dense, 0, calls, calls.inputs, calls.inputs.like())
+    with torch.no_grad():
+        for lin in adapter.targets(block).values():
+            lin.weight.mul_(lin.weight.abs() > lin.weight.abs().median())
+    start = copy.deepcopy(block.state_dict())
+    args = (block, calls.inputs, targets, calls.args[0], calls.kwargs[0], torch.device("cpu"))
+    plain = BlockReconstruction(adapter.targets, epochs=2, lr=1e-3)(*args)
+    fitted = copy.deepcopy(block.state_dict())
+    block.load_state_dict(start)
+    store = calls.inputs.like()
+    carried = BlockReconstruction(adapter.targets, epochs=2, lr=1e-3)(
+        *args, carry=(lambda: engine.propagate(block, 0, calls, calls.inputs, store), store))
+    assert carried["carried"] and not plain["carried"] and carried["kept_epoch"] == plain["kept_epoch"]
+    for k, v in block.state_dict().items():
+        assert torch.equal(v, fitted[k]), k
+    assert torch.equal(store.data, engine.propagate(block, 0, calls, calls.inputs, calls.inputs.like()).data)
+    assert carried["error_after"]["all"] == pytest.approx(plain["error_after"]["all"], rel=1e-5)
+    block.load_state_dict(start)
+    wild = BlockReconstruction(adapter.targets, epochs=1, lr=10.0)(
+        *args, carry=(lambda: engine.propagate(block, 0, calls, calls.inputs, store), store))
+    assert not wild["carried"] and wild["kept_epoch"] is None
+    for k, v in block.state_dict().items():
+        assert torch.equal(v, start[k]), k
