@@ -109,6 +109,11 @@ class ObjectiveSpec(Spec):
     reconstruct_autocast: bool = setting(False, "block reconstruction: forward and backward passes under bf16 "
                                          "autocast (float32 master weights and Adam state)",
                                          applies=lambda c: c.reconstruct != "none")
+    reconstruct_batch: int = setting(2, "block reconstruction: windows per Adam step", check=at_least(1),
+                                     applies=lambda c: c.reconstruct != "none")
+    reconstruct_schedule: str = setting("constant", "block reconstruction: step size over the steps of all epochs: "
+                                        "constant, or cosine (lr (1 + cos(pi t / T)) / 2 at step t of T)",
+                                        check=one_of("constant", "cosine"), applies=lambda c: c.reconstruct != "none")
 
     def runs_sequential(self) -> bool:
         """Within-block sequential: asked for, or implied by the dense target (a layer fitted to the dense

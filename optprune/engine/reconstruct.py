@@ -18,6 +18,7 @@ would cost a third of the reconstruction's time and choose the same epoch in all
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -48,7 +49,15 @@ class BlockReconstruction:
     batch: int = 2
     windows: int = 0
     autocast: bool = False
+    schedule: str = "constant"          # or "cosine": lr (1 + cos(pi t / T)) / 2 at step t of all T steps
     progress: Callable[[str], None] | None = None
+
+    def scale(self, step: int, split: int) -> float:
+        """The step size's factor at Adam step `step` (of epochs x ceil(split / batch))."""
+        if self.schedule == "constant":
+            return 1.0
+        total = self.epochs * -(-split // self.batch)
+        return 0.5 * (1.0 + math.cos(math.pi * step / total))
 
     def used(self, n: int) -> int:
         """How many of the n calibration windows the reconstruction uses (the first ones)."""
@@ -98,11 +107,12 @@ class BlockReconstruction:
         for param in block.parameters():
             param.requires_grad_(False)
         block.float()
-        hooks = stepping_in_backward(linears, start, self.lr)
+        rate = [self.lr]                                    # the step size of the coming step
+        hooks = stepping_in_backward(linears, start, rate)
         try:
             for epoch in range(self.epochs):
                 loss = self._epoch(block, inps, outs, _cast(args, torch.float32), _cast(kwargs, torch.float32),
-                                   device, split, epoch)
+                                   device, split, epoch, rate)
                 held = self._held_out_after_epoch(block, linears, dtype, data, stopping)
                 history.append(dict(train_loss=loss, held_out=held))
                 if held < best_held:
@@ -154,37 +164,42 @@ class BlockReconstruction:
             lin.weight.data.copy_(weights[n])
         return held
 
-    def _epoch(self, block, inps, outs, args, kwargs, device, split, epoch) -> float:
+    def _epoch(self, block, inps, outs, args, kwargs, device, split, epoch, rate: list) -> float:
         """One pass over the training windows in a fixed shuffled order; the backward pass steps each weight
         (`stepping_in_backward`, which also turned their gradients on; the dtype casts keep the flag).  Returns
-        the mean relative loss of the pass (measured while the weights moved)."""
+        the mean relative loss of the pass (measured while the weights moved); rate[0] is set to each step's
+        size (`schedule`)."""
         order = torch.randperm(split, generator=torch.Generator().manual_seed(epoch))
         num = den = 0.0
+        steps = -(-split // self.batch)
         for s in range(0, split, self.batch):
+            rate[0] = self.lr * self.scale(epoch * steps + s // self.batch, split)
             idx = order[s:s + self.batch]
             x = inps.data[idx].to(device).float()
             y = outs.data[idx].to(device).float()
             with torch.enable_grad(), torch.autocast(device.type, torch.bfloat16, enabled=self.autocast):
                 loss = ((call_block(block, x, args, kwargs).float() - y) ** 2).mean()
             loss.backward()
-            num, den = num + float(loss), den + float((y ** 2).mean())
+            num, den = num + float(loss.detach()), den + float((y ** 2).mean())
         return num / max(den, 1e-30)
 
 
-def stepping_in_backward(linears: dict, start: dict, lr: float) -> list:
-    """Adam on each linear's weight, stepped as soon as its gradient is complete in the backward pass (averaged
-    over ranks first) and freed at once, the pruned entries (start == 0) zeroed after the step: one weight's
-    gradient alive at a time instead of the block's, the same steps as one Adam over all weights."""
+def stepping_in_backward(linears: dict, start: dict, rate: list) -> list:
+    """Adam on each linear's weight at step size rate[0] (read at each step), stepped as soon as its gradient is
+    complete in the backward pass (averaged over ranks first) and freed at once, the pruned entries (start == 0)
+    zeroed after the step: one weight's gradient alive at a time instead of the block's, the same steps as one
+    Adam over all weights."""
     size = world()[1]
     hooks = []
     for n, lin in linears.items():
         lin.weight.requires_grad_(True)
-        optimiser = torch.optim.Adam([lin.weight], lr=lr, foreach=False)
+        optimiser = torch.optim.Adam([lin.weight], lr=rate[0], foreach=False)
 
         def step(weight, optimiser=optimiser, kept=start[n] != 0):
             if size > 1:
                 all_reduce_sum(weight.grad)
                 weight.grad /= size
+            optimiser.param_groups[0]["lr"] = rate[0]
             optimiser.step()
             optimiser.zero_grad(set_to_none=True)
             with torch.no_grad():

@@ -245,3 +245,19 @@ def test_reconstruction_reads_its_final_check_from_the_outputs_it_carries_on(tin
     assert not wild["carried"] and wild["kept_epoch"] is None
     for k, v in block.state_dict().items():
         assert torch.equal(v, start[k]), k
+
+
+def test_reconstruction_schedule_and_batch_come_from_the_settings():
+    """reconstruct_batch and reconstruct_schedule reach the reconstruction; cosine starts at the full step and
+    falls towards 0 over all epochs' steps; constant stays."""
+    from optprune.api import reconstruction_for
+    from optprune.adapters import ModelAdapter
+
+    step = reconstruction_for(_config(reconstruct="block", reconstruct_batch=1, reconstruct_schedule="cosine",
+                                      reconstruct_epochs=2), ModelAdapter.__new__(ModelAdapter))
+    assert (step.batch, step.schedule, step.epochs) == (1, "cosine", 2)
+    factors = [step.scale(t, split=4) for t in range(8)]            # 2 epochs x 4 steps of one window
+    assert factors[0] == 1.0 and all(a > b for a, b in zip(factors, factors[1:])) and 0 < factors[-1] < 0.05
+    assert BlockReconstruction(None).scale(5, split=4) == 1.0
+    with pytest.raises(ValueError, match="reconstruct_schedule"):
+        _config(reconstruct="block", reconstruct_schedule="linear")
