@@ -9,8 +9,8 @@ interrupted mid-way resumes at its first unfinished block).
 Usage: python validation/pipeline_ppl.py --pattern per-row --sparsity 0.5 [--methods dense,wanda,...]
 A method name may carry ingredients after "+" (RECIPE_SUFFIXES): "+refit" (least-squares refit of the kept
 weights), "+dense" (dense-target layer problems), "+seq" (within-block sequential), "+recon" (block
-reconstruction), "+recon32" (block reconstruction on the first 32 windows under bf16 autocast, one window per step, 3 epochs at
-step size 2e-3), "+owl" / "+milp" / "+milpsens" / "+milploss" (OWL; MILP priced by error, by Fisher sensitivity, by the
+reconstruction), "+recon32" (block reconstruction on the first 32 windows under bf16 autocast, one window per
+step, 3 epochs at step size 2e-3), "+owl" / "+milp" / "+milpsens" / "+milploss" (OWL; MILP priced by error, by Fisher sensitivity, by the
 measured loss rise),
 e.g. admm+dense+seq+recon, sparsegpt+milp (an allocation run also writes allocation_<setting>_<kind>.png,
 each layer's sparsity per block).  --prefix ablation writes smollm2_ablation_<setting>.json/.md
@@ -218,8 +218,9 @@ def time_lines(results: dict) -> list[str]:
              "Seconds summed over the blocks (pricing: the allocation's pass over the dense model, every layer "
              "pruned at every menu sparsity, then its output Fisher where the price is the sensitivity; "
              "capture: block 0's inputs; forwards: the calibration passes that "
-             "collect the Grams; the reconstruction includes its error passes (the kept epoch's final check reads the propagation); propagation: the pruned block's "
-             "outputs for the next block; I/O: saving the resume state).\n",
+             "collect the Grams; the reconstruction includes its error passes (the kept epoch's final check reads "
+             "the propagation); propagation: the pruned block's outputs for the next block; I/O: saving the resume "
+             "state).\n",
              "| method | pricing | " + " | ".join(label for _, label in PASSES) + " | total | x SparseGPT |",
              "|---|" + "---|" * (len(PASSES) + 3)]
     for m, r in timed.items():

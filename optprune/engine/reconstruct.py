@@ -14,7 +14,8 @@ measured in the block's own dtype: before training on every window used, after e
 windows only (on the training windows where none is held out), and once more on every window for the epoch
 with the lowest held-out error; that epoch is kept if it also lowers the error on the whole stream used, else
 the block stays as the step left it: the error never increases.  (Measuring every window after every epoch
-would cost a third of the reconstruction's time and choose the same epoch in all but a tie.)
+would cost a third of the reconstruction's time; it would choose another epoch only where the one of lowest
+held-out error raised the whole stream's error and a later-ranked one did not.)
 """
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ class BlockReconstruction:
         start = {n: lin.weight.detach().clone() for n, lin in linears.items()}
         data = (inps, outs, args, kwargs, device, split)
         before = self.errors(block, *data)
-        best_held, best_state, history = before[1], None, []
+        best_held, best_epoch, best_state, history = before[1], None, None, []
         for param in block.parameters():
             param.requires_grad_(False)
         block.float()
@@ -116,25 +117,24 @@ class BlockReconstruction:
                 held = self._held_out_after_epoch(block, linears, dtype, data, stopping)
                 history.append(dict(train_loss=loss, held_out=held))
                 if held < best_held:
-                    best_held, best_state = held, self._weights_in(block, linears, dtype)
+                    best_held, best_epoch, best_state = held, epoch + 1, self._weights_in(block, linears, dtype)
                 if self.progress:
                     self.progress(f"epoch {epoch + 1}/{self.epochs}: train loss {loss:.4g}, held-out {held:.4g}")
         finally:
             for hook in hooks:
                 hook.remove()
         block.to(dtype)
-        best, kept_epoch = self._kept(block, linears, start, best_state, before, data, carry)
-        if kept_epoch is not None:
-            kept_epoch = 1 + [h["held_out"] for h in history].index(best_held)
-        return dict(carried=kept_epoch is not None and carry is not None,error_before=dict(train=before[0], held_out=before[1], all=before[2]),
+        best, kept = self._kept(block, linears, start, best_state, before, data, carry)
+        return dict(carried=kept and carry is not None,
+                    error_before=dict(train=before[0], held_out=before[1], all=before[2]),
                     error_after=dict(train=best[0], held_out=best[1], all=best[2]),
-                    kept_epoch=kept_epoch, epochs=history,
+                    kept_epoch=best_epoch if kept else None, epochs=history,
                     train_windows=split, held_out_windows=used - split,
                     seconds=time.perf_counter() - t0)
 
     def _kept(self, block, linears, start, best_state, before, data, carry=None):
         """(errors, kept?) of the block left in place: the epoch of lowest held-out error where it also lowers
-        the whole stream's error, else the weights the step gave (kept? None); with `carry` the kept epoch's
+        the whole stream's error, else the weights the step gave (kept? False); with `carry` the kept epoch's
         errors are read from the outputs it propagates."""
         for param in block.parameters():
             param.requires_grad_(False)
@@ -148,7 +148,7 @@ class BlockReconstruction:
                 return after, True
         for n, lin in linears.items():
             lin.weight.data.copy_(start[n])
-        return before, None
+        return before, False
 
     def _weights_in(self, block, linears, dtype) -> dict:
         """The linears' weights as the block's dtype holds them (the float32 master weights untouched)."""

@@ -244,10 +244,10 @@ class Engine:
             self.propagate(dense, b, walk.calls, walk.dense_inps, walk.dense_outs, count=self.dense_windows)
         del dense                           # the dense copy is done with before the reconstruction's state
         carried = solve and self.reconstruct is not None and self._reconstruct_block(b, block, walk, times)
-        if not carried:
+        if not carried:                     # (a rejected fit's carried pass stays counted as propagation)
             t1 = time.perf_counter()
             self.propagate(block, b, walk.calls, walk.inps, walk.outs)
-            times["propagate"] = time.perf_counter() - t1
+            times["propagate"] = times.get("propagate", 0.0) + time.perf_counter() - t1
         if solve:
             self._record(b, block, t0, times, walk)
         if self.mmap_weights and world()[0] == 0:
