@@ -129,9 +129,15 @@ def prune_row(net, windows, config: PruneConfig, method: str, work: Path, plots:
         plot_allocation(alloc, config.sparsity, plots / f"{plot_prefix}allocation_{tag}_{kinds}.png")
     if rep.get("reconstruction"):
         recon = rep["reconstruction"].values()
-        row["reconstruction"] = {f"{slice_}_{when}": sum(r[f"error_{when}"][slice_] for r in recon) / len(recon)
+        row["reconstruction"] = {f"{slice_}_{when}": mean_measured([r[f"error_{when}"][slice_] for r in recon])
                                  for slice_ in ("train", "held_out") for when in ("before", "after")}
     return row
+
+
+def mean_measured(values: list) -> float | None:
+    """The mean of a block error over the blocks, None where a block did not measure it (the reconstruction
+    measures the training windows' error before training only where no window is held out)."""
+    return None if any(v is None for v in values) else sum(values) / len(values)
 
 
 RECIPE_SUFFIXES = {"refit": dict(refit=True), "dense": dict(target="dense"), "seq": dict(sequential=True),
@@ -194,8 +200,9 @@ def write_table(results: dict, pattern: Pattern, path: Path, args) -> None:
                      f"{err(r.get('mean_rel_error', 0))} | {r.get('sparsity', 0):.3f} |")
     lines += [f"\n{m}: {r['note']}" for m, r in results.items() if r.get("note")]
     lines += [f"\n{m}: block reconstruction, mean relative block output error over the blocks: training windows "
-              f"{r['reconstruction']['train_before']:.4g} -> {r['reconstruction']['train_after']:.4g}, held-out windows "
-              f"{r['reconstruction']['held_out_before']:.4g} -> {r['reconstruction']['held_out_after']:.4g}."
+              f"{err(r['reconstruction']['train_before'])} -> {err(r['reconstruction']['train_after'])}, held-out "
+              f"windows {err(r['reconstruction']['held_out_before'])} -> {err(r['reconstruction']['held_out_after'])}"
+              f"{' (-: not measured)' if None in r['reconstruction'].values() else ''}."
               for m, r in results.items() if r.get("reconstruction")]
     lines += [f"\n{m}: {allocation_line(r['allocation'])}" for m, r in results.items() if r.get("allocation")]
     lines += time_lines(results)

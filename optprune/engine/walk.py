@@ -244,7 +244,7 @@ class Engine:
             self.propagate(dense, b, walk.calls, walk.dense_inps, walk.dense_outs, count=self.dense_windows)
         del dense                           # the dense copy is done with before the reconstruction's state
         carried = solve and self.reconstruct is not None and self._reconstruct_block(b, block, walk, times)
-        if not carried:                     # (a rejected fit's carried pass stays counted as propagation)
+        if not carried:                     # (a rejected fit propagates nothing: the walk does)
             t1 = time.perf_counter()
             self.propagate(block, b, walk.calls, walk.inps, walk.outs)
             times["propagate"] = times.get("propagate", 0.0) + time.perf_counter() - t1

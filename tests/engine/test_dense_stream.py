@@ -92,8 +92,9 @@ def test_reconstruction_never_increases_the_block_error_and_keeps_the_masks(tiny
     zeros = {n: lin.weight == 0 for n, lin in adapter.targets(block).items()}
     args = (block, calls.inputs, targets, calls.args[0], calls.kwargs[0], torch.device("cpu"))
     report = BlockReconstruction(adapter.targets, epochs=3, lr=1e-3)(*args)
-    assert report["error_after"]["all"] < report["error_before"]["all"]
+    assert report["error_after"]["held_out"] < report["error_before"]["held_out"]
     assert report["held_out_windows"] == 1 and report["train_windows"] == 3
+    assert report["error_before"]["train"] is None and report["error_after"]["all"] is not None
     held = [e["held_out"] for e in report["epochs"]]          # the kept epoch: the lowest held-out error
     assert len(held) == 3 and report["error_after"]["held_out"] == min(held) == held[report["kept_epoch"] - 1]
     for n, lin in adapter.targets(block).items():
@@ -103,6 +104,32 @@ def test_reconstruction_never_increases_the_block_error_and_keeps_the_masks(tiny
     assert wild["kept_epoch"] is None and wild["error_after"] == wild["error_before"]
     for k, v in block.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_reconstruction_measures_the_error_before_training_on_the_held_out_windows_only(tiny_net):
+    """Forward passes of the block: the error before training on the held-out window, per epoch 3 training
+    steps (one window each) and the held-out window, the kept epoch's error on all 4 windows; with no window
+    held out the error before training is measured on every window and decides alone."""
+    adapter, engine, calls, block, dense = _block_zero(tiny_net, batch=2)
+    targets = engine.propagate(dense, 0, calls, calls.inputs, calls.inputs.like())
+    with torch.no_grad():
+        for lin in adapter.targets(block).values():
+            lin.weight.mul_(lin.weight.abs() > lin.weight.abs().median())
+    start = copy.deepcopy(block.state_dict())
+    calls_made = []
+    hook = block.register_forward_hook(lambda m, i, o: calls_made.append(i[0].shape[0]))
+    try:
+        args = (block, calls.inputs, targets, calls.args[0], calls.kwargs[0], torch.device("cpu"))
+        report = BlockReconstruction(adapter.targets, epochs=2, lr=1e-3, batch=1)(*args)
+        assert report["kept_epoch"] is not None and len(calls_made) == 1 + 2 * (3 + 1) + 4
+        block.load_state_dict(start)
+        calls_made.clear()
+        alone = BlockReconstruction(adapter.targets, epochs=2, lr=1e-3, batch=1, holdout=0.0, windows=1)(*args)
+    finally:
+        hook.remove()
+    assert (alone["train_windows"], alone["held_out_windows"]) == (1, 0)
+    assert alone["error_before"]["train"] == alone["error_before"]["all"] is not None
+    assert len(calls_made) == 1 + 2 * (1 + 1) + 1
 
 
 @pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bf16-autocast"])
@@ -120,7 +147,7 @@ def test_reconstruction_on_the_first_windows_reads_no_other_window(tiny_net, aut
     report = step(block, calls.inputs, targets, calls.args[0], calls.kwargs[0], torch.device("cpu"))
     fitted = copy.deepcopy(block.state_dict())
     assert (report["train_windows"], report["held_out_windows"]) == (1, 1) and len(calls.inputs.data) > 2
-    assert report["error_after"]["all"] <= report["error_before"]["all"]
+    assert report["error_after"]["held_out"] <= report["error_before"]["held_out"]
     assert report["kept_epoch"] is not None and any(not torch.equal(fitted[k], start[k]) for k in start)
     for n, lin in adapter.targets(block).items():
         assert bool((lin.weight[zeros[n]] == 0).all()), n
