@@ -151,7 +151,12 @@ def reconstruction_for(config: PruneConfig, adapter: ModelAdapter, say=None) -> 
     `say` gets its epoch lines."""
     if config.reconstruct == "none":
         return None
-    return BlockReconstruction(adapter.targets, progress=say, **prefixed(config, "reconstruct_"))
+    a = adapter.attention
+    if config.reconstruct_qkv_epochs >= 0 and a is None:
+        raise ValueError(f"--reconstruct-qkv-epochs: the {adapter.model_type} adapter does not name the attention's "
+                         f"q/k/v projections; leave it at -1 (fit every linear every epoch)")
+    return BlockReconstruction(adapter.targets, progress=say, attention_inputs=(a.q, a.k, a.v) if a else (),
+                               **prefixed(config, "reconstruct_"))
 
 
 def evaluate(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 2048, *, data_dir: str = "",

@@ -111,6 +111,11 @@ class ObjectiveSpec(Spec):
                                          applies=lambda c: c.reconstruct != "none")
     reconstruct_batch: int = setting(2, "block reconstruction: windows per Adam step", check=at_least(1),
                                      applies=lambda c: c.reconstruct != "none")
+    reconstruct_qkv_epochs: int = setting(-1, "block reconstruction: the first this many epochs also fit the "
+                                          "attention's q/k/v projections, later ones the attention output and the "
+                                          "MLP only, with a backward pass that stops before the attention (45% "
+                                          "cheaper a step on SmolLM2); -1: every epoch", check=at_least(-1),
+                                          applies=lambda c: c.reconstruct != "none")
     reconstruct_schedule: str = setting("constant", "block reconstruction: step size over the steps of all epochs: "
                                         "constant, or cosine (lr (1 + cos(pi t / T)) / 2 at step t of T)",
                                         check=one_of("constant", "cosine"), applies=lambda c: c.reconstruct != "none")

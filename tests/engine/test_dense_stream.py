@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from optprune.adapters import adapter_for
-from optprune.api import pruner_for, run_pruning
+from optprune.api import pruner_for, reconstruction_for, run_pruning
 from optprune.config import PruneConfig
 from optprune.engine import BlockReconstruction, DenseTargetGrams, Engine, ResumeState
 
@@ -277,7 +277,6 @@ def test_reconstruction_reads_its_final_check_from_the_outputs_it_carries_on(tin
 def test_reconstruction_schedule_and_batch_come_from_the_settings():
     """reconstruct_batch and reconstruct_schedule reach the reconstruction; cosine starts at the full step and
     falls towards 0 over all epochs' steps; constant stays."""
-    from optprune.api import reconstruction_for
     from optprune.adapters import ModelAdapter
 
     step = reconstruction_for(_config(reconstruct="block", reconstruct_batch=1, reconstruct_schedule="cosine",
@@ -288,3 +287,50 @@ def test_reconstruction_schedule_and_batch_come_from_the_settings():
     assert BlockReconstruction(None).scale(5, split=4) == 1.0
     with pytest.raises(ValueError, match="reconstruct_schedule"):
         _config(reconstruct="block", reconstruct_schedule="linear")
+
+
+def _pruned_block_zero(tiny_net):
+    """(adapter, engine, calls, block 0 with half of each linear's weights zeroed, its dense outputs, start state)."""
+    adapter, engine, calls, block, dense = _block_zero(tiny_net, batch=2)
+    targets = engine.propagate(dense, 0, calls, calls.inputs, calls.inputs.like())
+    with torch.no_grad():
+        for lin in adapter.targets(block).values():
+            lin.weight.mul_(lin.weight.abs() > lin.weight.abs().median())
+    return adapter, engine, calls, block, targets, copy.deepcopy(block.state_dict())
+
+
+def test_reconstruction_fits_q_k_v_in_the_first_qkv_epochs_only(tiny_net):
+    """reconstruct_qkv_epochs=1 of 2: q/k/v end as one epoch of the full fit leaves them (the same steps, then
+    frozen) while o and the MLP go on moving; 0: q/k/v never move.  The masks hold either way."""
+    adapter, engine, calls, block, targets, start = _pruned_block_zero(tiny_net)
+    qkv = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+    args = (block, calls.inputs, targets, calls.args[0], calls.kwargs[0], torch.device("cpu"))
+
+    def fitted(**options):
+        block.load_state_dict(start)
+        step = reconstruction_for(_config(reconstruct="block", reconstruct_lr=1e-3, reconstruct_holdout=0.0,
+                                          **options), adapter)
+        report = step(*args)
+        assert report["kept_epoch"] == options["reconstruct_epochs"], report["epochs"]
+        return {n: lin.weight.detach().clone() for n, lin in adapter.targets(block).items()}
+    one = fitted(reconstruct_epochs=1)
+    two = fitted(reconstruct_epochs=2)
+    split = fitted(reconstruct_epochs=2, reconstruct_qkv_epochs=1)
+    frozen = fitted(reconstruct_epochs=2, reconstruct_qkv_epochs=0)
+    for name in qkv:
+        assert torch.equal(split[name], one[name]) and not torch.equal(two[name], one[name]), name
+        assert torch.equal(frozen[name], start[f"{name}.weight"]), name
+    for name in ("self_attn.o_proj", "mlp.down_proj"):
+        assert not torch.equal(split[name], one[name]) and not torch.equal(frozen[name], start[f"{name}.weight"])
+    for weights in (split, frozen):
+        for name, w in weights.items():
+            assert bool((w[start[f"{name}.weight"] == 0] == 0).all()), name
+
+
+def test_reconstruct_qkv_epochs_needs_an_adapter_that_names_the_attention(tiny_net):
+    from dataclasses import replace
+
+    adapter = replace(adapter_for(tiny_net[0]), attention=None)
+    with pytest.raises(ValueError, match="--reconstruct-qkv-epochs: the llama adapter does not name"):
+        reconstruction_for(_config(reconstruct="block", reconstruct_qkv_epochs=0), adapter)
+    assert reconstruction_for(_config(reconstruct="block"), adapter).attention_inputs == ()
