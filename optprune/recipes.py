@@ -17,8 +17,9 @@ stays uniform per layer (N:M).  The presets, as measured on SmolLM2-135M at the 
 - `best`: `balanced` + sensitivity-priced MILP allocation (menu step 0.05, priced on 8 windows), 32.92 at 50%
   per-row in 1435 s (1.98x SparseGPT, on a host whose forward passes ran 2.5x slower than the day before's:
   about 2.3x there; the earlier recipe, reconstruction on every window in float32 and
-  pricing on 32 windows, gave 31.97 at 5.6x SparseGPT's time of that run); 47.05 at 60% (2.25x) and 89.39
-  at 70% (2.20x) on the same host."""
+  pricing on 32 windows, gave 31.97 at 5.6x SparseGPT's time of that run); 47.05 at 60% (2.25x there; 1.88x on
+  2026-12-07 once the reconstruction measured the error before training on the held-out windows only) and
+  89.39 at 70% (2.20x)."""
 from __future__ import annotations
 
 from dataclasses import fields
