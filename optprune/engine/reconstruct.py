@@ -129,14 +129,9 @@ class BlockReconstruction:
                 hook.remove()
         block.to(dtype)
         after = self._kept(block, linears, start, best_state, data, carry)
-        slice_ = "held_out" if split < used else "all"          # the windows that chose the epoch
-        error_before = dict(train=None, held_out=None, all=None) | {slice_: before}
-        if slice_ == "all":
-            error_before["train"] = before
+        error_before, error_after = _error_report(before, after, held_out=split < used)
         return dict(carried=best_state is not None and carry is not None, error_before=error_before,
-                    error_after=dict(error_before) if after is None else
-                    dict(train=after[0], held_out=after[1] if slice_ == "held_out" else None, all=after[2]),
-                    kept_epoch=best_epoch, epochs=history,
+                    error_after=error_after, kept_epoch=best_epoch, epochs=history,
                     train_windows=split, held_out_windows=used - split,
                     seconds=time.perf_counter() - t0)
 
@@ -194,6 +189,17 @@ class BlockReconstruction:
             loss.backward()
             num, den = num + float(loss.detach()), den + float((y ** 2).mean())
         return num / max(den, 1e-30)
+
+
+def _error_report(before: float, after: tuple | None, held_out: bool) -> tuple[dict, dict]:
+    """(error_before, error_after) as the report gives them: before, the error on the windows that chose the
+    epoch (held-out ones, else every window, then the training windows too); after, (training, held-out,
+    whole) of the kept block, or the same as before where no epoch was kept.  None: not measured."""
+    before_ = dict(train=None, held_out=before, all=None) if held_out else dict(train=before, held_out=None,
+                                                                                 all=before)
+    if after is None:
+        return before_, dict(before_)
+    return before_, dict(train=after[0], held_out=after[1] if held_out else None, all=after[2])
 
 
 def stepping_in_backward(linears: dict, start: dict, rate: list) -> list:
