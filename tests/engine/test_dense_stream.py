@@ -35,6 +35,16 @@ def _block_zero(tiny_net, batch: int):
     return adapter, engine, engine.capture(windows), block, copy.deepcopy(block)
 
 
+def _pruned_block_zero(tiny_net):
+    """(adapter, engine, calls, block 0 with half of each linear's weights zeroed, its dense outputs, start state)."""
+    adapter, engine, calls, block, dense = _block_zero(tiny_net, batch=2)
+    targets = engine.propagate(dense, 0, calls, calls.inputs, calls.inputs.like())
+    with torch.no_grad():
+        for lin in adapter.targets(block).values():
+            lin.weight.mul_(lin.weight.abs() > lin.weight.abs().median())
+    return adapter, engine, calls, block, targets, copy.deepcopy(block.state_dict())
+
+
 def _gram_of(block, name, engine, calls):
     """X^T X of the inputs `name` receives when `block` (block 0) runs on the captured windows."""
     X = _inputs_of(block, name, lambda: engine.propagate(block, 0, calls, calls.inputs))
@@ -84,11 +94,7 @@ def test_sequential_stages_see_the_earlier_groups_pruned(tiny_net):
 
 
 def test_reconstruction_never_increases_the_block_error_and_keeps_the_masks(tiny_net):
-    adapter, engine, calls, block, dense = _block_zero(tiny_net, batch=2)
-    targets = engine.propagate(dense, 0, calls, calls.inputs, calls.inputs.like())
-    with torch.no_grad():
-        for lin in adapter.targets(block).values():
-            lin.weight.mul_(lin.weight.abs() > lin.weight.abs().median())
+    adapter, engine, calls, block, targets, _ = _pruned_block_zero(tiny_net)
     zeros = {n: lin.weight == 0 for n, lin in adapter.targets(block).items()}
     args = (block, calls.inputs, targets, calls.args[0], calls.kwargs[0], torch.device("cpu"))
     report = BlockReconstruction(adapter.targets, epochs=3, lr=1e-3)(*args)
@@ -110,12 +116,7 @@ def test_reconstruction_measures_the_error_before_training_on_the_held_out_windo
     """Forward passes of the block: the error before training on the held-out window, per epoch 3 training
     steps (one window each) and the held-out window, the kept epoch's error on all 4 windows; with no window
     held out the error before training is measured on every window and decides alone."""
-    adapter, engine, calls, block, dense = _block_zero(tiny_net, batch=2)
-    targets = engine.propagate(dense, 0, calls, calls.inputs, calls.inputs.like())
-    with torch.no_grad():
-        for lin in adapter.targets(block).values():
-            lin.weight.mul_(lin.weight.abs() > lin.weight.abs().median())
-    start = copy.deepcopy(block.state_dict())
+    adapter, engine, calls, block, targets, start = _pruned_block_zero(tiny_net)
     calls_made = []
     hook = block.register_forward_hook(lambda m, i, o: calls_made.append(i[0].shape[0]))
     try:
@@ -136,13 +137,8 @@ def test_reconstruction_measures_the_error_before_training_on_the_held_out_windo
 def test_reconstruction_on_the_first_windows_reads_no_other_window(tiny_net, autocast):
     """`windows=2` fits on window 0 and stops on window 1: the other windows' inputs and targets may be anything;
     under autocast too the masks hold and the error never rises."""
-    adapter, engine, calls, block, dense = _block_zero(tiny_net, batch=2)
-    targets = engine.propagate(dense, 0, calls, calls.inputs, calls.inputs.like())
-    with torch.no_grad():
-        for lin in adapter.targets(block).values():
-            lin.weight.mul_(lin.weight.abs() > lin.weight.abs().median())
+    adapter, engine, calls, block, targets, start = _pruned_block_zero(tiny_net)
     zeros = {n: lin.weight == 0 for n, lin in adapter.targets(block).items()}
-    start = copy.deepcopy(block.state_dict())
     step = BlockReconstruction(adapter.targets, epochs=2, lr=1e-3, windows=2, autocast=autocast)
     report = step(block, calls.inputs, targets, calls.args[0], calls.kwargs[0], torch.device("cpu"))
     fitted = copy.deepcopy(block.state_dict())
@@ -248,12 +244,7 @@ def test_the_dense_walk_runs_each_block_once_and_calibrates_it_on_the_dense_outp
 def test_reconstruction_reads_its_final_check_from_the_outputs_it_carries_on(tiny_net):
     """carry=(propagate, store): the same block is kept as without it, the store holds that block's outputs for
     every window and the final error is read from them; a diverging fit is not carried (the caller propagates)."""
-    adapter, engine, calls, block, dense = _block_zero(tiny_net, batch=2)
-    targets = engine.propagate(dense, 0, calls, calls.inputs, calls.inputs.like())
-    with torch.no_grad():
-        for lin in adapter.targets(block).values():
-            lin.weight.mul_(lin.weight.abs() > lin.weight.abs().median())
-    start = copy.deepcopy(block.state_dict())
+    adapter, engine, calls, block, targets, start = _pruned_block_zero(tiny_net)
     args = (block, calls.inputs, targets, calls.args[0], calls.kwargs[0], torch.device("cpu"))
     plain = BlockReconstruction(adapter.targets, epochs=2, lr=1e-3)(*args)
     fitted = copy.deepcopy(block.state_dict())
@@ -287,16 +278,6 @@ def test_reconstruction_schedule_and_batch_come_from_the_settings():
     assert BlockReconstruction(None).scale(5, split=4) == 1.0
     with pytest.raises(ValueError, match="reconstruct_schedule"):
         _config(reconstruct="block", reconstruct_schedule="linear")
-
-
-def _pruned_block_zero(tiny_net):
-    """(adapter, engine, calls, block 0 with half of each linear's weights zeroed, its dense outputs, start state)."""
-    adapter, engine, calls, block, dense = _block_zero(tiny_net, batch=2)
-    targets = engine.propagate(dense, 0, calls, calls.inputs, calls.inputs.like())
-    with torch.no_grad():
-        for lin in adapter.targets(block).values():
-            lin.weight.mul_(lin.weight.abs() > lin.weight.abs().median())
-    return adapter, engine, calls, block, targets, copy.deepcopy(block.state_dict())
 
 
 def test_reconstruction_fits_q_k_v_in_the_first_qkv_epochs_only(tiny_net):
