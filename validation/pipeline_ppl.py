@@ -10,8 +10,8 @@ Usage: python validation/pipeline_ppl.py --pattern per-row --sparsity 0.5 [--met
 A method name may carry ingredients after "+" (RECIPE_SUFFIXES): "+refit" (least-squares refit of the kept
 weights), "+dense" (dense-target layer problems), "+seq" (within-block sequential), "+recon" (block
 reconstruction), "+recon32" (block reconstruction on the first 32 windows under bf16 autocast, one window per
-step, 3 epochs at step size 2e-3), "+qkv0" / "+qkv1" (after +recon32: q/k/v fitted in no epoch / the first
-epoch only), "+owl" / "+milp" / "+milpsens" / "+milploss" (OWL; MILP priced by error, by Fisher sensitivity, by the
+step, 3 epochs at step size 2e-3), "+qkv0" / "+qkv1" / "+qkv2" (after +recon32: q/k/v fitted in no epoch / the
+first epoch / the first two epochs only), "+lr4" (after +recon32: step size 4e-3), "+owl" / "+milp" / "+milpsens" / "+milploss" (OWL; MILP priced by error, by Fisher sensitivity, by the
 measured loss rise),
 e.g. admm+dense+seq+recon, sparsegpt+milp (an allocation run also writes allocation_<setting>_<kind>.png,
 each layer's sparsity per block).  --prefix ablation writes smollm2_ablation_<setting>.json/.md
@@ -145,6 +145,7 @@ RECIPE_SUFFIXES = {"refit": dict(refit=True), "dense": dict(target="dense"), "se
                    "recon": dict(reconstruct="block"),
                    "recon32": dict(QUICK_RECONSTRUCTION),         # the balanced and best presets' reconstruction
                    "qkv0": dict(reconstruct_qkv_epochs=0), "qkv1": dict(reconstruct_qkv_epochs=1),
+                   "qkv2": dict(reconstruct_qkv_epochs=2), "lr4": dict(reconstruct_lr=4e-3),
                    "owl": dict(allocation="owl"), "milp": dict(allocation="milp"),
                    "milpsens": dict(allocation="milp", allocation_cost="sensitivity"),
                    "milploss": dict(allocation="milp", allocation_cost="loss")}
