@@ -107,7 +107,9 @@ class ObjectiveSpec(Spec):
                                        "(a random draw; 0: all); the layers' solves use every window",
                                        check=at_least(0), applies=lambda c: c.reconstruct != "none")
     reconstruct_autocast: bool = setting(False, "block reconstruction: forward and backward passes under bf16 "
-                                         "autocast (float32 master weights and Adam state)",
+                                         "autocast (float32 master weights and Adam state) where the forward "
+                                         "passes run in reduced precision (--dtype); float32 forward passes "
+                                         "train in float32",
                                          applies=lambda c: c.reconstruct != "none")
     reconstruct_batch: int = setting(2, "block reconstruction: windows per Adam step", check=at_least(1),
                                      applies=lambda c: c.reconstruct != "none")
@@ -172,8 +174,9 @@ class AllocationSpec(Spec):
 @dataclass(frozen=True)
 class PlacementSpec(Spec):
     """Placement: numerics, device, batching, memory; none of it changes which weights are kept."""
-    dtype: str = setting("auto", "auto | float32 | bfloat16 | float16: the forward passes' dtype (auto: bf16 on "
-                         "CPU, fp16 on CUDA); the output keeps the input checkpoint's dtype",
+    dtype: str = setting("auto", "auto | float32 | bfloat16 | float16: the forward passes' dtype (auto: fp16 on "
+                         "CUDA, bf16 on a CPU that computes it natively (AMX or AVX512-BF16), float32 on other "
+                         "CPUs); the output keeps the input checkpoint's dtype",
                          check=raises(lambda v: resolve_dtype(v)), fingerprint=lambda c: str(resolve_dtype(c.dtype)))
     device: str = setting("auto", "auto | cpu | cuda | cuda:N", check=raises(lambda v: resolve_device(v)),
                           fingerprint=lambda c: resolve_device(c.device).type)
@@ -229,12 +232,23 @@ SPECS = (CalibrationSpec, MethodSpec, ObjectiveSpec, AllocationSpec, PlacementSp
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """'auto' is bf16 on the CPU (about 2x faster than fp32 there), fp16 on CUDA."""
+    """'auto' is fp16 on CUDA; on the CPU bf16 where it computes bf16 natively (`native_bf16`), else float32."""
     if name in ("", "auto"):
-        return torch.bfloat16 if not torch.cuda.is_available() else torch.float16
+        if torch.cuda.is_available():
+            return torch.float16
+        return torch.bfloat16 if native_bf16() else torch.float32
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}: use auto, {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AMX tiles or AVX512-BF16).  There bf16 forward passes run
+    about 2x faster than float32; elsewhere torch emulates them and they are the slower ones: a SmolLM2
+    forward pass over a 2048-token window took 11.7 s in bf16 against 4.2 s in float32 on a 2-core AVX512
+    Xeon without either (docs/results/cpu_dtype_emulated-bf16.md)."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(bool(probe()) for probe in probes if callable(probe))
 
 
 def method_parameters(method: str) -> dict[str, inspect.Parameter]:

@@ -10,10 +10,10 @@ stays uniform per layer (N:M).  The presets, as measured on SmolLM2-135M at the 
 (`docs/results/smollm2_recipe_*.md`, 2 CPU threads, each against SparseGPT in the same run):
 
 - `fast`: SparseGPT, 46.09 at 50% per-row in 724 s (100.79 at 2:4 in 827 s);
-- `balanced`: SparseGPT + block reconstruction on the first 32 windows (bf16 autocast, 3 epochs at step 2e-3,
-  one window per step: twice the steps of two per step for 15% more time, a 4% lower held-out block error
-  after 6 blocks of SmolLM2 at 50% per-row; a cosine step schedule and two epochs were each worse),
-  no allocation: 48.68 at 2:4 in 1502 s (1.82x SparseGPT);
+- `balanced`: SparseGPT + block reconstruction on the first 32 windows (bf16 autocast where the forward passes are
+  bf16, 3 epochs at step 2e-3, one window per step: twice the steps of two per step for 15% more time, a 4%
+  lower held-out block error after 6 blocks of SmolLM2 at 50% per-row; a cosine step schedule and two epochs
+  were each worse), no allocation: 48.68 at 2:4 in 1502 s (1.82x SparseGPT);
 - `best`: `balanced` + sensitivity-priced MILP allocation (menu step 0.05, priced on 8 windows), 32.92 at 50%
   per-row in 1435 s (1.98x SparseGPT, on a host whose forward passes ran 2.5x slower than the day before's:
   about 2.3x there; the earlier recipe, reconstruction on every window in float32 and

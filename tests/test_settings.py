@@ -4,9 +4,10 @@ import argparse
 from dataclasses import dataclass
 
 import pytest
+import torch
 
 from optprune.commands import build_parser
-from optprune.config import SPECS, PruneConfig
+from optprune.config import SPECS, PruneConfig, resolve_dtype
 from optprune.settings import (Spec, add_arguments, default_of, described, flag_of, from_args, prefixed, setting,
                                settings_of)
 
@@ -118,3 +119,15 @@ def test_an_option_out_of_its_range_is_one_line_naming_it(method, name, default)
     pattern = "structured" if method == "spap" else "per-row"
     with pytest.raises(ValueError, match=f"{method} option {name}={bad!r}: must be"):
         PruneConfig(method=method, pattern=pattern, sparsity=0.25, method_options={name: bad})
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, False, torch.bfloat16), (False, True, torch.bfloat16),
+                                                        (False, False, torch.float32)])
+def test_auto_dtype_is_bf16_only_on_a_cpu_that_multiplies_it_natively(monkeypatch, amx, avx512_bf16, expected):
+    """Emulated bf16 is 2.8x slower than float32 a forward pass (docs/results/cpu_dtype_emulated-bf16.md): auto
+    picks it only where the CPU has AMX tiles or AVX512-BF16; the fingerprint records what was picked."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert resolve_dtype("auto") == expected and resolve_dtype("float32") == torch.float32
+    assert described(PruneConfig(method="wanda"), result_only=True)["dtype"] == str(expected)

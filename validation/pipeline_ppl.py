@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--prefix", default="smollm2_ppl", help="results file prefix (smollm2_ppl: the full protocol)")
     ap.add_argument("--model", default="", help="model folder or embedded name (default: the embedded SmolLM2-135M; "
                                                  "gemma3-270m: the embedded Gemma-3-270M)")
-    ap.add_argument("--dtype", default="auto", help="forward passes: auto (bf16 on CPU, fp16 on CUDA) or a dtype")
+    ap.add_argument("--dtype", default="auto", help="forward passes: auto (fp16 on CUDA, bf16 on a CPU with native bf16, else float32) or a dtype")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--eval-windows", type=int, default=0, help="evaluate on the first N windows (0: all)")
     ap.add_argument("--results-dir", default=str(ROOT / "docs" / "results"))

@@ -4,7 +4,9 @@
 
 Y being the dense model's outputs of the block (the dense stream) and X_hat the block's inputs in the
 pruned model.  Adam on the linears' kept weights (float32 master weights and Adam state during training,
-the forward and backward passes in float32 or, with `autocast`, under bf16 autocast; the masks fixed by
+the forward and backward passes in float32 or, with `autocast` and a block in reduced precision (bf16,
+fp16), under bf16 autocast (a float32 block trains in float32: on a CPU without native bf16 autocast would
+triple a step's time, docs/results/cpu_dtype_emulated-bf16.md); the masks fixed by
 zeroing the pruned entries after every step) over `epochs` passes of the training windows; each weight is
 stepped inside the backward pass as soon as its gradient is complete, so one weight's gradient is held at a
 time (an 8B block's would take 0.8 GiB together) with the same steps as one Adam over all.  It uses the
@@ -104,6 +106,7 @@ class BlockReconstruction:
         stopping = range(split, used) if split < used else range(used)     # the windows that choose the epoch
         linears = self.targets(block)
         dtype = next(block.parameters()).dtype
+        autocast = self.autocast and dtype != torch.float32
         start = {n: lin.weight.detach().clone() for n, lin in linears.items()}
         data = (inps, outs, args, kwargs, device, split)
         before = self.errors(block, *data, only=stopping)[1]      # [1]: the stopping windows' error either way
@@ -117,7 +120,7 @@ class BlockReconstruction:
             for epoch in range(self.epochs):
                 self._fit_attention_inputs(linears, self.qkv_epochs < 0 or epoch < self.qkv_epochs)
                 loss = self._epoch(block, inps, outs, _cast(args, torch.float32), _cast(kwargs, torch.float32),
-                                   device, split, epoch, rate)
+                                   device, split, epoch, rate, autocast)
                 held = self._held_out_after_epoch(block, linears, dtype, data, stopping)
                 history.append(dict(train_loss=loss, held_out=held))
                 if held < best_held:
@@ -132,7 +135,7 @@ class BlockReconstruction:
         error_before, error_after = _error_report(before, after, held_out=split < used)
         return dict(carried=best_state is not None and carry is not None, error_before=error_before,
                     error_after=error_after, kept_epoch=best_epoch, epochs=history,
-                    train_windows=split, held_out_windows=used - split,
+                    train_windows=split, held_out_windows=used - split, autocast=autocast,
                     seconds=time.perf_counter() - t0)
 
     def _fit_attention_inputs(self, linears: dict, fit: bool) -> None:
@@ -171,11 +174,11 @@ class BlockReconstruction:
             lin.weight.data.copy_(weights[n])
         return held
 
-    def _epoch(self, block, inps, outs, args, kwargs, device, split, epoch, rate: list) -> float:
+    def _epoch(self, block, inps, outs, args, kwargs, device, split, epoch, rate: list, autocast: bool) -> float:
         """One pass over the training windows in a fixed shuffled order; the backward pass steps each weight
         (`stepping_in_backward`, which also turned their gradients on; the dtype casts keep the flag).  Returns
         the mean relative loss of the pass (measured while the weights moved); rate[0] is set to each step's
-        size (`schedule`)."""
+        size (`schedule`); `autocast`: the passes under bf16 autocast."""
         order = torch.randperm(split, generator=torch.Generator().manual_seed(epoch))
         num = den = 0.0
         steps = -(-split // self.batch)
@@ -184,7 +187,7 @@ class BlockReconstruction:
             idx = order[s:s + self.batch]
             x = inps.data[idx].to(device).float()
             y = outs.data[idx].to(device).float()
-            with torch.enable_grad(), torch.autocast(device.type, torch.bfloat16, enabled=self.autocast):
+            with torch.enable_grad(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
                 loss = ((call_block(block, x, args, kwargs).float() - y) ** 2).mean()
             loss.backward()
             num, den = num + float(loss.detach()), den + float((y ** 2).mean())

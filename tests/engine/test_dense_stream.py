@@ -133,15 +133,17 @@ def test_reconstruction_measures_the_error_before_training_on_the_held_out_windo
     assert len(calls_made) == 1 + 2 * (1 + 1) + 1
 
 
-@pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bf16-autocast"])
-def test_reconstruction_on_the_first_windows_reads_no_other_window(tiny_net, autocast):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bf16-autocast"])
+def test_reconstruction_on_the_first_windows_reads_no_other_window(tiny_net, dtype):
     """`windows=2` fits on window 0 and stops on window 1: the other windows' inputs and targets may be anything;
-    under autocast too the masks hold and the error never rises."""
+    under autocast too (a bf16 block) the masks hold and the error never rises."""
+    tiny_net[0].to(dtype)
     adapter, engine, calls, block, targets, start = _pruned_block_zero(tiny_net)
     zeros = {n: lin.weight == 0 for n, lin in adapter.targets(block).items()}
-    step = BlockReconstruction(adapter.targets, epochs=2, lr=1e-3, windows=2, autocast=autocast)
+    step = BlockReconstruction(adapter.targets, epochs=2, lr=1e-3, windows=2, autocast=True)
     report = step(block, calls.inputs, targets, calls.args[0], calls.kwargs[0], torch.device("cpu"))
     fitted = copy.deepcopy(block.state_dict())
+    assert report["autocast"] == (dtype == torch.bfloat16)
     assert (report["train_windows"], report["held_out_windows"]) == (1, 1) and len(calls.inputs.data) > 2
     assert report["error_after"]["held_out"] <= report["error_before"]["held_out"]
     assert report["kept_epoch"] is not None and any(not torch.equal(fitted[k], start[k]) for k in start)
@@ -154,6 +156,21 @@ def test_reconstruction_on_the_first_windows_reads_no_other_window(tiny_net, aut
     assert again["error_after"] == report["error_after"]
     for k, v in block.state_dict().items():
         assert torch.equal(v, fitted[k]), k
+
+
+def test_autocast_leaves_a_float32_block_in_float32(tiny_net):
+    """A float32 block (float32 forward passes: `--dtype auto` on a CPU without native bf16) trains in float32
+    whatever `autocast` says: the same weights bit for bit as without it, and the report says so."""
+    adapter, engine, calls, block, targets, start = _pruned_block_zero(tiny_net)
+    fitted = []
+    for autocast in (True, False):
+        block.load_state_dict(start)
+        step = BlockReconstruction(adapter.targets, epochs=2, lr=1e-3, windows=2, autocast=autocast)
+        report = step(block, calls.inputs, targets, calls.args[0], calls.kwargs[0], torch.device("cpu"))
+        assert report["autocast"] is False and report["kept_epoch"] is not None
+        fitted.append(copy.deepcopy(block.state_dict()))
+    assert all(torch.equal(fitted[0][k], fitted[1][k]) for k in start)
+    assert any(not torch.equal(fitted[0][k], start[k]) for k in start)
 
 
 def test_reconstruction_on_the_first_windows_streams_only_those_through_the_dense_model(tiny_net, monkeypatch):
