@@ -251,6 +251,15 @@ def native_bf16() -> bool:
     return any(bool(probe()) for probe in probes if callable(probe))
 
 
+def placement_note(dtype: torch.dtype, device: torch.device) -> str:
+    """What a run says of its numerics: the forward dtype and device, and a hint where bf16 was asked for on a
+    CPU that emulates it (`native_bf16`)."""
+    note = f"{str(dtype).removeprefix('torch.')} forward passes on {device.type}"
+    if device.type == "cpu" and dtype == torch.bfloat16 and not native_bf16():
+        note += " (this CPU emulates bf16: float32 ran SmolLM2's forward pass 2.8x faster on one; --dtype float32)"
+    return note
+
+
 def method_parameters(method: str) -> dict[str, inspect.Parameter]:
     """The options a method takes (its keyword parameters after problem and pattern)."""
     params = list(inspect.signature(METHODS[method]).parameters.values())[2:]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from optprune.commands import build_parser
-from optprune.config import SPECS, PruneConfig, resolve_dtype
+from optprune.config import SPECS, PruneConfig, placement_note, resolve_dtype
 from optprune.settings import (Spec, add_arguments, default_of, described, flag_of, from_args, prefixed, setting,
                                settings_of)
 
@@ -131,3 +131,12 @@ def test_auto_dtype_is_bf16_only_on_a_cpu_that_multiplies_it_natively(monkeypatc
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     assert resolve_dtype("auto") == expected and resolve_dtype("float32") == torch.float32
     assert described(PruneConfig(method="wanda"), result_only=True)["dtype"] == str(expected)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_asked_for_on_a_cpu_that_emulates_it_says_so(monkeypatch, native):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    note = placement_note(torch.bfloat16, torch.device("cpu"))
+    assert note.startswith("bfloat16 forward passes on cpu") and ("emulates bf16" in note) is not native
+    assert "emulates" not in placement_note(torch.float32, torch.device("cpu"))

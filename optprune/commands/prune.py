@@ -11,7 +11,7 @@ from ..adapters import adapter_for
 from ..allocation import plot_allocation
 from ..api import calibration_for, mean_layer_error, pruner_for, run_pruning
 from ..checkpoints import OutputFolder, check_save_format, check_model_argument, load_model, model_source
-from ..config import PruneConfig, resolve_device, resolve_dtype
+from ..config import PruneConfig, placement_note, resolve_device, resolve_dtype
 from ..data import check_text_source, describe_source, distinct_windows
 from ..evaluation import wikitext2_perplexity
 from ..parallel import init_from_env, machine_name
@@ -78,7 +78,8 @@ def prune_into(folder: OutputFolder, args, config: PruneConfig, rank: int, size:
     if rank == 0:
         folder.begin()
         print(f"loaded {source} ({adapter.model_type}, {len(adapter.blocks(net))} blocks) in "
-              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+              f"{time.perf_counter() - t0:.0f} s; "
+              + placement_note(resolve_dtype(config.dtype), resolve_device(config.device)), file=sys.stderr, flush=True)
     windows = calibration_for(net, tok, adapter, config) if config.needs_calibration() else None
     if rank == 0 and windows is not None:
         distinct = distinct_windows(windows)
