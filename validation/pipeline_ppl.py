@@ -67,6 +67,7 @@ def main():
     tag = setting_tag(pattern)
     results_path = Path(args.results_dir) / f"{args.prefix}_{tag}.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results_path.parent.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     windows = None
     for method, settings in recipes.items():
@@ -181,8 +182,7 @@ def write_table(results: dict, pattern: Pattern, path: Path, args) -> None:
     lines = [f"# {model_title(args.model)}, {pattern.name} {pattern.sparsity:.0%}: WikiText-2 perplexity\n",
              f"Machine: {any_row['machine']} (every method on this machine, same code and protocol). Calibration: {any_row['nsamples']} windows x "
              f"{any_row['seqlen']} tokens sampled with seed 0 from the concatenated local C4 sample; "
-             f"evaluation: whole WikiText-2 raw test ({any_row['tokens']} tokens, {any_row['windows']} "
-             f"non-overlapping windows of {any_row['seqlen']}); {any_row.get('dtype', 'bfloat16')} forward passes. "
+             f"evaluation: {evaluated_text(any_row, args.eval_windows)}; {any_row.get('dtype', 'bfloat16')} forward passes. "
              f"Command: `python validation/pipeline_ppl.py --pattern {pattern.name} --sparsity {pattern.sparsity}{extra} "
              f"--methods {','.join(results)}`.\n",
              "Prune seconds: wall time of calibration forward passes, Grams, solves and propagation "
@@ -210,6 +210,15 @@ def write_table(results: dict, pattern: Pattern, path: Path, args) -> None:
     lines += [f"\n{m}: {allocation_line(r['allocation'])}" for m, r in results.items() if r.get("allocation")]
     lines += time_lines(results)
     path.write_text("\n".join(lines) + "\n")
+
+
+def evaluated_text(row: dict, eval_windows: int) -> str:
+    """What the perplexity was measured on: the whole WikiText-2 test, or only its first windows."""
+    whole = f"WikiText-2 raw test ({row['tokens']} tokens"
+    if eval_windows:
+        return (f"the first {row['windows']} non-overlapping windows of {row['seqlen']} tokens of the {whole}; "
+                f"not the whole test: an iteration table, not the protocol's)")
+    return f"whole {whole}, {row['windows']} non-overlapping windows of {row['seqlen']})"
 
 
 PASSES = (("capture", "capture"), ("forward", "forwards"), ("grams", "Grams"), ("solve", "solves"),

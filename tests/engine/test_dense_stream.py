@@ -332,3 +332,17 @@ def test_reconstruct_qkv_epochs_needs_an_adapter_that_names_the_attention(tiny_n
     with pytest.raises(ValueError, match="--reconstruct-qkv-epochs: the llama adapter does not name"):
         reconstruction_for(_config(reconstruct="block", reconstruct_qkv_epochs=0), adapter)
     assert reconstruction_for(_config(reconstruct="block"), adapter).attention_inputs == ()
+
+
+@pytest.mark.parametrize("window_bos", [True, False])
+def test_reconstruction_warns_on_a_family_whose_windows_start_with_bos(tiny_net, window_bos):
+    import warnings
+    from dataclasses import replace
+
+    adapter = replace(adapter_for(tiny_net[0]), window_bos=window_bos)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert reconstruction_for(_config(reconstruct="block"), adapter) is not None
+        assert reconstruction_for(_config(reconstruct="none"), adapter) is None
+    said = [str(w.message) for w in caught if "start with BOS" in str(w.message)]
+    assert len(said) == int(window_bos) and all("--reconstruct none" in line for line in said)
