@@ -79,7 +79,7 @@ def prune_into(folder: OutputFolder, args, config: PruneConfig, rank: int, size:
         folder.begin()
         print(f"loaded {source} ({adapter.model_type}, {len(adapter.blocks(net))} blocks) in "
               f"{time.perf_counter() - t0:.0f} s; "
-              + placement_note(resolve_dtype(config.dtype), resolve_device(config.device)), file=sys.stderr, flush=True)
+              + placement_note(next(net.parameters()).dtype, resolve_device(config.device)), file=sys.stderr, flush=True)
     windows = calibration_for(net, tok, adapter, config) if config.needs_calibration() else None
     if rank == 0 and windows is not None:
         distinct = distinct_windows(windows)
