@@ -120,8 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser, spec_cls, only: tuple[str, ..
         if flag is None or (only is not None and f.name not in only):
             continue
         default = (defaults or {}).get(f.name, default_of(f))
-        kwargs = dict(dest=f.name, help=f.metadata["help"] + (f" (default: {default})" if default not in
-                                                               (None, "", (), {}, False) else ""))
+        text = f.metadata["help"] + (f" (default: {default})" if default not in (None, "", (), {}, False) else "")
+        kwargs = dict(dest=f.name, help=text.replace("%", "%%"))       # plain text: argparse formats a % sign
         if f.metadata["metavar"]:
             kwargs["metavar"] = f.metadata["metavar"]
         if f.metadata["repeat"]:

@@ -140,3 +140,9 @@ def test_bf16_asked_for_on_a_cpu_that_emulates_it_says_so(monkeypatch, native):
     note = placement_note(torch.bfloat16, torch.device("cpu"))
     assert note.startswith("bfloat16 forward passes on cpu") and ("emulates bf16" in note) is not native
     assert "emulates" not in placement_note(torch.float32, torch.device("cpu"))
+
+
+def test_every_command_help_renders_a_percent_sign_in_a_setting_help():
+    subcommands = build_parser()._subparsers._group_actions[0].choices
+    helps = {name: sub.format_help() for name, sub in subcommands.items()}      # argparse's % formatting raises
+    assert "45% cheaper" in helps["prune"]
