@@ -122,6 +122,20 @@ class ObjectiveSpec(Spec):
                                         "constant, or cosine (lr (1 + cos(pi t / T)) / 2 at step t of T)",
                                         check=one_of("constant", "cosine"), applies=lambda c: c.reconstruct != "none")
 
+    reconstruct_loss: str = setting("mse", "block reconstruction: the output error fitted and measured: mse "
+                                    "(squared error over every position and channel, so large-norm positions "
+                                    "and channels weigh most), token (each position's squared error relative to "
+                                    "its dense output's: on Gemma-3 the BOS position holds 61% of a window's "
+                                    "squared norm) or channel (each channel's squared error relative to its "
+                                    "dense mean square: one channel holds 82-93% of Gemma-3's)",
+                                    check=one_of("mse", "token", "channel"),
+                                    applies=lambda c: c.reconstruct != "none")
+    reconstruct_step: str = setting("absolute", "block reconstruction: Adam's step size as given (absolute) or "
+                                    "times the RMS of each linear's kept weights (relative; Gemma-3's weights "
+                                    "are 4-13x smaller than SmolLM2's, so an absolute step made for one "
+                                    "overshoots on the other)", check=one_of("absolute", "relative"),
+                                    applies=lambda c: c.reconstruct != "none")
+
     def runs_sequential(self) -> bool:
         """Within-block sequential: asked for, or implied by the dense target (a layer fitted to the dense
         output on inputs that the block's earlier layers then change would correct twice)."""

@@ -11,7 +11,9 @@ A method name may carry ingredients after "+" (RECIPE_SUFFIXES): "+refit" (least
 weights), "+dense" (dense-target layer problems), "+seq" (within-block sequential), "+recon" (block
 reconstruction), "+recon32" (block reconstruction on the first 32 windows under bf16 autocast, one window per
 step, 3 epochs at step size 2e-3), "+qkv0" / "+qkv1" / "+qkv2" (after +recon32: q/k/v fitted in no epoch / the
-first epoch / the first two epochs only), "+lr4" (after +recon32: step size 4e-3), "+owl" / "+milp" / "+milpsens" / "+milploss" (OWL; MILP priced by error, by Fisher sensitivity, by the
+first epoch / the first two epochs only), "+lr4" / "+lr5" / "+lr2" (after +recon32: step size 4e-3 / 5e-4 / 2e-4), "+tok" / "+chan" (after
++recon32: the token- / channel-relative loss), "+rel" (after +recon32: each linear's step 1e-2 x the RMS of
+its kept weights, about SmolLM2's 2e-3 there), "+owl" / "+milp" / "+milpsens" / "+milploss" (OWL; MILP priced by error, by Fisher sensitivity, by the
 measured loss rise),
 e.g. admm+dense+seq+recon, sparsegpt+milp (an allocation run also writes allocation_<setting>_<kind>.png,
 each layer's sparsity per block).  --prefix ablation writes smollm2_ablation_<setting>.json/.md
@@ -147,6 +149,9 @@ RECIPE_SUFFIXES = {"refit": dict(refit=True), "dense": dict(target="dense"), "se
                    "recon32": dict(QUICK_RECONSTRUCTION),         # the balanced and best presets' reconstruction
                    "qkv0": dict(reconstruct_qkv_epochs=0), "qkv1": dict(reconstruct_qkv_epochs=1),
                    "qkv2": dict(reconstruct_qkv_epochs=2), "lr4": dict(reconstruct_lr=4e-3),
+                   "tok": dict(reconstruct_loss="token"), "chan": dict(reconstruct_loss="channel"),
+                   "lr5": dict(reconstruct_lr=5e-4), "lr2": dict(reconstruct_lr=2e-4),
+                   "rel": dict(reconstruct_step="relative", reconstruct_lr=1e-2),
                    "owl": dict(allocation="owl"), "milp": dict(allocation="milp"),
                    "milpsens": dict(allocation="milp", allocation_cost="sensitivity"),
                    "milploss": dict(allocation="milp", allocation_cost="loss")}

@@ -1,9 +1,14 @@
 """Block reconstruction: after a block's layers are chosen, its kept weights are fitted to the dense outputs.
 
-    min_{V_l, l in the block}  sum_windows ||block_V(X_hat) - Y||_F^2,   V_l = 0 off the masks M_l,
+    min_{V_l, l in the block}  sum_{windows s, positions t, channels c} w (block_V(X_hat) - Y)_{s,t,c}^2,
+    V_l = 0 off the masks M_l,
 
-Y being the dense model's outputs of the block (the dense stream) and X_hat the block's inputs in the
-pruned model.  Adam on the linears' kept weights (float32 master weights and Adam state during training,
+Y being the dense model's outputs of the block (the dense stream), X_hat the block's inputs in the
+pruned model and w = 1 (loss "mse"), w_{s,t} = 1 / ||Y_{s,t}||^2 (loss "token": each position's relative
+error, so a BOS position with a 3-29x larger output than a token's does not dominate the fit) or, per channel c,
+w_c = 1 / mean_{s,t} Y_{s,t,c}^2 (loss "channel": each channel's relative error, so the one channel of
+Gemma-3's residual stream that holds 82-93% of its squared norm does not dominate it).
+Adam on the linears' kept weights (float32 master weights and Adam state during training,
 the forward and backward passes in float32 or, with `autocast` and a block in reduced precision (bf16,
 fp16), under bf16 autocast (a float32 block trains in float32: on a CPU without native bf16 autocast would
 triple a step's time, docs/results/cpu_dtype_emulated-bf16.md); the masks fixed by
@@ -11,7 +16,8 @@ zeroing the pruned entries after every step) over `epochs` passes of the trainin
 stepped inside the backward pass as soon as its gradient is complete, so one weight's gradient is held at a
 time (an 8B block's would take 0.8 GiB together) with the same steps as one Adam over all.  It uses the
 first `windows` calibration windows (all with 0; they are a random draw, so the first ones are one too),
-of which the last `holdout` share is held out.  The relative output error ||block(X_hat) - Y||^2 / ||Y||^2 is
+of which the last `holdout` share is held out.  The relative output error
+sum w (block(X_hat) - Y)^2 / sum w Y^2 is
 measured in the block's own dtype on the windows that choose the epoch (the held-out windows; the training
 windows where none is held out): before training and after every epoch.  The epoch of lowest error there is
 kept if it is below the error before training, else the block stays as the step left it: the held-out error
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -55,8 +61,26 @@ class BlockReconstruction:
     autocast: bool = False
     schedule: str = "constant"          # or "cosine": lr (1 + cos(pi t / T)) / 2 at step t of all T steps
     qkv_epochs: int = -1                # epochs that fit the `attention_inputs` too (-1: all)
+    loss: str = "mse"                   # or "token" / "channel": each position's / channel's relative error
+    step: str = "absolute"              # or "relative": a linear's step size lr x the RMS of its kept weights
     attention_inputs: tuple = ()        # the block's q/k/v projections (names in `targets`)
     progress: Callable[[str], None] | None = None
+    _weigh: Callable | None = field(default=None, init=False, repr=False)     # the loss weights of the fit running
+
+    def output_weights(self, outs, used: int) -> Callable[[torch.Tensor], torch.Tensor | float]:
+        """y -> w, the weights of the loss sum_{s,t,c} w_{s,t,c} e_{s,t,c}^2 over windows s, positions t, channels
+        c: 1 (mse); 1 / ||y_{s,t}||^2 (token: every position's relative error weighs the same, a BOS whose dense
+        output is 3-29x a token's no more than any other); 1 / mean_{s,t} y_{s,t,c}^2 over the `used` windows
+        (channel: every channel's relative error weighs the same, a massive channel holding 82-93% of
+        Gemma-3's squared output norm no more than any other; summed over the ranks' windows)."""
+        if self.loss == "mse":
+            return lambda y: 1.0
+        if self.loss == "token":
+            return lambda y: 1.0 / (y ** 2).sum(-1, keepdim=True).clamp_min(1e-12)
+        power = sum((outs.data[s].float() ** 2).sum(0, dtype=torch.float64) for s in range(used))
+        all_reduce_sum(power)                               # every rank's windows: one weighting for all
+        weight = (power.sum() / power.clamp_min(1e-30 * float(power.sum()))).float()    # mean ~ 1 over channels
+        return lambda y: weight.to(y.device)
 
     def scale(self, step: int, split: int) -> float:
         """The step size's factor at Adam step `step` (of epochs x ceil(split / batch))."""
@@ -80,15 +104,16 @@ class BlockReconstruction:
         """(training, held-out, whole-stream) relative output errors over the windows used (or those in `only`;
         a slice with no window measured reads as the other), summed over ranks; `given`: a store already
         holding the block's outputs (no forward pass)."""
+        weigh = self._weigh or self.output_weights(outs, self.used(len(inps)))
         sums = torch.zeros(4, dtype=torch.float64)
         for s in only if only is not None else range(self.used(len(inps))):
             y = outs.data[s:s + 1].to(device).float()
             got = (given.data[s:s + 1].to(device) if given is not None else
                    call_block(block, inps.data[s:s + 1].to(device), args, kwargs))
-            diff = got.float() - y
+            weight = weigh(y)
             k = 0 if s < split else 2
-            sums[k] += float((diff ** 2).sum())
-            sums[k + 1] += float((y ** 2).sum())
+            sums[k] += float(((got.float() - y) ** 2 * weight).sum())
+            sums[k + 1] += float((y ** 2 * weight).sum())
         all_reduce_sum(sums)
         whole = float((sums[0] + sums[2]) / (sums[1] + sums[3]).clamp_min(1e-30))
         train = float(sums[0] / sums[1]) if sums[1] > 0 else whole
@@ -104,18 +129,26 @@ class BlockReconstruction:
         used = self.used(len(inps))
         split = self.split(used)
         stopping = range(split, used) if split < used else range(used)     # the windows that choose the epoch
-        linears = self.targets(block)
+        data = (inps, outs, args, kwargs, device, split)
+        self._weigh = self.output_weights(outs, used)
+        try:
+            return self._fit(block, self.targets(block), data, stopping, used, carry, t0)
+        finally:
+            self._weigh = None
+
+    def _fit(self, block, linears, data, stopping: range, used: int, carry, t0: float) -> dict:
+        """__call__'s work, the loss weights set."""
+        inps, outs, args, kwargs, device, split = data
         dtype = next(block.parameters()).dtype
         autocast = self.autocast and dtype != torch.float32
         start = {n: lin.weight.detach().clone() for n, lin in linears.items()}
-        data = (inps, outs, args, kwargs, device, split)
         before = self.errors(block, *data, only=stopping)[1]      # [1]: the stopping windows' error either way
         best_held, best_epoch, best_state, history = before, None, None, []
         for param in block.parameters():
             param.requires_grad_(False)
         block.float()
         rate = [self.lr]                                    # the step size of the coming step
-        hooks = stepping_in_backward(linears, start, rate)
+        hooks = stepping_in_backward(linears, start, rate, relative=self.step == "relative")
         try:
             for epoch in range(self.epochs):
                 self._fit_attention_inputs(linears, self.qkv_epochs < 0 or epoch < self.qkv_epochs)
@@ -187,10 +220,11 @@ class BlockReconstruction:
             idx = order[s:s + self.batch]
             x = inps.data[idx].to(device).float()
             y = outs.data[idx].to(device).float()
+            weight = self._weigh(y)
             with torch.enable_grad(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
-                loss = ((call_block(block, x, args, kwargs).float() - y) ** 2).mean()
+                loss = ((call_block(block, x, args, kwargs).float() - y) ** 2 * weight).mean()
             loss.backward()
-            num, den = num + float(loss.detach()), den + float((y ** 2).mean())
+            num, den = num + float(loss.detach()), den + float((y ** 2 * weight).mean())
         return num / max(den, 1e-30)
 
 
@@ -205,22 +239,25 @@ def _error_report(before: float, after: tuple | None, held_out: bool) -> tuple[d
     return before_, dict(train=after[0], held_out=after[1] if held_out else None, all=after[2])
 
 
-def stepping_in_backward(linears: dict, start: dict, rate: list) -> list:
-    """Adam on each linear's weight at step size rate[0] (read at each step), stepped as soon as its gradient is
-    complete in the backward pass (averaged over ranks first) and freed at once, the pruned entries (start == 0)
-    zeroed after the step: one weight's gradient alive at a time instead of the block's, the same steps as one
-    Adam over all weights."""
+def stepping_in_backward(linears: dict, start: dict, rate: list, relative: bool = False) -> list:
+    """Adam on each linear's weight at step size rate[0] (read at each step; `relative`: times the RMS of the
+    linear's kept start weights, so a model whose weights are 5x smaller takes 5x smaller steps), stepped as soon
+    as its gradient is complete in the backward pass (averaged over ranks first) and freed at once, the pruned
+    entries (start == 0) zeroed after the step: one weight's gradient alive at a time instead of the block's,
+    the same steps as one Adam over all weights."""
     size = world()[1]
     hooks = []
     for n, lin in linears.items():
         lin.weight.requires_grad_(True)
         optimiser = torch.optim.Adam([lin.weight], lr=rate[0], foreach=False)
+        kept = start[n] != 0
+        scale = float(start[n].float()[kept].pow(2).mean().sqrt()) if relative and kept.any() else 1.0
 
-        def step(weight, optimiser=optimiser, kept=start[n] != 0):
+        def step(weight, optimiser=optimiser, kept=kept, scale=scale):
             if size > 1:
                 all_reduce_sum(weight.grad)
                 weight.grad /= size
-            optimiser.param_groups[0]["lr"] = rate[0]
+            optimiser.param_groups[0]["lr"] = rate[0] * scale
             optimiser.step()
             optimiser.zero_grad(set_to_none=True)
             with torch.no_grad():

@@ -242,7 +242,10 @@ def test_a_signal_stops_certify_inside_a_long_highs_solve_in_one_line(tmp_path, 
     save_file({"l.weight": torch.randn(8, 128), "l.gram": X @ X.T}, str(tmp_path / "layer.safetensors"))
     proc = subprocess.Popen([sys.executable, "-m", "optprune", "certify", "--layer", str(tmp_path / "layer.safetensors"),
                              "--method", "wanda", "--rows", "0,1,2,3,4,5,6,7", "--window", "128", "--time-limit", "60"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # (SIGINT's default restored in the child: a shell's background job, CI's included, starts with SIGINT
+    # ignored, which a child inherits, and Python then leaves Ctrl-C ignored, as a nohup'd run asks)
     time.sleep(8)                                           # imports, the method, and into the exact solve
     assert proc.poll() is None, proc.communicate()
     sent = time.perf_counter()

@@ -334,15 +334,91 @@ def test_reconstruct_qkv_epochs_needs_an_adapter_that_names_the_attention(tiny_n
     assert reconstruction_for(_config(reconstruct="block"), adapter).attention_inputs == ()
 
 
-@pytest.mark.parametrize("window_bos", [True, False])
-def test_reconstruction_warns_on_a_family_whose_windows_start_with_bos(tiny_net, window_bos):
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_a_reconstruction_step_large_for_the_weights_is_warned_of_before_any_pass(tiny_net, scale, monkeypatch):
+    """The absolute step 1e-3 is 5% of the tiny net's weights (RMS 0.02): warned of once, naming the relative
+    step, before any calibration pass; with weights 30x larger, or a relative step, or no reconstruction: not."""
     import warnings
-    from dataclasses import replace
 
-    adapter = replace(adapter_for(tiny_net[0]), window_bos=window_bos)
-    with warnings.catch_warnings(record=True) as caught:
+    from optprune.api import large_step_warning
+
+    net = copy.deepcopy(tiny_net[0])
+    adapter = adapter_for(net)
+    with torch.no_grad():
+        for lin in adapter.targets(adapter.blocks(net)[0]).values():
+            lin.weight.mul_(scale)
+    line = large_step_warning(net, adapter, _config(reconstruct="block", reconstruct_lr=1e-3))
+    assert (line is None) == (scale > 1) and (line is None or "--reconstruct-step relative" in line)
+    assert large_step_warning(net, adapter, _config(reconstruct="block", reconstruct_step="relative")) is None
+    assert large_step_warning(net, adapter, _config(reconstruct="none")) is None
+    calls = []
+
+    def no_pass(*_, **__):
+        calls.append(len(caught))
+        raise RuntimeError("no pass")
+    monkeypatch.setattr(Engine, "run", no_pass)
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(RuntimeError, match="no pass"):
         warnings.simplefilter("always")
-        assert reconstruction_for(_config(reconstruct="block"), adapter) is not None
-        assert reconstruction_for(_config(reconstruct="none"), adapter) is None
-    said = [str(w.message) for w in caught if "start with BOS" in str(w.message)]
-    assert len(said) == int(window_bos) and all("--reconstruct none" in line for line in said)
+        run_pruning(net, tiny_net[2], _config(reconstruct="block", reconstruct_lr=1e-3), adapter)
+    said = [str(w.message) for w in caught if "of the RMS of this model's weights" in str(w.message)]
+    assert len(said) == int(scale == 1.0) and calls == [len(caught)]       # warned before the engine ran
+
+
+def test_the_token_and_channel_losses_weigh_each_position_or_channel_by_its_dense_output(tiny_net):
+    """loss 'token': the measured error is the mean over positions of ||e_t||^2 / ||y_t||^2, so a position whose
+    target is 30x the others' (as a BOS's) counts as one position; 'channel': the mean over channels of
+    sum e_c^2 / sum y_c^2, so a channel 30x the others' (as Gemma-3's massive one) counts as one channel; in
+    'mse', ||E||^2 / ||Y||^2, either rules.  The setting reaches the reconstruction."""
+    adapter, engine, calls, block, targets, _ = _pruned_block_zero(tiny_net)
+    out = engine.propagate(block, 0, calls, calls.inputs, calls.inputs.like()).data.float()
+    args = (block, calls.inputs, targets, calls.args[0], calls.kwargs[0], torch.device("cpu"))
+    n = len(calls.inputs)
+    step = {loss: reconstruction_for(_config(reconstruct="block", reconstruct_loss=loss), adapter)
+            for loss in ("mse", "token", "channel")}
+    assert [s.loss for s in step.values()] == list(step)
+    for scaled in (lambda y: y[:, 0], lambda y: y[..., 0]):             # position 0, then channel 0, x 30
+        original = targets.data.clone()
+        scaled(targets.data).mul_(30.0)
+        y = targets.data.float().clone()
+        err = {loss: s.errors(*args, split=n)[0] for loss, s in step.items()}
+        targets.data.copy_(original)
+        assert err["token"] == pytest.approx(float((((out - y) ** 2).sum(-1) / (y ** 2).sum(-1)).mean()), rel=1e-5)
+        assert err["channel"] == pytest.approx(float((((out - y) ** 2).sum((0, 1)) / (y ** 2).sum((0, 1))).mean()),
+                                               rel=1e-5)
+        assert err["mse"] == pytest.approx(float(((out - y) ** 2).sum() / (y ** 2).sum()), rel=1e-5)
+        assert err["mse"] > 0.5, err                                        # the scaled slice rules the mse
+    with pytest.raises(ValueError, match="reconstruct_loss"):
+        _config(reconstruct="block", reconstruct_loss="l1")
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_the_first_adam_step_moves_each_kept_weight_by_the_step_size(relative):
+    """Adam's first step moves every kept weight with a gradient by its step size: lr, or with a relative step
+    lr x the RMS of the linear's kept weights (two linears 10x apart in scale, steps 10x apart); pruned ones
+    stay 0.  The setting reaches the reconstruction."""
+    from optprune.engine.reconstruct import stepping_in_backward
+
+    torch.manual_seed(0)
+    linears = {"a": torch.nn.Linear(6, 4, bias=False), "b": torch.nn.Linear(6, 4, bias=False)}
+    with torch.no_grad():
+        linears["b"].weight.mul_(10.0)
+        for lin in linears.values():
+            lin.weight[:, :3] = 0.0
+    start = {n: lin.weight.detach().clone() for n, lin in linears.items()}
+    hooks = stepping_in_backward(linears, start, [1e-3], relative=relative)
+    x = torch.randn(5, 6)
+    (linears["a"](x).sum() + linears["b"](x).pow(2).sum()).backward()
+    for hook in hooks:
+        hook.remove()
+    for n, lin in linears.items():
+        kept = start[n] != 0
+        rms = float(start[n][kept].pow(2).mean().sqrt())
+        moved = (lin.weight.detach() - start[n]).abs()
+        assert torch.allclose(moved[kept], torch.full_like(moved[kept], 1e-3 * (rms if relative else 1.0)),
+                              rtol=1e-3), n
+        assert bool((lin.weight[~kept] == 0).all()), n
+    from optprune.adapters import ModelAdapter
+
+    step = reconstruction_for(_config(reconstruct="block", reconstruct_step="relative"),
+                              ModelAdapter.__new__(ModelAdapter))
+    assert step.step == "relative"
