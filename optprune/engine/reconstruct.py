@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -65,7 +65,6 @@ class BlockReconstruction:
     step: str = "absolute"              # or "relative": a linear's step size lr x the RMS of its kept weights
     attention_inputs: tuple = ()        # the block's q/k/v projections (names in `targets`)
     progress: Callable[[str], None] | None = None
-    _weigh: Callable | None = field(default=None, init=False, repr=False)     # the loss weights of the fit running
 
     def output_weights(self, outs, used: int) -> Callable[[torch.Tensor], torch.Tensor | float]:
         """y -> w, the weights of the loss sum_{s,t,c} w_{s,t,c} e_{s,t,c}^2 over windows s, positions t, channels
@@ -99,12 +98,12 @@ class BlockReconstruction:
         return n - held
 
     @torch.no_grad()
-    def errors(self, block, inps, outs, args, kwargs, device, split: int,
+    def errors(self, block, inps, outs, args, kwargs, device, split: int, weigh: Callable | None = None,
                only: range | None = None, given=None) -> tuple[float, float, float]:
         """(training, held-out, whole-stream) relative output errors over the windows used (or those in `only`;
         a slice with no window measured reads as the other), summed over ranks; `given`: a store already
         holding the block's outputs (no forward pass)."""
-        weigh = self._weigh or self.output_weights(outs, self.used(len(inps)))
+        weigh = weigh or self.output_weights(outs, self.used(len(inps)))
         sums = torch.zeros(4, dtype=torch.float64)
         for s in only if only is not None else range(self.used(len(inps))):
             y = outs.data[s:s + 1].to(device).float()
@@ -129,16 +128,9 @@ class BlockReconstruction:
         used = self.used(len(inps))
         split = self.split(used)
         stopping = range(split, used) if split < used else range(used)     # the windows that choose the epoch
-        data = (inps, outs, args, kwargs, device, split)
-        self._weigh = self.output_weights(outs, used)
-        try:
-            return self._fit(block, self.targets(block), data, stopping, used, carry, t0)
-        finally:
-            self._weigh = None
-
-    def _fit(self, block, linears, data, stopping: range, used: int, carry, t0: float) -> dict:
-        """__call__'s work, the loss weights set."""
-        inps, outs, args, kwargs, device, split = data
+        weigh = self.output_weights(outs, used)             # the loss weights, computed once
+        data = (inps, outs, args, kwargs, device, split, weigh)
+        linears = self.targets(block)
         dtype = next(block.parameters()).dtype
         autocast = self.autocast and dtype != torch.float32
         start = {n: lin.weight.detach().clone() for n, lin in linears.items()}
@@ -153,7 +145,7 @@ class BlockReconstruction:
             for epoch in range(self.epochs):
                 self._fit_attention_inputs(linears, self.qkv_epochs < 0 or epoch < self.qkv_epochs)
                 loss = self._epoch(block, inps, outs, _cast(args, torch.float32), _cast(kwargs, torch.float32),
-                                   device, split, epoch, rate, autocast)
+                                   device, split, weigh, epoch, rate, autocast)
                 held = self._held_out_after_epoch(block, linears, dtype, data, stopping)
                 history.append(dict(train_loss=loss, held_out=held))
                 if held < best_held:
@@ -207,7 +199,8 @@ class BlockReconstruction:
             lin.weight.data.copy_(weights[n])
         return held
 
-    def _epoch(self, block, inps, outs, args, kwargs, device, split, epoch, rate: list, autocast: bool) -> float:
+    def _epoch(self, block, inps, outs, args, kwargs, device, split, weigh, epoch, rate: list,
+               autocast: bool) -> float:
         """One pass over the training windows in a fixed shuffled order; the backward pass steps each weight
         (`stepping_in_backward`, which also turned their gradients on; the dtype casts keep the flag).  Returns
         the mean relative loss of the pass (measured while the weights moved); rate[0] is set to each step's
@@ -220,7 +213,7 @@ class BlockReconstruction:
             idx = order[s:s + self.batch]
             x = inps.data[idx].to(device).float()
             y = outs.data[idx].to(device).float()
-            weight = self._weigh(y)
+            weight = weigh(y)
             with torch.enable_grad(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
                 loss = ((call_block(block, x, args, kwargs).float() - y) ** 2 * weight).mean()
             loss.backward()
