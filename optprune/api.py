@@ -154,8 +154,8 @@ LARGE_STEP_SHARE = 0.025     # an absolute reconstruction step above this share 
 
 def large_step_warning(net, adapter: ModelAdapter, config: PruneConfig) -> str | None:
     """The line warning that the reconstruction's absolute step is large for this model's weights (above
-    LARGE_STEP_SHARE of the median RMS of block 0's linears), else None.  The presets' 2e-3 is about 1% of
-    SmolLM2-135M's weights, where it was measured, and 5% of Gemma-3-270M's, where it ruined the model."""
+    LARGE_STEP_SHARE of the median RMS of block 0's linears), else None.  An absolute 2e-3 (the presets' until
+    2026-12-07) is about 1% of SmolLM2-135M's weights and 5% of Gemma-3-270M's, where it ruined the model."""
     if config.reconstruct == "none" or config.reconstruct_step != "absolute":
         return None
     linears = adapter.targets(adapter.blocks(net)[0]).values()
@@ -164,7 +164,7 @@ def large_step_warning(net, adapter: ModelAdapter, config: PruneConfig) -> str |
     if share <= LARGE_STEP_SHARE:
         return None
     return (f"block reconstruction: the step {config.reconstruct_lr:g} is {share:.1%} of the RMS of this model's "
-            f"weights ({rms:.3g}; the presets' step is about 1% on SmolLM2-135M, where they were measured); on "
+            f"weights ({rms:.3g}; the presets' step is 1% of each linear's RMS: --reconstruct-step relative); on "
             f"Gemma-3-270M, 50% per-row, 8 windows, 2e-3 gave perplexity 517 (mse loss) and 43.5 (channel loss) "
             f"against SparseGPT's 31.9 on the first 8 test windows, and --reconstruct-step relative "
             f"--reconstruct-lr 1e-2 --reconstruct-loss channel gave 31.45 (docs/results/gemma3_loss_per-row-0.50.md)")

@@ -89,3 +89,40 @@ def test_the_api_takes_the_same_recipes(tiny_net):
     assert report["allocation"]["kind"] == "milp" and report["fingerprint"]["reconstruct_epochs"] == 1
     report = optprune.prune(copy.deepcopy(net), windows, "wanda", recipe="fast", device="cpu")
     assert report["fingerprint"]["method"] == "wanda"
+
+
+@pytest.mark.parametrize("preset", ["balanced", "best"])
+def test_the_presets_reconstruction_step_follows_the_weights_scale(tiny_net, preset):
+    """The presets fit a channel-relative loss with each linear's step 1e-2 x its weights' RMS, so a family
+    with small weights (Gemma-3's are 4-13x smaller than SmolLM2's) gets no step too large for it: on the tiny
+    net (weights' RMS about 0.02) the earlier absolute 2e-3 is warned of, the preset is not."""
+    from optprune.adapters import adapter_for
+    from optprune.api import large_step_warning
+    from optprune.config import PruneConfig
+    from optprune.recipes import with_recipe
+
+    net = tiny_net[0]
+    adapter = adapter_for(net)
+    settings = dict(with_recipe(preset, {}), device="cpu", dtype="float32")
+    config = PruneConfig(**settings)
+    assert (config.reconstruct_loss, config.reconstruct_step) == ("channel", "relative")
+    assert large_step_warning(net, adapter, config) is None
+    earlier = PruneConfig(**dict(settings, reconstruct_step="absolute", reconstruct_lr=2e-3))
+    assert "--reconstruct-step relative" in large_step_warning(net, adapter, earlier)
+
+
+def test_the_published_tables_method_names_keep_their_meaning_and_the_presets_have_one():
+    """validation/pipeline_ppl.py's "+recon32" is the reconstruction the published SmolLM2 tables ran (mse loss,
+    absolute step 2e-3), so their commands rerun them; "+recon32+chan+rel" and "+recon32+chan+rel+milpsens"
+    are exactly the objective and allocation of `balanced` and `best` now."""
+    import pipeline_ppl                                   # validation/ is on the path (conftest)
+
+    from optprune.recipes import PRESETS
+
+    earlier = pipeline_ppl.recipe("sparsegpt+recon32")
+    assert (earlier["reconstruct_loss"], earlier["reconstruct_step"], earlier["reconstruct_lr"]) == \
+        ("mse", "absolute", 2e-3)
+    assert pipeline_ppl.recipe("sparsegpt+recon32+chan+rel") == PRESETS["balanced"]["objective"]
+    best = PRESETS["best"]
+    ingredients = pipeline_ppl.recipe("sparsegpt+recon32+chan+rel+milpsens")
+    assert ingredients == {**best["objective"], "allocation": "milp", "allocation_cost": "sensitivity"}

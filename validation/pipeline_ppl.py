@@ -10,7 +10,8 @@ Usage: python validation/pipeline_ppl.py --pattern per-row --sparsity 0.5 [--met
 A method name may carry ingredients after "+" (RECIPE_SUFFIXES): "+refit" (least-squares refit of the kept
 weights), "+dense" (dense-target layer problems), "+seq" (within-block sequential), "+recon" (block
 reconstruction), "+recon32" (block reconstruction on the first 32 windows under bf16 autocast, one window per
-step, 3 epochs at step size 2e-3), "+qkv0" / "+qkv1" / "+qkv2" (after +recon32: q/k/v fitted in no epoch / the
+step, 3 epochs at step size 2e-3, mse loss: the presets' until 2026-12-07, as the published SmolLM2 tables
+ran it; "+recon32+chan+rel" is the presets' since), "+qkv0" / "+qkv1" / "+qkv2" (after +recon32: q/k/v fitted in no epoch / the
 first epoch / the first two epochs only), "+lr4" / "+lr5" / "+lr2" (after +recon32: step size 4e-3 / 5e-4 / 2e-4), "+tok" / "+chan" (after
 +recon32: the token- / channel-relative loss), "+rel" (after +recon32: each linear's step 1e-2 x the RMS of
 its kept weights, about SmolLM2's 2e-3 there), "+owl" / "+milp" / "+milpsens" / "+milploss" (OWL; MILP priced by error, by Fisher sensitivity, by the
@@ -146,7 +147,10 @@ def mean_measured(values: list) -> float | None:
 
 RECIPE_SUFFIXES = {"refit": dict(refit=True), "dense": dict(target="dense"), "seq": dict(sequential=True),
                    "recon": dict(reconstruct="block"),
-                   "recon32": dict(QUICK_RECONSTRUCTION),         # the balanced and best presets' reconstruction
+                   # the presets' reconstruction as the published SmolLM2 tables ran it (mse loss, absolute step
+                   # 2e-3); "+recon32+chan+rel" is the presets' since 2026-12-07
+                   "recon32": dict(QUICK_RECONSTRUCTION, reconstruct_loss="mse", reconstruct_step="absolute",
+                                   reconstruct_lr=2e-3),
                    "qkv0": dict(reconstruct_qkv_epochs=0), "qkv1": dict(reconstruct_qkv_epochs=1),
                    "qkv2": dict(reconstruct_qkv_epochs=2), "lr4": dict(reconstruct_lr=4e-3),
                    "tok": dict(reconstruct_loss="token"), "chan": dict(reconstruct_loss="channel"),
