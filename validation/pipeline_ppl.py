@@ -73,9 +73,10 @@ def main():
     results_path.parent.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     windows = None
-    for method, settings in recipes.items():
-        if method in results:
-            continue
+    pending = {m: s for m, s in recipes.items() if m not in results}
+    if results and not pending:   # every row done already: the page is rendered again from the JSON, no model loaded
+        write_table(results, pattern, results_path.with_suffix(".md"), args)
+    for method, settings in pending.items():
         net, tok, _ = load_model(args.model, dtype=resolve_dtype(args.dtype))
         net.to(device)
         row = dict(method=method, machine=machine_name(), nsamples=args.nsamples, seqlen=args.seqlen,
@@ -211,7 +212,9 @@ def write_table(results: dict, pattern: Pattern, path: Path, args) -> None:
         lines.append(f"| {m} | {r['ppl']:.2f} | {secs(r.get('prune_seconds'))} | {secs(r.get('solver_seconds'))} | "
                      f"{err(r.get('mean_rel_error', 0))} | {r.get('sparsity', 0):.3f} |")
     lines += [f"\n{m}: {r['note']}" for m, r in results.items() if r.get("note")]
-    lines += [f"\n{m}: block reconstruction, mean relative block output error over the blocks: training windows "
+    lines += [f"\n{m}: block reconstruction, mean relative block output error over the blocks (weighted as its "
+              f"{(recipe(m) or {}).get('reconstruct_loss', 'mse')} loss, so rows of different losses do not compare): "
+              f"training windows "
               f"{err(r['reconstruction']['train_before'])} -> {err(r['reconstruction']['train_after'])}, held-out "
               f"windows {err(r['reconstruction']['held_out_before'])} -> {err(r['reconstruction']['held_out_after'])}"
               f"{' (-: not measured)' if None in r['reconstruction'].values() else ''}."
