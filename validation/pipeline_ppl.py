@@ -96,6 +96,8 @@ def main():
         write_table(results, pattern, results_path.with_suffix(".md"), args)
         if args.prefix in ("smollm2_ppl", "smollm2_best") and not args.model:
             write_summary(results_path.parent)
+        if args.prefix == "gemma3_ppl":
+            write_summary(results_path.parent, "gemma3_ppl", model_title(args.model))
         if args.prefix == "smollm2_recipe" and not args.model:
             write_recipe_summary(results_path.parent)
         print(method, row, flush=True)
@@ -294,18 +296,19 @@ def per_row_first(label: str) -> tuple[bool, str]:
     return label[0].isdigit(), label
 
 
-def write_summary(results_dir: Path) -> None:
-    """One side-by-side table of every setting's JSON (smollm2_ppl_<tag>.json): perplexity, prune seconds.
-    Columns: per-row settings first, then N:M; rows: SUMMARY_ORDER, then any other method."""
-    settings = {setting_label(p.stem.removeprefix("smollm2_ppl_")): json.loads(p.read_text())
-                for p in results_dir.glob("smollm2_ppl_*.json")}
+def write_summary(results_dir: Path, prefix: str = "smollm2_ppl", title: str = "SmolLM2-135M-Instruct") -> None:
+    """One side-by-side table of every setting's JSON (<prefix>_<tag>.json): perplexity, prune seconds.
+    Columns: per-row settings first, then N:M; rows: SUMMARY_ORDER, then any other method.  SmolLM2's page
+    adds its best-combination runs; another model's, each setting's best row against SparseGPT's."""
+    settings = {setting_label(p.stem.removeprefix(f"{prefix}_")): json.loads(p.read_text())
+                for p in results_dir.glob(f"{prefix}_*.json")}
     if not settings:
         return
     settings = dict(sorted(settings.items(), key=lambda kv: per_row_first(kv[0])))
     methods = [m for m in SUMMARY_ORDER if any(m in r for r in settings.values())]
     methods += sorted({m for r in settings.values() for m in r} - set(methods))
     any_row = next(iter(next(iter(settings.values())).values()))
-    lines = ["# SmolLM2-135M-Instruct: every method and setting side by side\n",
+    lines = [f"# {title}: every method and setting side by side\n",
              f"Machine: {any_row['machine']}; protocol and commands as on each setting's page "
              f"({any_row['nsamples']} x {any_row['seqlen']} C4 calibration windows, seed 0; whole WikiText-2 raw "
              f"test, {any_row['seqlen']}-token windows). "
@@ -319,8 +322,29 @@ def write_summary(results_dir: Path) -> None:
                      for r in settings.values()]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += best_combinations(results_dir)
-    (results_dir / "smollm2_ppl_summary.md").write_text("\n".join(lines))
+    lines += best_combinations(results_dir) if prefix == "smollm2_ppl" else best_against_sparsegpt(settings)
+    zeroshot = f"{prefix.partition('_')[0]}_zeroshot.md"
+    if prefix != "smollm2_ppl" and (results_dir / zeroshot).exists():
+        lines += [f"Zero-shot accuracy of these models beside their perplexity: [{zeroshot}]({zeroshot}).", ""]
+    (results_dir / f"{prefix}_summary.md").write_text("\n".join(lines))
+
+
+def best_against_sparsegpt(settings: dict[str, dict]) -> list[str]:
+    """Per setting (label -> its JSON rows), the lowest-perplexity pruned row against the SparseGPT row of the
+    same run: perplexity change and prune seconds (with the allocation's pricing pass) as a multiple."""
+    lines = ["## The best of each setting against SparseGPT (same run)\n",
+             "| setting | method | wikitext2 ppl | sparsegpt ppl | change | seconds | x SparseGPT |",
+             "|---|---|---|---|---|---|---|"]
+    for label, rows in settings.items():
+        rows = {m: r for m, r in rows.items() if r.get("ppl") is not None and r.get("prune_seconds") is not None}
+        best = min((m for m in rows if m != "sparsegpt"), key=lambda m: rows[m]["ppl"], default=None)
+        ref = rows.get("sparsegpt")
+        if best is None or ref is None:
+            continue
+        secs = run_seconds(rows[best])
+        lines.append(f"| {label} | {best} | {rows[best]['ppl']:.2f} | {ref['ppl']:.2f} | "
+                     f"{rows[best]['ppl'] / ref['ppl'] - 1:+.1%} | {secs:.0f} | {secs / run_seconds(ref):.2f} |")
+    return lines + [""] if len(lines) > 3 else []
 
 
 def best_combinations(results_dir: Path) -> list[str]:

@@ -1,8 +1,10 @@
 """Zero-shot accuracy of the dense SmolLM2-135M and of finished `pipeline_ppl.py` runs, each pruned model
 rebuilt from its resume state (the saved blocks under --work), on the local tasks: the first --limit items
 of each task's file, scored by lm-evaluation-harness when installed (else the built-in scorer), bf16 as
-the perplexity tables.  Writes docs/results/<out>.{json,md}; a row already in the JSON with the same
-limit and tasks is kept, so an interrupted run resumes with the next model.
+the perplexity tables (--dtype: the pruned runs' forward dtype, which their fingerprints hold).  Writes
+docs/results/<out>.{json,md}; a row already in the JSON with the same limit and tasks is kept, so an
+interrupted run resumes with the next model.  Another embedded model: --model gemma3-270m (its scores start
+every request with BOS, as its perplexity's windows do).
 
     python validation/zeroshot_rows.py --work runs/best --limit 200 --data-dir ../shared/data \
         --runs per-row-0.60/sparsegpt,per-row-0.60/sparsegpt+recon+milpsens
@@ -21,7 +23,8 @@ from optprune.engine.state import FINGERPRINT, ResumeState, model_digest
 from optprune.evaluation import TASKS, check_zeroshot, evaluate_zeroshot
 from optprune.checkpoints.model_io import load_model
 from optprune.parallel import machine_name
-from pipeline_ppl import per_row_first      # this folder's sibling script: the settings' order
+from optprune.config import resolve_dtype
+from pipeline_ppl import model_title, per_row_first      # this folder's sibling script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,17 +38,20 @@ def main() -> None:
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--prefix", default="smollm2_best", help="pipeline_ppl.py's --prefix (the ppl column's tables)")
     ap.add_argument("--out", default="smollm2_zeroshot")
+    ap.add_argument("--model", default="", help="pipeline_ppl.py's --model (default: the embedded SmolLM2-135M)")
+    ap.add_argument("--dtype", default="bfloat16", help="the runs' forward dtype (auto: as pipeline_ppl.py's)")
     args = ap.parse_args()
+    args.torch_dtype = resolve_dtype(args.dtype)
     tasks = args.tasks.split(",")
     check_zeroshot(tasks, args.data_dir, "auto")
     runs = ["dense"] + args.runs.split(",")
-    fingerprints = check_runs(Path(args.work), runs[1:])
+    fingerprints = check_runs(Path(args.work), runs[1:], args)
     path = ROOT / "docs" / "results" / f"{args.out}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     for run in runs:
         if results.get(run, {}).get("settings") == dict(limit=args.limit, tasks=tasks):
             continue
-        net, tok, _ = load_model(dtype=torch.bfloat16)
+        net, tok, _ = load_model(args.model, dtype=args.torch_dtype)
         row = dict(settings=dict(limit=args.limit, tasks=tasks), machine=machine_name())
         if run != "dense":
             ResumeState(Path(args.work) / run, adapter_for(net)).load(net)
@@ -60,10 +66,10 @@ def main() -> None:
         print(run, {t: r["acc"] for t, r in row["tasks"].items()}, flush=True)
 
 
-def check_runs(work: Path, runs: list[str]) -> dict[str, dict]:
+def check_runs(work: Path, runs: list[str], args) -> dict[str, dict]:
     """Each run's fingerprint, after checking, before any evaluation, that every run is a finished resume
     state of the model loaded here (its fingerprint's config and weights digests); one line and exit if not."""
-    net, _, _ = load_model(dtype=torch.bfloat16)
+    net, _, _ = load_model(args.model, dtype=args.torch_dtype)
     digest, adapter = model_digest(net), adapter_for(net)
     fingerprints = {}
     for run in runs:
@@ -98,13 +104,17 @@ def write_table(results: dict, tasks: list[str], args, out: Path) -> None:
     the dense model first, then per setting (N:M ones last) SparseGPT before the others."""
     results = {run: results[run] for run in sorted(results, key=table_order)}
     any_row = next(iter(results.values()))
-    lines = ["# SmolLM2-135M-Instruct: zero-shot accuracy of the dense and pruned models\n",
+    options = "".join(f" --{k} {getattr(args, k)}" for k, default in (("model", ""), ("dtype", "bfloat16"),
+                      ("prefix", "smollm2_best"), ("out", "smollm2_zeroshot")) if getattr(args, k) != default)
+    dtype = str(args.torch_dtype).removeprefix("torch.").replace("bfloat16", "bf16")
+    lines = [f"# {model_title(args.model)}: zero-shot accuracy of the dense and pruned models\n",
              f"Machine: {' / '.join(sorted({row['machine'] for row in results.values()}))} (each model's threads "
-             f"with its seconds below). Scorer: {any_row['scorer']}, bf16. Items: the first {args.limit or 'all'} "
+             f"with its seconds below). Scorer: {any_row['scorer']}, {dtype}. Items: the first {args.limit or 'all'} "
              "of each task's local file (fewer where a task has fewer). Pruned models: the finished runs of "
              "`validation/pipeline_ppl.py` (full protocol: 128 x 2048 C4 calibration windows, seed 0), rebuilt from "
              f"their saved blocks. Command: `python validation/zeroshot_rows.py --work {args.work} --runs "
-             f"{','.join(run for run in results if run != 'dense')} --limit {args.limit} --data-dir ../shared/data` "
+             f"{','.join(run for run in results if run != 'dense')} --limit {args.limit} --data-dir ../shared/data"
+             f"{options}` "
              "(the JSON keeps every model's row, so later calls add rows).\n",
              "| model | wikitext2 ppl | zeros | " + " | ".join(tasks) + " | mean acc | mean acc, boolq aside |",
              "|---|---|---|" + "---|" * (len(tasks) + 2)]
@@ -115,7 +125,7 @@ def write_table(results: dict, tasks: list[str], args, out: Path) -> None:
             cells.append(f"{r['acc']:.3f}" + ("" if r["acc_norm"] is None else f" ({r['acc_norm']:.3f})"))
         rest = [t for t in tasks if t != "boolq"]
         means = [sum(row["tasks"][t]["acc"] for t in ts) / len(ts) for ts in (tasks, rest)]
-        lines.append(f"| {run} | {perplexity(run, args.prefix)} | {row['zero_fraction']:.3f} | " + " | ".join(cells)
+        lines.append(f"| {run} | {perplexity(run, args.prefix, args.model)} | {row['zero_fraction']:.3f} | " + " | ".join(cells)
                      + "".join(f" | {m:.3f}" for m in means) + " |")
     n = {t: any_row["tasks"][t]["n"] for t in tasks}
     lines += ["", "Items per task: " + ", ".join(f"{t} {k}" for t, k in n.items()) + ". zeros: fraction of exact "
@@ -127,12 +137,13 @@ def write_table(results: dict, tasks: list[str], args, out: Path) -> None:
     out.write_text("\n".join(lines) + "\n")
 
 
-def perplexity(run: str, prefix: str) -> str:
+def perplexity(run: str, prefix: str, model: str = "") -> str:
     """The run's WikiText-2 perplexity from its setting's table (`<prefix>_<setting>.json`; the dense model's from
-    any full-protocol table), '-' when none holds it."""
+    any of the prefix's tables, or for SmolLM2 any full-protocol table), '-' when none holds it."""
     results = ROOT / "docs" / "results"
     if run == "dense":
-        rows = [json.loads(p.read_text()).get("dense", {}) for p in sorted(results.glob("smollm2_ppl_*.json"))]
+        paths = sorted(results.glob(f"{prefix}_*.json")) + ([] if model else sorted(results.glob("smollm2_ppl_*.json")))
+        rows = [json.loads(p.read_text()).get("dense", {}) for p in paths]
     else:
         setting, method = run.split("/", 1)
         path = results / f"{prefix}_{setting}.json"

@@ -36,8 +36,11 @@ def write_local_tasks(tasks: list[str], root: Path, folder: Path) -> None:
         (folder / f"{task}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
 
 
-def evaluate_harness(net, tok, tasks: list[str], data_dir: str = "", limit: int = 0, batch_size: int = 16) -> dict:
-    """{task: {acc, acc_norm, n}} from lm_eval.simple_evaluate on HFLM(net), local files when found."""
+def evaluate_harness(net, tok, tasks: list[str], data_dir: str = "", limit: int = 0, batch_size: int = 16,
+                     add_bos: bool = False) -> dict:
+    """{task: {acc, acc_norm, n}} from lm_eval.simple_evaluate on HFLM(net), local files when found; add_bos
+    (families that want BOS first, Gemma) makes the harness encode every request with it, else the
+    tokenizer's own default holds."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -45,7 +48,7 @@ def evaluate_harness(net, tok, tasks: list[str], data_dir: str = "", limit: int 
     if getattr(tok, "eos_token_id", None) is None:
         raise ValueError("lm-evaluation-harness needs a tokenizer with an EOS token: use --zeroshot-scorer builtin")
     root = find_data_dir(data_dir)
-    lm = HFLM(pretrained=net, tokenizer=tok, batch_size=batch_size)
+    lm = HFLM(pretrained=net, tokenizer=tok, batch_size=batch_size, add_bos_token=True if add_bos else None)
     with tempfile.TemporaryDirectory() as folder:
         if root is not None:
             write_local_tasks(tasks, root, Path(folder))

@@ -94,3 +94,54 @@ def test_the_head_in_chunks_gives_the_whole_windows_nll(family):
         whole = float(window_nll(net(window).logits, window))
         for chunk in (1, 5, 22, 512):
             assert head_nll(net, adapter, window, last.data, chunk) == pytest.approx(whole, rel=1e-5), chunk
+
+
+class CharTokenizer:
+    """A stand-in tokenizer: one id per character (ids 3..63), BOS 1, EOS 2."""
+    bos_token_id, eos_token_id = 1, 2
+
+    def __call__(self, text: str, add_special_tokens: bool = True):
+        ids = [3 + ord(c) % 61 for c in text]
+        return type("Encoding", (), {"input_ids": ([1] if add_special_tokens else []) + ids})()
+
+
+@pytest.mark.parametrize("family, wants_bos", [("gemma3_text", True), ("llama", False)])
+def test_zero_shot_scores_start_with_bos_where_the_family_wants_it(family, wants_bos, tmp_path, monkeypatch):
+    """Gemma is trained to see BOS first: the built-in scorer scores log p(answer | BOS context), as the
+    perplexity's windows start with BOS, and tells the harness to encode with BOS; Llama gets neither."""
+    import torch.nn.functional as F
+
+    from families import tiny_model
+    from optprune.evaluation import zeroshot
+
+    net, tok = tiny_model(family), CharTokenizer()
+    bos = zeroshot.family_bos_id(net, tok)
+    assert bos == (1 if wants_bos else None)
+    ids = torch.tensor([([1] if wants_bos else []) + tok("The fox is quick", add_special_tokens=False).input_ids])
+    n_ctx = ids.shape[1] - len(" quick")
+    with torch.no_grad():
+        logp = F.log_softmax(net(ids).logits[0, n_ctx - 1:-1], -1)
+    expected = float(logp.gather(1, ids[0, n_ctx:, None]).sum())
+    assert zeroshot.continuation_logprob(net, tok, "The fox is", " quick", bos) == pytest.approx(expected, rel=1e-5)
+
+    seen = []
+    monkeypatch.setattr(zeroshot, "continuation_logprob", lambda n, t, c, a, b=None: seen.append(b) or 0.0)
+    (tmp_path / "arc_easy").mkdir()
+    item = {"question": {"stem": "The fox is", "choices": [{"text": "quick", "label": "A"},
+                                                          {"text": "slow", "label": "B"}]}, "answerKey": "A"}
+    (tmp_path / "arc_easy" / "ARC-Easy-Test.jsonl").write_text(json.dumps(item) + "\n")
+    zeroshot.evaluate_tasks(net, tok, ["arc_easy"], str(tmp_path))
+    assert seen == [bos, bos]
+
+    lm_eval_hf = pytest.importorskip("lm_eval.models.huggingface")
+    told = {}
+
+    def stub_hflm(**kwargs):
+        told.update(kwargs)
+        raise RuntimeError("stub")
+
+    monkeypatch.setattr(lm_eval_hf, "HFLM", stub_hflm)
+    monkeypatch.setattr(zeroshot, "check_zeroshot", lambda *a: "harness")
+    with pytest.raises(RuntimeError, match="stub"):
+        zeroshot.evaluate_zeroshot(net, tok, ["arc_easy"], str(tmp_path))
+    assert told["add_bos_token"] is (True if wants_bos else None)
