@@ -333,7 +333,7 @@ def best_against_sparsegpt(settings: dict[str, dict]) -> list[str]:
     """Per setting (label -> its JSON rows), the lowest-perplexity pruned row against the SparseGPT row of the
     same run: perplexity change and prune seconds (with the allocation's pricing pass) as a multiple."""
     lines = ["## The best of each setting against SparseGPT (same run)\n",
-             "| setting | method | wikitext2 ppl | sparsegpt ppl | change | seconds | x SparseGPT |",
+             "| setting | method | wikitext2 ppl | sparsegpt ppl | change | seconds, pricing included | x SparseGPT |",
              "|---|---|---|---|---|---|---|"]
     for label, rows in settings.items():
         rows = {m: r for m, r in rows.items() if r.get("ppl") is not None and r.get("prune_seconds") is not None}
@@ -344,7 +344,10 @@ def best_against_sparsegpt(settings: dict[str, dict]) -> list[str]:
         secs = run_seconds(rows[best])
         lines.append(f"| {label} | {best} | {rows[best]['ppl']:.2f} | {ref['ppl']:.2f} | "
                      f"{rows[best]['ppl'] / ref['ppl'] - 1:+.1%} | {secs:.0f} | {secs / run_seconds(ref):.2f} |")
-    return lines + [""] if len(lines) > 3 else []
+    presets = "; ".join(f"{m} is `--recipe {name}`" for name, m in
+                        (("balanced", "sparsegpt+recon32+chan+rel"), ("best", "sparsegpt+recon32+chan+rel+milpsens")))
+    return lines + ["", f"The methods are named by their ingredients (validation/pipeline_ppl.py): {presets}.", ""] \
+        if len(lines) > 3 else []
 
 
 def best_combinations(results_dir: Path) -> list[str]:
