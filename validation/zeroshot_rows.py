@@ -37,11 +37,17 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--prefix", default="smollm2_best", help="pipeline_ppl.py's --prefix (the ppl column's tables)")
-    ap.add_argument("--out", default="smollm2_zeroshot")
+    ap.add_argument("--out", default="", help="results name (default: <prefix's model>_zeroshot, e.g. smollm2_zeroshot)")
     ap.add_argument("--model", default="", help="pipeline_ppl.py's --model (default: the embedded SmolLM2-135M)")
     ap.add_argument("--dtype", default="bfloat16", help="the runs' forward dtype (auto: as pipeline_ppl.py's)")
     args = ap.parse_args()
     args.torch_dtype = resolve_dtype(args.dtype)
+    args.out = args.out or f"{args.prefix.partition('_')[0]}_zeroshot"
+    other_model = args.model not in ("", "smollm2-135m")
+    if other_model == args.prefix.startswith("smollm2"):
+        raise SystemExit(f"--prefix {args.prefix} names {'SmolLM2' if other_model else 'another model'}'s "
+                         f"tables: pass the prefix of --model {args.model or 'smollm2-135m'}'s "
+                         f"({'e.g. gemma3_ppl' if other_model else 'smollm2_best'})")
     tasks = args.tasks.split(",")
     check_zeroshot(tasks, args.data_dir, "auto")
     runs = ["dense"] + args.runs.split(",")
@@ -105,7 +111,8 @@ def write_table(results: dict, tasks: list[str], args, out: Path) -> None:
     results = {run: results[run] for run in sorted(results, key=table_order)}
     any_row = next(iter(results.values()))
     options = "".join(f" --{k} {getattr(args, k)}" for k, default in (("model", ""), ("dtype", "bfloat16"),
-                      ("prefix", "smollm2_best"), ("out", "smollm2_zeroshot")) if getattr(args, k) != default)
+                      ("prefix", "smollm2_best"), ("out", f"{args.prefix.partition('_')[0]}_zeroshot"))
+                      if getattr(args, k) != default)
     dtype = str(args.torch_dtype).removeprefix("torch.").replace("bfloat16", "bf16")
     lines = [f"# {model_title(args.model)}: zero-shot accuracy of the dense and pruned models\n",
              f"Machine: {' / '.join(sorted({row['machine'] for row in results.values()}))} (each model's threads "
