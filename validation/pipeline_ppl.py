@@ -323,10 +323,15 @@ def write_summary(results_dir: Path, prefix: str = "smollm2_ppl", title: str = "
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += best_combinations(results_dir) if prefix == "smollm2_ppl" else best_against_sparsegpt(settings)
-    zeroshot = f"{prefix.partition('_')[0]}_zeroshot.md"
+    zeroshot = f"{zeroshot_name(prefix)}.md"
     if prefix != "smollm2_ppl" and (results_dir / zeroshot).exists():
         lines += [f"Zero-shot accuracy of these models beside their perplexity: [{zeroshot}]({zeroshot}).", ""]
     (results_dir / f"{prefix}_summary.md").write_text("\n".join(lines))
+
+
+def zeroshot_name(prefix: str) -> str:
+    """The zero-shot page of a model's tables (validation/zeroshot_rows.py): gemma3_ppl -> gemma3_zeroshot."""
+    return f"{prefix.partition('_')[0]}_zeroshot"
 
 
 def best_against_sparsegpt(settings: dict[str, dict]) -> list[str]:

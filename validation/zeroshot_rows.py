@@ -24,9 +24,10 @@ from optprune.evaluation import TASKS, check_zeroshot, evaluate_zeroshot
 from optprune.checkpoints.model_io import load_model
 from optprune.parallel import machine_name
 from optprune.config import resolve_dtype
-from pipeline_ppl import model_title, per_row_first      # this folder's sibling script
+from pipeline_ppl import model_title, per_row_first, zeroshot_name      # this folder's sibling script
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = dict(model="", dtype="bfloat16", prefix="smollm2_best")    # the page's command names the others
 
 
 def main() -> None:
@@ -36,13 +37,13 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=200, help="items per task (the first ones; 0: all)")
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--data-dir", default="")
-    ap.add_argument("--prefix", default="smollm2_best", help="pipeline_ppl.py's --prefix (the ppl column's tables)")
+    ap.add_argument("--prefix", default=DEFAULTS["prefix"], help="pipeline_ppl.py's --prefix (the ppl column's tables)")
     ap.add_argument("--out", default="", help="results name (default: <prefix's model>_zeroshot, e.g. smollm2_zeroshot)")
-    ap.add_argument("--model", default="", help="pipeline_ppl.py's --model (default: the embedded SmolLM2-135M)")
-    ap.add_argument("--dtype", default="bfloat16", help="the runs' forward dtype (auto: as pipeline_ppl.py's)")
+    ap.add_argument("--model", default=DEFAULTS["model"], help="pipeline_ppl.py's --model (default: the embedded SmolLM2-135M)")
+    ap.add_argument("--dtype", default=DEFAULTS["dtype"], help="the runs' forward dtype (auto: as pipeline_ppl.py's)")
     args = ap.parse_args()
     args.torch_dtype = resolve_dtype(args.dtype)
-    args.out = args.out or f"{args.prefix.partition('_')[0]}_zeroshot"
+    args.out = args.out or zeroshot_name(args.prefix)
     other_model = args.model not in ("", "smollm2-135m")
     if other_model == args.prefix.startswith("smollm2"):
         raise SystemExit(f"--prefix {args.prefix} names {'SmolLM2' if other_model else 'another model'}'s "
@@ -110,9 +111,8 @@ def write_table(results: dict, tasks: list[str], args, out: Path) -> None:
     the dense model first, then per setting (N:M ones last) SparseGPT before the others."""
     results = {run: results[run] for run in sorted(results, key=table_order)}
     any_row = next(iter(results.values()))
-    options = "".join(f" --{k} {getattr(args, k)}" for k, default in (("model", ""), ("dtype", "bfloat16"),
-                      ("prefix", "smollm2_best"), ("out", f"{args.prefix.partition('_')[0]}_zeroshot"))
-                      if getattr(args, k) != default)
+    defaults = dict(DEFAULTS, out=zeroshot_name(args.prefix))
+    options = "".join(f" --{k} {getattr(args, k)}" for k, default in defaults.items() if getattr(args, k) != default)
     dtype = str(args.torch_dtype).removeprefix("torch.").replace("bfloat16", "bf16")
     lines = [f"# {model_title(args.model)}: zero-shot accuracy of the dense and pruned models\n",
              f"Machine: {' / '.join(sorted({row['machine'] for row in results.values()}))} (each model's threads "
